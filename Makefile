@@ -1,0 +1,56 @@
+# Telemeter. `make help` lists the targets. Everything installs what it needs on first use.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+SERVICES := deploy/services.sh
+
+.DEFAULT_GOAL := help
+.PHONY: help install services-up services-down services-status demo up simulate test test-fast lint bench clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade "pip>=25.1"
+	$(BIN)/pip install --quiet -e . --group dev
+	@touch $(STAMP)
+
+install: $(STAMP) ## Create .venv and install Telemeter with its test/dev tools
+
+services-up: install ## Install (when missing) and start Mosquitto and Kafka
+	@$(SERVICES) up
+
+services-down: ## Stop the Mosquitto and Kafka this project started
+	@$(SERVICES) down
+
+services-status: ## Show whether Mosquitto and Kafka are running
+	@$(SERVICES) status
+
+demo: install ## Start everything, simulate devices ~30 s, print usage and a reconciliation
+	@if $(SERVICES) status >/dev/null 2>&1; then keep=1; else keep=0; fi; \
+	$(SERVICES) up || exit 1; \
+	$(BIN)/telemeter demo $(DEMO_ARGS); rc=$$?; \
+	if [ $$keep = 0 ]; then $(SERVICES) down; fi; \
+	exit $$rc
+
+up: services-up ## Run bridge + aggregator + API in the foreground (API on 127.0.0.1:8000)
+	$(BIN)/telemeter up
+
+simulate: install ## Simulate devices against a running `make up` and reconcile
+	$(BIN)/telemeter simulate $(SIM_ARGS)
+
+test: install ## Install what is missing, start services, run the whole test suite
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+lint: install ## ruff and mypy
+	$(BIN)/ruff check .
+	$(BIN)/mypy schemas ingest aggregator api storage devices telemeter
+
+bench: install ## Run the benchmark suite (see bench/README.md)
+	$(BIN)/python -m bench $(BENCH_ARGS)
+
+clean: services-down ## Stop services and remove runtime state (.run)
+	rm -rf .run

@@ -1,0 +1,1 @@
+"""The aggregator: Kafka events topic -> ClickHouse readings, exactly once in effect."""

@@ -1,0 +1,29 @@
+"""``create_app``: the FastAPI application, given its dependencies."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+from prometheus_client import make_asgi_app
+
+from api import errors
+from api.deps import ApiContext
+from api.routes import customers, devices, health, meters, usage
+
+DESCRIPTION = """
+Telemeter turns device telemetry into exact, per-customer usage.
+
+Authenticate with `Authorization: Bearer <token>` (the admin token from
+`TELEMETER_API__ADMIN_TOKEN`). Quantities are decimal strings; times are ISO 8601.
+Errors are `{"error": {"code": ..., "message": ...}}`.
+"""
+
+
+def create_app(context: ApiContext) -> FastAPI:
+    """Build the app around an already-connected context."""
+    app = FastAPI(title="Telemeter", version="0.1.0", description=DESCRIPTION)
+    app.state.context = context
+    errors.install(app)
+    for module in (health, meters, customers, devices, usage):
+        app.include_router(module.router)
+    app.mount("/metrics", make_asgi_app())
+    return app

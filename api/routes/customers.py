@@ -1,0 +1,34 @@
+"""Customers: name, IANA timezone (billing periods and windows align to it), currency."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path
+
+from api.deps import Admin, ContextDep, StoreDep
+from schemas.catalog import Customer, CustomerSpec, Page
+
+router = APIRouter(prefix="/v1/customers", tags=["catalog"], dependencies=[Admin])
+CustomerPath = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$",
+                                   examples=["acme"])]
+
+
+@router.get("", summary="List customers")
+async def list_customers(store: StoreDep) -> Page[Customer]:
+    """Every customer, by id."""
+    items = await store.list_customers()
+    return Page[Customer](items=items, count=len(items))
+
+
+@router.get("/{customer_id}", summary="Get a customer")
+async def get_customer(customer_id: CustomerPath, store: StoreDep) -> Customer:
+    """One customer; 404 if it does not exist."""
+    return await store.get_customer(customer_id)
+
+
+@router.put("/{customer_id}", summary="Create or update a customer")
+async def put_customer(customer_id: CustomerPath, spec: CustomerSpec,
+                       context: ContextDep) -> Customer:
+    """Create or update a customer; an unknown timezone is a 422."""
+    return await context.store.put_customer(customer_id, spec, context.clock())

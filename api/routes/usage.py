@@ -1,0 +1,112 @@
+"""Usage: a time series and a total per customer and meter, windows aligned to a timezone."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, HTTPException, Path, Query
+from pydantic import AwareDatetime
+
+from api.deps import Admin, ContextDep
+from schemas.catalog import check_timezone
+from schemas.telemetry import format_decimal, format_time, to_utc
+from schemas.usage import UsagePoint, UsageResponse, Window
+from storage.store import UsageQuery
+from storage.windows import window_start, windows
+
+router = APIRouter(tags=["usage"], dependencies=[Admin])
+
+FromQ = Annotated[AwareDatetime | None, Query(
+    alias="from", description="ISO 8601 with offset; default: start of the current month in tz",
+    examples=["2026-11-01T00:00:00+01:00"])]
+ToQ = Annotated[AwareDatetime | None, Query(
+    description="ISO 8601 with offset, exclusive; default: now", examples=["2026-12-01T00:00:00Z"])]
+WindowQ = Annotated[Window, Query(description="window size, aligned to tz")]
+TzQ = Annotated[str | None, Query(description="IANA timezone; default: the customer's",
+                                  examples=["Europe/Amsterdam"])]
+GroupQ = Annotated[Literal["device_id"] | None, Query(description="split the series per device")]
+MeterQ = Annotated[str, Query(description="meter name", examples=["pages_printed"])]
+
+
+async def _usage(
+    context: ContextDep, customer_id: str | None, meter_name: str, start: datetime | None,
+    end: datetime | None, window: Window, tz: str, group_by: str | None,
+) -> UsageResponse:
+    meter = await context.store.get_meter(meter_name)
+    now = context.clock()
+    end = to_utc(end) if end is not None else to_utc(now)
+    start = to_utc(start) if start is not None else window_start(end, Window.MONTH, tz)
+    try:
+        spans = windows(start, end, window, tz)
+    except ValueError as exc:
+        raise HTTPException(422, str(exc)) from exc
+    result = await context.store.usage(UsageQuery(
+        customer_id=customer_id, meter=meter, start=start, end=end, window=window, tz=tz,
+        by_device=group_by == "device_id",
+    ))
+    by_start = {window_start(s.start, window, tz): s for s in spans}
+    series: list[UsagePoint] = []
+    if group_by == "device_id":
+        for b in result.buckets:
+            span = by_start[b.bucket]
+            series.append(UsagePoint(start=format_time(span.start), end=format_time(span.end),
+                                     value=format_decimal(b.value), readings=b.readings,
+                                     device_id=b.device_id))
+    else:
+        found = {b.bucket: b for b in result.buckets}
+        for key, span in by_start.items():
+            b = found.get(key)
+            series.append(UsagePoint(
+                start=format_time(span.start), end=format_time(span.end),
+                value=format_decimal(b.value) if b else "0", readings=b.readings if b else 0,
+            ))
+    return UsageResponse(
+        customer_id=customer_id, meter=meter.name, unit=meter.unit,
+        aggregation=meter.aggregation.value, from_=format_time(start), to=format_time(end),
+        window=window, tz=tz, total=format_decimal(result.total), readings=result.readings,
+        updated_at=format_time(result.updated_at) if result.updated_at else None, series=series,
+    )
+
+
+def _tz(value: str) -> str:
+    try:
+        return check_timezone(value)
+    except ValueError as exc:
+        raise HTTPException(422, str(exc)) from exc
+
+
+@router.get("/v1/customers/{customer_id}/usage", summary="A customer's usage of one meter",
+            response_model=UsageResponse)
+async def customer_usage(
+    context: ContextDep,
+    customer_id: Annotated[str, Path(examples=["acme"])],
+    meter: MeterQ,
+    from_: FromQ = None,
+    to: ToQ = None,
+    window: WindowQ = Window.DAY,
+    tz: TzQ = None,
+    group_by: GroupQ = None,
+) -> UsageResponse:
+    """Usage in [from, to) attributed to the customer that held each device at each
+    reading's time. ``total`` and every ``value`` are decimal strings; ``readings`` counts
+    the readings behind them; ``updated_at`` is the latest write covering this answer."""
+    customer = await context.store.get_customer(customer_id)
+    return await _usage(context, customer_id, meter, from_, to, window,
+                        _tz(tz or customer.timezone), group_by)
+
+
+@router.get("/v1/usage/unassigned", summary="Usage of devices no customer held",
+            response_model=UsageResponse)
+async def unassigned_usage(
+    context: ContextDep,
+    meter: MeterQ,
+    from_: FromQ = None,
+    to: ToQ = None,
+    window: WindowQ = Window.DAY,
+    tz: TzQ = None,
+    group_by: GroupQ = None,
+) -> UsageResponse:
+    """Readings of devices that had no customer at the reading's time. They are kept, and
+    move to a customer when an assignment covering their time is made."""
+    return await _usage(context, None, meter, from_, to, window, _tz(tz or "UTC"), group_by)

@@ -1,0 +1,452 @@
+#!/usr/bin/env bash
+# Telemeter local infrastructure: Mosquitto (MQTT) + Apache Kafka (KRaft, single node).
+#
+# Usage: deploy/services.sh up|down|status|start-mosquitto|stop-mosquitto|
+#                           restart-mosquitto|start-kafka|stop-kafka|kill-kafka|fetch-kafka
+#
+#   up                 install missing packages, fetch Kafka, start both, wait until ready
+#   down               stop what this script started (SIGTERM, 30 s, then SIGKILL)
+#   status             one line per service; exit 0 only if both are reachable
+#   start-mosquitto / stop-mosquitto / restart-mosquitto (graceful, same persistence)
+#   start-kafka / stop-kafka
+#   kill-kafka         kill -9 our Kafka (chaos tests); start-kafka reuses its data dir
+#   fetch-kafka        download Kafka jars from Maven Central into the shared cache
+#
+# Environment:
+#   TELEMETER_RUN_DIR               runtime state (pids, logs, data)   [<repo>/.run]
+#   TELEMETER_CACHE_DIR             shared jar cache                   [~/.cache/telemeter]
+#   TELEMETER_MQTT_PORT             Mosquitto port                     [1883]
+#   TELEMETER_KAFKA_PORT            Kafka client port                  [9092]
+#   TELEMETER_KAFKA_CONTROLLER_PORT Kafka KRaft controller port        [9093]
+#   TELEMETER_WAIT_TIMEOUT          seconds to wait for readiness      [60]
+#
+# Everything listens on 127.0.0.1 only. If a port is already open (a service
+# started by another clone, by hand, or by the OS), it is reused, not restarted.
+set -euo pipefail
+
+KAFKA_VERSION=4.2.0   # keep in sync with deploy/kafka/pom.xml
+
+SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO_DIR=$(dirname "$SCRIPT_DIR")
+RUN_DIR=${TELEMETER_RUN_DIR:-$REPO_DIR/.run}
+CACHE_DIR=${TELEMETER_CACHE_DIR:-$HOME/.cache/telemeter}
+KAFKA_HOME=$CACHE_DIR/kafka-$KAFKA_VERSION
+KAFKA_LIBS=$KAFKA_HOME/libs
+
+HOST=127.0.0.1
+MQTT_PORT=${TELEMETER_MQTT_PORT:-1883}
+KAFKA_PORT=${TELEMETER_KAFKA_PORT:-9092}
+KAFKA_CONTROLLER_PORT=${TELEMETER_KAFKA_CONTROLLER_PORT:-9093}
+WAIT_TIMEOUT=${TELEMETER_WAIT_TIMEOUT:-60}
+STOP_TIMEOUT=30
+
+# /usr/sbin holds the mosquitto binary on Debian and is not on every user's PATH.
+PATH=$PATH:/usr/local/sbin:/usr/sbin:/sbin
+
+log() { printf '%s\n' "$*"; }
+die() { printf 'services.sh: error: %s\n' "$*" >&2; exit 1; }
+
+for p in "$MQTT_PORT" "$KAFKA_PORT" "$KAFKA_CONTROLLER_PORT" "$WAIT_TIMEOUT"; do
+    [[ $p =~ ^[0-9]+$ ]] || die "not a number: '$p' (check TELEMETER_* variables)"
+done
+
+# --------------------------------------------------------------------------
+# Paths (RUN_DIR made absolute: it is written into generated config files)
+# --------------------------------------------------------------------------
+init_run_dir() {
+    mkdir -p "$RUN_DIR"
+    RUN_DIR=$(cd "$RUN_DIR" && pwd)
+    MOSQ_DIR=$RUN_DIR/mosquitto
+    MOSQ_CONF=$MOSQ_DIR/mosquitto.conf
+    MOSQ_PID=$MOSQ_DIR/mosquitto.pid
+    MOSQ_LOG=$MOSQ_DIR/mosquitto.log
+    KAFKA_DIR=$RUN_DIR/kafka
+    KAFKA_DATA=$KAFKA_DIR/data
+    KAFKA_PROPS=$KAFKA_DIR/server.properties
+    KAFKA_PID=$KAFKA_DIR/kafka.pid
+    KAFKA_OUT=$KAFKA_DIR/kafka.out
+    mkdir -p "$MOSQ_DIR/data" "$KAFKA_DATA"
+}
+
+# Serialize state-changing commands of this clone (two concurrent `up`s would
+# otherwise both start a broker). fd 8 is closed in every daemon we spawn so the
+# lock is released when this script exits.
+take_lock() {
+    exec 8>"$RUN_DIR/.services.lock"
+    flock -w 180 8 || die "another services.sh is still running for $RUN_DIR"
+}
+
+# --------------------------------------------------------------------------
+# Process / port helpers
+# --------------------------------------------------------------------------
+port_open() {  # port -> 0 if something accepts TCP connections on 127.0.0.1:port
+    timeout 2 bash -c "exec 3<>/dev/tcp/$HOST/$1" 2>/dev/null
+}
+
+pid_alive() {  # pid -> 0 if running (a zombie counts as dead)
+    local pid=$1 state
+    kill -0 "$pid" 2>/dev/null || return 1
+    state=$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null || true)
+    [[ -n $state && $state != Z && $state != X ]]
+}
+
+# pidfile pattern -> print pid if the file names a live process whose command
+# line contains pattern (our generated config path: guards against a recycled
+# pid and against another clone's broker); else fail.
+our_pid() {
+    local file=$1 pattern=$2 pid cmd
+    [[ -s $file ]] || return 1
+    pid=$(tr -dc '0-9' <"$file")
+    [[ -n $pid ]] && pid_alive "$pid" || return 1
+    cmd=$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null) || return 1
+    [[ $cmd == *"$pattern"* ]] || return 1
+    echo "$pid"
+}
+
+# pid name -> SIGTERM, wait up to STOP_TIMEOUT s, then SIGKILL.
+stop_pid() {
+    local pid=$1 name=$2 i
+    kill -TERM "$pid" 2>/dev/null || true
+    for ((i = 0; i < STOP_TIMEOUT * 5; i++)); do
+        pid_alive "$pid" || { log "$name: stopped (pid $pid)"; return 0; }
+        sleep 0.2
+    done
+    log "$name: still running after ${STOP_TIMEOUT}s, sending SIGKILL (pid $pid)"
+    kill -KILL "$pid" 2>/dev/null || true
+    for ((i = 0; i < 50; i++)); do
+        pid_alive "$pid" || { log "$name: killed (pid $pid)"; return 0; }
+        sleep 0.2
+    done
+    die "$name: pid $pid survived SIGKILL"
+}
+
+sed_escape() {  # escape a string for the replacement side of s|...|...|
+    printf '%s' "$1" | sed -e 's/[\\|&]/\\&/g'
+}
+
+# --------------------------------------------------------------------------
+# Packages
+# --------------------------------------------------------------------------
+APT_UPDATED=0
+ensure_packages() {
+    # command -> Debian package; only what is missing gets installed.
+    local -A pkg_of=([mosquitto]=mosquitto [mosquitto_sub]=mosquitto-clients
+                     [mosquitto_pub]=mosquitto-clients [kcat]=kcat)
+    local cmd missing=()
+    for cmd in mosquitto mosquitto_sub mosquitto_pub kcat; do
+        command -v "$cmd" >/dev/null 2>&1 || missing+=("${pkg_of[$cmd]}")
+    done
+    [[ ${#missing[@]} -eq 0 ]] && return 0
+    mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
+    [[ $(id -u) -eq 0 ]] ||
+        die "missing packages: ${missing[*]}; install them as root: apt-get install -y ${missing[*]}"
+    log "packages: installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    if [[ $APT_UPDATED -eq 0 ]]; then
+        apt-get update -qq
+        APT_UPDATED=1
+    fi
+    apt-get install -y -qq "${missing[@]}" >/dev/null
+    # On a systemd machine the Debian package starts its own broker on 1883 with
+    # the stock config (max_queued_messages 1000 => silent drops). We just
+    # installed it, so turn that instance off; ours is started from our config.
+    if [[ " ${missing[*]} " == *" mosquitto "* && -d /run/systemd/system ]]; then
+        systemctl disable --now mosquitto.service >/dev/null 2>&1 || true
+        log "packages: disabled the system mosquitto.service (services.sh runs its own)"
+    fi
+}
+
+ensure_java() {
+    command -v java >/dev/null 2>&1 ||
+        die "java not found (Kafka $KAFKA_VERSION needs Java 17+): apt-get install -y openjdk-17-jre-headless"
+}
+
+# --------------------------------------------------------------------------
+# Kafka jars (Maven Central -> shared cache)
+# --------------------------------------------------------------------------
+count_jars() { find "$KAFKA_LIBS" -maxdepth 1 -name '*.jar' | wc -l; }
+
+kafka_libs_ok() {
+    compgen -G "$KAFKA_LIBS/kafka_2.13-$KAFKA_VERSION.jar" >/dev/null
+}
+
+fetch_kafka() {
+    if kafka_libs_ok; then
+        return 0
+    fi
+    command -v mvn >/dev/null 2>&1 || die "mvn not found: apt-get install -y maven"
+    mkdir -p "$KAFKA_HOME"
+    # Several clones share the cache: one fetch at a time (fd 9 = cache lock).
+    exec 9>"$KAFKA_HOME/.fetch.lock"
+    flock -w 600 9 || die "timed out waiting for another Kafka fetch ($KAFKA_HOME/.fetch.lock)"
+    if kafka_libs_ok; then   # someone else finished while we waited
+        exec 9>&-
+        return 0
+    fi
+    log "kafka: fetching Kafka $KAFKA_VERSION jars from Maven Central into $KAFKA_LIBS"
+    local tmp
+    tmp=$(mktemp -d "$KAFKA_HOME/libs.tmp.XXXXXX")
+    if ! mvn -q -B -f "$SCRIPT_DIR/kafka/pom.xml" dependency:copy-dependencies \
+            -DincludeScope=runtime -DoutputDirectory="$tmp" >"$KAFKA_HOME/fetch.log" 2>&1; then
+        tail -n 30 "$KAFKA_HOME/fetch.log" >&2
+        rm -rf "$tmp"
+        die "kafka: mvn dependency:copy-dependencies failed (log: $KAFKA_HOME/fetch.log)"
+    fi
+    compgen -G "$tmp/kafka_2.13-$KAFKA_VERSION.jar" >/dev/null || {
+        rm -rf "$tmp"
+        die "kafka: fetch incomplete (no kafka_2.13-$KAFKA_VERSION.jar)"
+    }
+    # Publish atomically: a half-written libs dir is never mistaken for complete.
+    chmod 755 "$tmp"   # mktemp -d creates it 0700
+    rm -rf "$KAFKA_LIBS"
+    mv "$tmp" "$KAFKA_LIBS"
+    exec 9>&-
+    log "kafka: $(count_jars) jars cached in $KAFKA_LIBS"
+}
+
+# --------------------------------------------------------------------------
+# Mosquitto
+# --------------------------------------------------------------------------
+mosq_pid() { our_pid "$MOSQ_PID" "$MOSQ_CONF"; }
+
+render_mosquitto_conf() {
+    sed -e "s|@PORT@|$MQTT_PORT|g" \
+        -e "s|@RUN_DIR@|$(sed_escape "$MOSQ_DIR")|g" \
+        -e "s|@USER@|$(sed_escape "$(id -un)")|g" \
+        "$SCRIPT_DIR/mosquitto/mosquitto.conf" >"$MOSQ_CONF.tmp"
+    mv "$MOSQ_CONF.tmp" "$MOSQ_CONF"
+}
+
+start_mosquitto() {
+    local pid i out
+    if pid=$(mosq_pid); then
+        log "mosquitto: already running (pid $pid) on $HOST:$MQTT_PORT, reusing"
+        return 0
+    fi
+    if port_open "$MQTT_PORT"; then
+        log "mosquitto: $HOST:$MQTT_PORT already in use by a broker not started here, reusing it (its config may differ from deploy/mosquitto/mosquitto.conf)"
+        return 0
+    fi
+    command -v mosquitto >/dev/null 2>&1 || die "mosquitto not installed (run: deploy/services.sh up as root)"
+    render_mosquitto_conf
+    rm -f "$MOSQ_PID"
+    # -d: daemonize; mosquitto writes its own pid file (pid_file in the config).
+    if ! out=$(mosquitto -c "$MOSQ_CONF" -d 8>&- 9>&- 2>&1); then
+        printf '%s\n' "$out" >&2
+        [[ -f $MOSQ_LOG ]] && tail -n 20 "$MOSQ_LOG" >&2
+        die "mosquitto: failed to start"
+    fi
+    for ((i = 0; i < WAIT_TIMEOUT * 5; i++)); do
+        if pid=$(mosq_pid) && port_open "$MQTT_PORT"; then
+            log "mosquitto: started (pid $pid) on $HOST:$MQTT_PORT, log $MOSQ_LOG"
+            return 0
+        fi
+        if ((i > 10)) && ! mosq_pid >/dev/null; then
+            break   # daemon exited (bad config, port race, ...)
+        fi
+        sleep 0.2
+    done
+    [[ -f $MOSQ_LOG ]] && tail -n 20 "$MOSQ_LOG" >&2
+    die "mosquitto: not accepting connections on $HOST:$MQTT_PORT"
+}
+
+stop_mosquitto() {
+    local pid
+    if pid=$(mosq_pid); then
+        stop_pid "$pid" mosquitto
+    else
+        log "mosquitto: not running (nothing started here)"
+    fi
+    rm -f "$MOSQ_PID"
+}
+
+# --------------------------------------------------------------------------
+# Kafka
+# --------------------------------------------------------------------------
+kafka_pid() { our_pid "$KAFKA_PID" "kafka.Kafka $KAFKA_PROPS"; }
+
+kafka_cp() { printf '%s/*' "$KAFKA_LIBS"; }
+
+kafka_answers() {  # 0 if the broker serves a metadata request
+    if command -v kcat >/dev/null 2>&1; then
+        timeout 10 kcat -b "$HOST:$KAFKA_PORT" -L -m 5 >/dev/null 2>&1
+    else
+        port_open "$KAFKA_PORT"
+    fi
+}
+
+render_kafka_props() {
+    sed -e "s|@PORT@|$KAFKA_PORT|g" \
+        -e "s|@CONTROLLER_PORT@|$KAFKA_CONTROLLER_PORT|g" \
+        -e "s|@DATA_DIR@|$(sed_escape "$KAFKA_DATA")|g" \
+        "$SCRIPT_DIR/kafka/server.properties.template" >"$KAFKA_PROPS.tmp"
+    mv "$KAFKA_PROPS.tmp" "$KAFKA_PROPS"
+}
+
+format_kafka_storage() {
+    # Format once. A restart (e.g. after kill-kafka) keeps the existing data dir.
+    [[ -f $KAFKA_DATA/meta.properties ]] && return 0
+    local uuid
+    uuid=$(java -cp "$(kafka_cp)" kafka.tools.StorageTool random-uuid 2>/dev/null | tail -n 1)
+    [[ -n $uuid ]] || die "kafka: StorageTool random-uuid failed"
+    # No --standalone: the quorum is static (controller.quorum.voters).
+    java -cp "$(kafka_cp)" -Dlog4j2.configurationFile="$SCRIPT_DIR/kafka/log4j2.yaml" \
+        kafka.tools.StorageTool format -t "$uuid" -c "$KAFKA_PROPS" >"$KAFKA_DIR/format.out" 2>&1 || {
+        cat "$KAFKA_DIR/format.out" >&2
+        die "kafka: storage format failed"
+    }
+    log "kafka: formatted $KAFKA_DATA (cluster id $uuid)"
+}
+
+start_kafka() {
+    local pid i
+    if pid=$(kafka_pid); then
+        if kafka_answers; then
+            log "kafka: already running (pid $pid) on $HOST:$KAFKA_PORT, reusing"
+            return 0
+        fi
+        # Ours but not answering yet (e.g. an `up` interrupted mid-start): just wait.
+        wait_kafka "$pid" "already starting"
+        return 0
+    fi
+    if port_open "$KAFKA_PORT"; then
+        log "kafka: $HOST:$KAFKA_PORT already in use by a broker not started here, reusing it"
+        return 0
+    fi
+    if port_open "$KAFKA_CONTROLLER_PORT"; then
+        die "kafka: controller port $HOST:$KAFKA_CONTROLLER_PORT is in use (set TELEMETER_KAFKA_CONTROLLER_PORT)"
+    fi
+    ensure_java
+    fetch_kafka
+    render_kafka_props
+    format_kafka_storage
+    rm -f "$KAFKA_PID"
+    # setsid: own session, so a Ctrl-C / process-group kill aimed at the caller
+    # does not take the broker down with it. nohup: survive the terminal closing.
+    # (Not a process-group leader here, so setsid execs java in place and $! is java.)
+    nohup setsid java -Xms256m -Xmx1g -cp "$(kafka_cp)" \
+        -Dlog4j2.configurationFile="$SCRIPT_DIR/kafka/log4j2.yaml" \
+        kafka.Kafka "$KAFKA_PROPS" >>"$KAFKA_OUT" 2>&1 </dev/null 8>&- 9>&- &
+    pid=$!
+    echo "$pid" >"$KAFKA_PID"
+    wait_kafka "$pid" started
+}
+
+wait_kafka() {  # pid verb -> poll until the port is open and Kafka answers metadata
+    local pid=$1 verb=$2 start=$SECONDS
+    while ((SECONDS - start < WAIT_TIMEOUT)); do
+        if ! pid_alive "$pid"; then
+            tail -n 30 "$KAFKA_OUT" >&2 || true
+            rm -f "$KAFKA_PID"
+            die "kafka: process $pid exited during startup (see $KAFKA_OUT)"
+        fi
+        if port_open "$KAFKA_PORT" && kafka_answers; then
+            log "kafka: $verb (pid $pid) on $HOST:$KAFKA_PORT, ready after $((SECONDS - start))s, log $KAFKA_OUT"
+            return 0
+        fi
+        sleep 0.5
+    done
+    tail -n 30 "$KAFKA_OUT" >&2 || true
+    die "kafka: not ready after ${WAIT_TIMEOUT}s (pid $pid still running; see $KAFKA_OUT)"
+}
+
+stop_kafka() {
+    local pid
+    if pid=$(kafka_pid); then
+        stop_pid "$pid" kafka
+    else
+        log "kafka: not running (nothing started here)"
+    fi
+    rm -f "$KAFKA_PID"
+}
+
+kill_kafka() {
+    local pid i
+    if ! pid=$(kafka_pid); then
+        log "kafka: not running (nothing started here), nothing to kill"
+        rm -f "$KAFKA_PID"
+        return 0
+    fi
+    kill -KILL "$pid"
+    for ((i = 0; i < 50; i++)); do
+        pid_alive "$pid" || break
+        sleep 0.2
+    done
+    pid_alive "$pid" && die "kafka: pid $pid survived SIGKILL"
+    rm -f "$KAFKA_PID"
+    log "kafka: killed with SIGKILL (pid $pid); data kept in $KAFKA_DATA"
+}
+
+# --------------------------------------------------------------------------
+# Status
+# --------------------------------------------------------------------------
+status() {
+    local pid rc=0
+    if pid=$(mosq_pid); then
+        if port_open "$MQTT_PORT"; then
+            log "mosquitto: running (pid $pid) on $HOST:$MQTT_PORT"
+        else
+            log "mosquitto: process $pid running but $HOST:$MQTT_PORT not accepting connections"; rc=1
+        fi
+    elif port_open "$MQTT_PORT"; then
+        log "mosquitto: $HOST:$MQTT_PORT open (broker not started here)"
+    else
+        log "mosquitto: stopped"; rc=1
+    fi
+    if pid=$(kafka_pid); then
+        if kafka_answers; then
+            log "kafka: running (pid $pid) on $HOST:$KAFKA_PORT"
+        else
+            log "kafka: process $pid running but not answering on $HOST:$KAFKA_PORT (starting?)"; rc=1
+        fi
+    elif kafka_answers; then
+        log "kafka: $HOST:$KAFKA_PORT answering (broker not started here)"
+    else
+        log "kafka: stopped"; rc=1
+    fi
+    return $rc
+}
+
+usage() {
+    sed -n '4,5p' "${BASH_SOURCE[0]}" | sed 's/^# //' >&2
+    exit 2
+}
+
+main() {
+    [[ $# -eq 1 ]] || usage
+    case $1 in
+        up|down|status|start-mosquitto|stop-mosquitto|restart-mosquitto|\
+        start-kafka|stop-kafka|kill-kafka|fetch-kafka) ;;
+        -h|--help|help) usage ;;
+        *) usage ;;
+    esac
+    init_run_dir
+    [[ $1 == status ]] || take_lock
+    case $1 in
+        up)
+            ensure_packages
+            start_mosquitto
+            start_kafka
+            ;;
+        down)
+            stop_kafka
+            stop_mosquitto
+            ;;
+        status)            status ;;
+        start-mosquitto)   start_mosquitto ;;
+        stop-mosquitto)    stop_mosquitto ;;
+        restart-mosquitto) stop_mosquitto; start_mosquitto ;;
+        start-kafka)       start_kafka ;;
+        stop-kafka)        stop_kafka ;;
+        kill-kafka)        kill_kafka ;;
+        fetch-kafka)
+            if kafka_libs_ok; then
+                log "kafka: $(count_jars) jars already cached in $KAFKA_LIBS"
+            else
+                fetch_kafka
+            fi
+            ;;
+    esac
+}
+
+main "$@"

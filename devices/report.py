@@ -1,0 +1,61 @@
+"""Terminal output of the simulator and the demo (rich): progress, usage table, verdict."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from devices.reconcile import Reconciliation
+from devices.simulator import SimulationConfig, SimulationResult
+from schemas.telemetry import format_decimal
+
+console = Console(stderr=False, highlight=False)
+
+
+@contextlib.contextmanager
+def progress(config: SimulationConfig) -> Iterator[Callable[[int, int, int], None]]:
+    """A live line with messages sent and acknowledged while the simulator runs."""
+    total = int(config.rate * config.duration_s)
+    bar = Progress(TextColumn("[bold]simulating[/]"), BarColumn(),
+                   TextColumn("{task.fields[sent]} sent, {task.fields[acked]} acked"),
+                   TimeElapsedColumn(), console=console, disable=not sys.stdout.isatty())
+    task = bar.add_task("sim", total=total, sent=0, acked=0)
+
+    def update(sent: int, acked: int, _qos: int) -> None:
+        bar.update(task, completed=min(sent, total), sent=sent, acked=acked)
+
+    with bar:
+        yield update
+
+
+def print_simulation(result: SimulationResult, truth_path: Path) -> None:
+    """What the simulator did."""
+    in_window = sum(result.truth.readings.values())
+    console.print(
+        f"simulator: {result.messages_sent} messages published ({result.duplicates_sent} "
+        f"duplicate resends, {result.resets} counter resets), {result.messages_acked} acked by "
+        f"the broker, {in_window} readings in the window; ground truth in {truth_path}"
+    )
+
+
+def print_usage(report: Reconciliation) -> None:
+    """Usage per customer and meter as read from the API, and the reconciliation line."""
+    table = Table(title="Usage read from the API (window of the simulation)")
+    for column, justify in (("customer", "left"), ("meter", "left"), ("usage", "right"),
+                            ("unit", "left"), ("readings", "right"), ("expected", "right"),
+                            ("", "center")):
+        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+    for line in report.lines:
+        table.add_row(line.customer_id, line.meter, format_decimal(line.actual_quantity),
+                      line.unit, str(line.actual_readings),
+                      format_decimal(line.expected_quantity),
+                      "[green]ok[/]" if line.exact else "[red]DIFF[/]")
+    console.print(table)
+    style = "bold green" if report.exact else "bold red"
+    console.print(f"[{style}]reconciliation: {report.summary()}[/]")

@@ -1,0 +1,119 @@
+"""Validation of device messages against the wire contract. Pure: no I/O, clock injected.
+
+Bad input is data, not an exception: ``validate`` returns an ``Accepted`` event or a
+``Rejected`` verdict with a stable reason code, and the bridge routes each accordingly.
+Checks that need the catalog (unknown meter, negative delta) run in the aggregator."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from pydantic import ValidationError
+
+from schemas.dead_letter import RejectReason
+from schemas.telemetry import InvalidValue, Telemetry, TelemetryEvent, parse_value, to_utc
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """A valid message, ready for the events topic."""
+
+    event: TelemetryEvent
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """An invalid message and why."""
+
+    reason: RejectReason
+    detail: str
+    device_id: str | None = None
+    seq: int | None = None
+
+
+class TelemetryValidator:
+    """Checks a raw MQTT message (topic + payload bytes) against the wire contract."""
+
+    def __init__(
+        self,
+        *,
+        topic_prefix: str = "",
+        max_payload_bytes: int = 64 * 1024,
+        max_future_skew: timedelta = timedelta(minutes=5),
+    ) -> None:
+        self._topic = re.compile("^" + re.escape(topic_prefix) + r"devices/([^/]+)/telemetry$")
+        self._max_bytes = max_payload_bytes
+        self._skew = max_future_skew
+
+    def validate(self, topic: str, payload: bytes, now: datetime) -> Accepted | Rejected:
+        """Accept the message or say, with a reason code, why not."""
+        match = self._topic.match(topic)
+        if match is None:
+            return Rejected(RejectReason.INVALID_TOPIC,
+                            f"topic {topic!r} is not devices/{{device_id}}/telemetry")
+        topic_device = match.group(1)
+        if len(payload) > self._max_bytes:
+            return Rejected(RejectReason.PAYLOAD_TOO_LARGE,
+                            f"payload is {len(payload)} bytes; the limit is {self._max_bytes}",
+                            topic_device)
+        try:
+            doc = json.loads(payload, parse_float=Decimal)
+        except (ValueError, UnicodeDecodeError) as exc:
+            return Rejected(RejectReason.MALFORMED_JSON, f"not valid UTF-8 JSON: {exc}",
+                            topic_device)
+        if not isinstance(doc, dict):
+            return Rejected(RejectReason.SCHEMA_VIOLATION, "payload must be a JSON object",
+                            topic_device)
+        seq = doc.get("seq") if isinstance(doc.get("seq"), int) else None
+        claimed = doc.get("device_id")
+        if isinstance(claimed, str) and claimed != topic_device:
+            return Rejected(
+                RejectReason.DEVICE_MISMATCH,
+                f"payload device_id {claimed!r} differs from topic device {topic_device!r}; "
+                "a device can only report for itself",
+                topic_device, seq,
+            )
+        value_problem = _first_invalid_value(doc.get("readings"))
+        if value_problem is not None:
+            return Rejected(RejectReason.INVALID_VALUE, value_problem, topic_device, seq)
+        try:
+            message = Telemetry.model_validate(doc)
+        except ValidationError as exc:
+            return Rejected(RejectReason.SCHEMA_VIOLATION, _describe(exc), topic_device, seq)
+        limit = now + self._skew
+        late = [r.at for r in message.readings if r.at > limit]
+        if message.sent_at > limit or late:
+            stamp = late[0] if late else message.sent_at
+            return Rejected(
+                RejectReason.FUTURE_TIMESTAMP,
+                f"timestamp {stamp.isoformat()} is more than {self._skew} ahead of the "
+                f"bridge clock ({now.isoformat()}); check the device clock",
+                topic_device, seq,
+            )
+        event = TelemetryEvent(**dict(message), received_at=to_utc(now), mqtt_topic=topic)
+        return Accepted(event)
+
+
+def _first_invalid_value(readings: Any) -> str | None:
+    if not isinstance(readings, list):
+        return None  # the schema check reports it
+    for i, reading in enumerate(readings):
+        if isinstance(reading, dict) and "value" in reading:
+            try:
+                parse_value(reading["value"])
+            except InvalidValue as exc:
+                return f"readings[{i}].value: {exc}"
+    return None
+
+
+def _describe(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors()[:3]:
+        where = ".".join(str(p) for p in err["loc"]) or "payload"
+        parts.append(f"{where}: {err['msg']}")
+    return "; ".join(parts)

@@ -1,0 +1,182 @@
+"""Catalog models: meters, customers, devices and their assignment history."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from enum import StrEnum
+from typing import Annotated, Generic, TypeVar
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_serializer, field_validator
+
+from schemas.telemetry import DeviceId, MeterName, format_decimal, format_time, to_utc
+
+T = TypeVar("T")
+
+CustomerId = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")]
+
+
+class MeterKind(StrEnum):
+    """How a meter's readings are read."""
+
+    DELTA = "delta"  # an increment since the last report; usage is the sum
+    COUNTER = "counter"  # a cumulative reading; usage is the difference between readings
+    GAUGE = "gauge"  # a level; reported as latest, max or min
+
+
+class Aggregation(StrEnum):
+    """How a meter's usage in a window is summarised."""
+
+    SUM = "sum"
+    MAX = "max"
+    MIN = "min"
+    LATEST = "latest"
+
+
+def check_timezone(name: str) -> str:
+    """Accept only IANA timezone names."""
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(f"unknown IANA timezone {name!r} (e.g. 'Europe/Amsterdam')") from exc
+    return name
+
+
+class MeterSpec(BaseModel):
+    """The body of PUT /v1/meters/{meter}."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"unit": "pages", "kind": "counter", "aggregation": "sum"}]},
+    )
+
+    unit: Annotated[str, Field(min_length=1, max_length=32)]
+    kind: MeterKind
+    aggregation: Aggregation | None = None
+    description: Annotated[str, Field(max_length=500)] = ""
+
+    def resolved_aggregation(self) -> Aggregation:
+        """delta and counter meters sum; gauges default to the latest level."""
+        if self.aggregation is not None:
+            return self.aggregation
+        return Aggregation.LATEST if self.kind is MeterKind.GAUGE else Aggregation.SUM
+
+
+class Meter(BaseModel):
+    """A meter as stored: defined once, by name."""
+
+    name: MeterName
+    unit: str
+    kind: MeterKind
+    aggregation: Aggregation
+    description: str = ""
+
+
+class CustomerSpec(BaseModel):
+    """The body of PUT /v1/customers/{customer_id}."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"name": "Acme BV", "timezone": "Europe/Amsterdam", "currency": "EUR"}]
+        },
+    )
+
+    name: Annotated[str, Field(min_length=1, max_length=200)]
+    timezone: str = "UTC"
+    currency: Annotated[str, Field(pattern=r"^[A-Z]{3}$")] = "EUR"
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, value: str) -> str:
+        return check_timezone(value)
+
+
+class Customer(CustomerSpec):
+    """A customer as stored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    customer_id: CustomerId
+
+
+class DeviceSpec(BaseModel):
+    """The body of PUT /v1/devices/{device_id}: its kind and who holds it from when.
+
+    ``customer_id: null`` unassigns the device from ``assigned_from`` on. Each PUT with a
+    new ``assigned_from`` adds to the history; readings belong to the customer that held
+    the device at the reading's time."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"kind": "printer", "customer_id": "acme", "assigned_from": "2026-11-01T00:00:00Z"}
+            ]
+        },
+    )
+
+    kind: Annotated[str, Field(min_length=1, max_length=64)]
+    customer_id: CustomerId | None = None
+    assigned_from: AwareDatetime | None = None
+
+    @field_validator("assigned_from")
+    @classmethod
+    def _utc(cls, value: datetime | None) -> datetime | None:
+        return None if value is None else to_utc(value)
+
+
+class Assignment(BaseModel):
+    """From ``valid_from`` on (until the next assignment), the device belongs to ``customer_id``
+    (``None``: unassigned)."""
+
+    customer_id: str | None
+    valid_from: datetime
+
+    @field_serializer("valid_from")
+    def _time(self, value: datetime) -> str:
+        return format_time(value)
+
+
+class Device(BaseModel):
+    """A device as stored, with its current holder and its assignment history."""
+
+    device_id: DeviceId
+    kind: str
+    customer_id: str | None
+    assigned_from: datetime | None
+    assignments: list[Assignment] = []
+
+    @field_serializer("assigned_from")
+    def _time(self, value: datetime | None) -> str | None:
+        return None if value is None else format_time(value)
+
+
+class Page(BaseModel, Generic[T]):
+    """A list response."""
+
+    items: list[T]
+    count: int
+
+
+def decimal_str(value: Decimal) -> str:
+    """Quantities leave the API as decimal strings."""
+    return format_decimal(value)
+
+
+# Meters of the five device kinds of the product story, created at first start when missing.
+DEFAULT_METERS: dict[str, MeterSpec] = {
+    "distance_km": MeterSpec(unit="km", kind=MeterKind.COUNTER, description="running shoes: odometer"),
+    "steps": MeterSpec(unit="steps", kind=MeterKind.DELTA, description="running shoes: steps since last report"),
+    "door_cycles": MeterSpec(unit="cycles", kind=MeterKind.DELTA, description="warehouse door: open/close cycles"),
+    "slam_force_n": MeterSpec(unit="N", kind=MeterKind.GAUGE, aggregation=Aggregation.MAX,
+                              description="warehouse door: how hard it was slammed"),
+    "pages_printed": MeterSpec(unit="pages", kind=MeterKind.COUNTER, description="printer: page counter"),
+    "toner_pct": MeterSpec(unit="%", kind=MeterKind.GAUGE, aggregation=Aggregation.LATEST,
+                           description="printer: toner level"),
+    "odometer_km": MeterSpec(unit="km", kind=MeterKind.COUNTER, description="car: odometer"),
+    "passengers": MeterSpec(unit="passengers", kind=MeterKind.GAUGE, aggregation=Aggregation.MAX,
+                            description="car: passengers on board"),
+    "pitch_minutes": MeterSpec(unit="min", kind=MeterKind.DELTA, description="football pitch: minutes in use"),
+}

@@ -1,0 +1,64 @@
+"""ClickHouse tables. Facts are stored once and everything else is derived at query time.
+
+- ``readings``: one row per reading, ``ReplacingMergeTree`` keyed by
+  ``(device_id, seq, idx)``. A redelivered message writes the same key again and every
+  read uses ``FINAL``, so it counts once however many times it is written (the first
+  write wins: ``ver`` falls as the Kafka record timestamp rises).
+- ``device_assignments``: who held a device from when. Usage is attributed to the
+  holder at the reading's time with an ``ASOF JOIN`` at query time, so late readings
+  and later reassignments land with the right customer.
+- ``meters``, ``customers``, ``devices``: the catalog, last write wins (``updated_at``).
+"""
+
+from __future__ import annotations
+
+TABLES: dict[str, str] = {
+    "meters": """
+        CREATE TABLE IF NOT EXISTS {db}.meters (
+            name String,
+            unit String,
+            kind LowCardinality(String),
+            aggregation LowCardinality(String),
+            description String,
+            updated_at DateTime64(3, 'UTC')
+        ) ENGINE = ReplacingMergeTree(updated_at) ORDER BY name
+    """,
+    "customers": """
+        CREATE TABLE IF NOT EXISTS {db}.customers (
+            customer_id String,
+            name String,
+            timezone String,
+            currency LowCardinality(String),
+            updated_at DateTime64(3, 'UTC')
+        ) ENGINE = ReplacingMergeTree(updated_at) ORDER BY customer_id
+    """,
+    "devices": """
+        CREATE TABLE IF NOT EXISTS {db}.devices (
+            device_id String,
+            kind LowCardinality(String),
+            updated_at DateTime64(3, 'UTC')
+        ) ENGINE = ReplacingMergeTree(updated_at) ORDER BY device_id
+    """,
+    "device_assignments": """
+        CREATE TABLE IF NOT EXISTS {db}.device_assignments (
+            device_id String,
+            valid_from DateTime64(3, 'UTC'),
+            customer_id String,          -- '' means unassigned from valid_from on
+            updated_at DateTime64(3, 'UTC')
+        ) ENGINE = ReplacingMergeTree(updated_at) ORDER BY (device_id, valid_from)
+    """,
+    "readings": """
+        CREATE TABLE IF NOT EXISTS {db}.readings (
+            device_id String,
+            seq UInt64,
+            idx UInt16,
+            meter LowCardinality(String),
+            at DateTime64(3, 'UTC'),
+            value Decimal(38, 9),
+            sent_at DateTime64(3, 'UTC'),
+            received_at DateTime64(3, 'UTC'),
+            written_at DateTime64(3, 'UTC') DEFAULT now64(3),
+            ver UInt64
+        ) ENGINE = ReplacingMergeTree(ver) ORDER BY (device_id, seq, idx)
+    """,
+}

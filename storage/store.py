@@ -1,0 +1,449 @@
+"""``ClickHouseStore``: the catalog, idempotent reading writes and usage queries.
+
+All calls are synchronous in clickhouse-connect (chDB has no async client), so each
+public method runs its work in a worker thread with ``asyncio.to_thread``."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any, TypeVar
+
+import clickhouse_connect
+from clickhouse_connect.driver.client import Client
+from clickhouse_connect.driver.exceptions import ClickHouseError
+
+from schemas.catalog import (
+    DEFAULT_METERS,
+    Aggregation,
+    Assignment,
+    Customer,
+    CustomerSpec,
+    Device,
+    DeviceSpec,
+    Meter,
+    MeterKind,
+    MeterSpec,
+)
+from schemas.usage import Window
+from storage.errors import Conflict, NotFound, StoreUnavailable
+from storage.schema import TABLES
+
+T = TypeVar("T")
+_DB_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+_MAX_U64 = 2**64 - 1
+_BUCKETS = {
+    Window.HOUR: "toUnixTimestamp(toStartOfHour(r.at, {tz:String}))",
+    Window.DAY: "toUnixTimestamp(toStartOfDay(r.at, {tz:String}))",
+    Window.MONTH: "toUnixTimestamp(toDateTime(toStartOfMonth(r.at, {tz:String}), {tz:String}))",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ReadingRow:
+    """One reading ready to store; ``record_ts_ms`` is the Kafka record timestamp."""
+
+    device_id: str
+    seq: int
+    idx: int
+    meter: str
+    at: datetime
+    value: Decimal
+    sent_at: datetime
+    received_at: datetime
+    record_ts_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class UsageQuery:
+    """Usage of one meter for one customer (``None``: unassigned devices) in [start, end)."""
+
+    customer_id: str | None
+    meter: Meter
+    start: datetime
+    end: datetime
+    window: Window
+    tz: str
+    by_device: bool = False
+
+
+@dataclass(slots=True)
+class UsageBucket:
+    """Aggregates of one window (and device)."""
+
+    bucket: datetime
+    device_id: str | None
+    value: Decimal
+    readings: int
+    latest_at: datetime | None = None
+
+
+@dataclass(slots=True)
+class UsageResult:
+    """Buckets plus the total over the whole range."""
+
+    buckets: list[UsageBucket] = field(default_factory=list)
+    total: Decimal = Decimal(0)
+    readings: int = 0
+    updated_at: datetime | None = None
+
+
+def _utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class ClickHouseStore:
+    """The one adapter over ClickHouse. Build it with :meth:`connect`; ``close`` is idempotent."""
+
+    def __init__(self, client: Client, database: str) -> None:
+        if not _DB_NAME.match(database):
+            raise ValueError(f"invalid database name {database!r}")
+        self._client = client
+        self._db = database
+
+    @classmethod
+    async def connect(cls, dsn: str, database: str) -> ClickHouseStore:
+        """Open the client for ``dsn`` (``chdb:///abs/path`` or ``http://host:8123``) and create
+        the schema if it is missing."""
+
+        def _open() -> Client:
+            return clickhouse_connect.get_client(dsn=dsn)
+
+        try:
+            client = await asyncio.to_thread(_open)
+        except ClickHouseError as exc:
+            raise StoreUnavailable(f"cannot open ClickHouse at {dsn}: {exc}") from exc
+        store = cls(client, database)
+        await store.ensure_schema()
+        return store
+
+    @property
+    def database(self) -> str:
+        """The ClickHouse database this store writes to."""
+        return self._db
+
+    async def close(self) -> None:
+        """Release the client."""
+        await asyncio.to_thread(self._client.close)
+
+    async def _run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        try:
+            return await asyncio.to_thread(fn, *args, **kwargs)
+        except ClickHouseError as exc:
+            raise StoreUnavailable(str(exc).splitlines()[0][:500]) from exc
+
+    async def _rows(self, sql: str, params: dict[str, Any] | None = None) -> Sequence[Sequence[Any]]:
+        result = await self._run(self._client.query, sql, parameters=params or {})
+        return result.result_rows
+
+    async def ensure_schema(self) -> None:
+        """Create the database and tables when missing (idempotent)."""
+        await self._run(self._client.command, f"CREATE DATABASE IF NOT EXISTS {self._db}")
+        for ddl in TABLES.values():
+            await self._run(self._client.command, ddl.format(db=self._db))
+
+    async def ensure_default_meters(self, now: datetime) -> list[str]:
+        """Create the default meters that do not exist yet; never overwrites. Returns the
+        names created."""
+        existing = {m.name for m in await self.list_meters()}
+        created = []
+        for name, spec in DEFAULT_METERS.items():
+            if name not in existing:
+                await self.put_meter(name, spec, now)
+                created.append(name)
+        return created
+
+    async def ping(self) -> None:
+        """Raise StoreUnavailable unless ClickHouse answers."""
+        await self._rows("SELECT 1")
+
+    # ---- meters -------------------------------------------------------------------
+
+    async def put_meter(self, name: str, spec: MeterSpec, now: datetime) -> Meter:
+        """Create or update a meter. A meter's kind is defined once: changing it is a Conflict."""
+        existing = await self.find_meter(name)
+        if existing is not None and existing.kind is not spec.kind:
+            raise Conflict(
+                f"meter {name!r} is a {existing.kind.value} meter; its kind cannot change "
+                "(define a new meter instead)"
+            )
+        meter = Meter(
+            name=name,
+            unit=spec.unit,
+            kind=spec.kind,
+            aggregation=spec.resolved_aggregation(),
+            description=spec.description,
+        )
+        await self._run(
+            self._client.insert,
+            f"{self._db}.meters",
+            [[meter.name, meter.unit, meter.kind.value, meter.aggregation.value,
+              meter.description, now]],
+            column_names=["name", "unit", "kind", "aggregation", "description", "updated_at"],
+        )
+        return meter
+
+    async def list_meters(self) -> list[Meter]:
+        """All meters, by name."""
+        rows = await self._rows(
+            f"SELECT name, unit, kind, aggregation, description FROM {self._db}.meters FINAL "
+            "ORDER BY name"
+        )
+        return [
+            Meter(name=r[0], unit=r[1], kind=MeterKind(r[2]), aggregation=Aggregation(r[3]),
+                  description=r[4])
+            for r in rows
+        ]
+
+    async def find_meter(self, name: str) -> Meter | None:
+        """One meter, or None."""
+        rows = await self._rows(
+            f"SELECT name, unit, kind, aggregation, description FROM {self._db}.meters FINAL "
+            "WHERE name = {name:String}",
+            {"name": name},
+        )
+        if not rows:
+            return None
+        r = rows[0]
+        return Meter(name=r[0], unit=r[1], kind=MeterKind(r[2]), aggregation=Aggregation(r[3]),
+                     description=r[4])
+
+    async def get_meter(self, name: str) -> Meter:
+        """One meter, or NotFound."""
+        meter = await self.find_meter(name)
+        if meter is None:
+            raise NotFound(f"meter {name!r} does not exist (create it with PUT /v1/meters/{name})")
+        return meter
+
+    # ---- customers ----------------------------------------------------------------
+
+    async def put_customer(self, customer_id: str, spec: CustomerSpec, now: datetime) -> Customer:
+        """Create or update a customer."""
+        await self._run(
+            self._client.insert,
+            f"{self._db}.customers",
+            [[customer_id, spec.name, spec.timezone, spec.currency, now]],
+            column_names=["customer_id", "name", "timezone", "currency", "updated_at"],
+        )
+        return Customer(customer_id=customer_id, **spec.model_dump())
+
+    async def list_customers(self) -> list[Customer]:
+        """All customers, by id."""
+        rows = await self._rows(
+            f"SELECT customer_id, name, timezone, currency FROM {self._db}.customers FINAL "
+            "ORDER BY customer_id"
+        )
+        return [Customer(customer_id=r[0], name=r[1], timezone=r[2], currency=r[3]) for r in rows]
+
+    async def get_customer(self, customer_id: str) -> Customer:
+        """One customer, or NotFound."""
+        rows = await self._rows(
+            f"SELECT customer_id, name, timezone, currency FROM {self._db}.customers FINAL "
+            "WHERE customer_id = {c:String}",
+            {"c": customer_id},
+        )
+        if not rows:
+            raise NotFound(
+                f"customer {customer_id!r} does not exist "
+                f"(create it with PUT /v1/customers/{customer_id})"
+            )
+        r = rows[0]
+        return Customer(customer_id=r[0], name=r[1], timezone=r[2], currency=r[3])
+
+    # ---- devices ------------------------------------------------------------------
+
+    async def put_device(self, device_id: str, spec: DeviceSpec, now: datetime) -> Device:
+        """Create or update a device and record who holds it from ``assigned_from`` (default:
+        now). The customer must exist."""
+        if spec.customer_id is not None:
+            await self.get_customer(spec.customer_id)
+        await self._run(
+            self._client.insert,
+            f"{self._db}.devices",
+            [[device_id, spec.kind, now]],
+            column_names=["device_id", "kind", "updated_at"],
+        )
+        current = await self._assignments(device_id)
+        holder = current[-1].customer_id if current else None
+        if spec.customer_id != holder or spec.assigned_from is not None:
+            valid_from = spec.assigned_from or now
+            await self._run(
+                self._client.insert,
+                f"{self._db}.device_assignments",
+                [[device_id, valid_from, spec.customer_id or "", now]],
+                column_names=["device_id", "valid_from", "customer_id", "updated_at"],
+            )
+        return await self.get_device(device_id)
+
+    async def _assignments(self, device_id: str) -> list[Assignment]:
+        rows = await self._rows(
+            f"SELECT customer_id, valid_from FROM {self._db}.device_assignments FINAL "
+            "WHERE device_id = {d:String} ORDER BY valid_from",
+            {"d": device_id},
+        )
+        return [Assignment(customer_id=r[0] or None, valid_from=_utc(r[1])) for r in rows]
+
+    async def get_device(self, device_id: str) -> Device:
+        """One device with its assignment history, or NotFound."""
+        rows = await self._rows(
+            f"SELECT device_id, kind FROM {self._db}.devices FINAL WHERE device_id = {{d:String}}",
+            {"d": device_id},
+        )
+        if not rows:
+            raise NotFound(
+                f"device {device_id!r} does not exist (register it with PUT /v1/devices/{device_id})"
+            )
+        history = await self._assignments(device_id)
+        return self._device(rows[0][0], rows[0][1], history)
+
+    @staticmethod
+    def _device(device_id: str, kind: str, history: list[Assignment]) -> Device:
+        current = history[-1] if history else None
+        return Device(
+            device_id=device_id,
+            kind=kind,
+            customer_id=current.customer_id if current else None,
+            assigned_from=current.valid_from if current else None,
+            assignments=history,
+        )
+
+    async def list_devices(self, customer_id: str | None = None) -> list[Device]:
+        """All devices (optionally only those a customer holds now), with their histories."""
+        devices = await self._rows(
+            f"SELECT device_id, kind FROM {self._db}.devices FINAL ORDER BY device_id"
+        )
+        rows = await self._rows(
+            f"SELECT device_id, customer_id, valid_from FROM {self._db}.device_assignments FINAL "
+            "ORDER BY device_id, valid_from"
+        )
+        history: dict[str, list[Assignment]] = {}
+        for device_id, customer, valid_from in rows:
+            history.setdefault(device_id, []).append(
+                Assignment(customer_id=customer or None, valid_from=_utc(valid_from))
+            )
+        result = [self._device(d, k, history.get(d, [])) for d, k in devices]
+        if customer_id is not None:
+            result = [d for d in result if d.customer_id == customer_id]
+        return result
+
+    # ---- readings -----------------------------------------------------------------
+
+    async def insert_readings(self, rows: Iterable[ReadingRow]) -> int:
+        """Write readings. Idempotent: rows are keyed by (device_id, seq, idx) and read with
+        FINAL, so writing the same message again adds nothing. Returns the rows written."""
+        data = [
+            [r.device_id, r.seq, r.idx, r.meter, r.at, r.value, r.sent_at, r.received_at,
+             _MAX_U64 - max(r.record_ts_ms, 0)]
+            for r in rows
+        ]
+        if not data:
+            return 0
+        await self._run(
+            self._client.insert,
+            f"{self._db}.readings",
+            data,
+            column_names=["device_id", "seq", "idx", "meter", "at", "value", "sent_at",
+                          "received_at", "ver"],
+        )
+        return len(data)
+
+    async def usage(self, q: UsageQuery) -> UsageResult:
+        """Usage of one meter attributed to one customer, bucketed by aligned windows.
+
+        Counter deltas are computed here, over each device's readings ordered by reading
+        time (then seq), so late or out-of-order arrival changes nothing: the first reading
+        of a device is its baseline (0), a lower reading than the previous one is a reset
+        and counts from zero. Each reading is attributed to the customer that held the
+        device at the reading's time (ASOF JOIN on the assignment history)."""
+        params: dict[str, Any] = {
+            "meter": q.meter.name,
+            "customer": q.customer_id or "",
+            "from": q.start,
+            "to": q.end,
+            "tz": q.tz,
+        }
+        device_filter = (
+            f"AND device_id IN (SELECT device_id FROM {self._db}.device_assignments FINAL "
+            "WHERE customer_id = {customer:String})"
+            if q.customer_id
+            else ""
+        )
+        if q.meter.kind is MeterKind.COUNTER:
+            # Earlier readings are needed for the first delta in range, so no lower bound.
+            lower = ""
+            qty = (
+                "if(count() OVER w = 1, toDecimal128(0, 9), "
+                "if(value >= lagInFrame(value) OVER w, value - lagInFrame(value) OVER w, value))"
+            )
+            window = (
+                "WINDOW w AS (PARTITION BY device_id ORDER BY at, seq, idx "
+                "ROWS BETWEEN 1 PRECEDING AND CURRENT ROW)"
+            )
+        else:
+            lower = "AND at >= {from:DateTime64(3, 'UTC')}"
+            qty, window = "value", ""
+        device_col = ", r.device_id" if q.by_device else ""
+        sql = f"""
+            SELECT {_BUCKETS[q.window]} AS bucket{device_col},
+                   sum(r.qty), max(r.qty), min(r.qty), argMax(r.qty, (r.at, r.seq, r.idx)),
+                   max(r.at), count(), max(r.written_at)
+            FROM (
+                SELECT device_id, at, seq, idx, written_at, {qty} AS qty
+                FROM (
+                    SELECT device_id, at, seq, idx, value, written_at
+                    FROM {self._db}.readings FINAL
+                    WHERE meter = {{meter:String}} AND at < {{to:DateTime64(3, 'UTC')}}
+                    {lower} {device_filter}
+                )
+                {window}
+            ) AS r
+            ASOF LEFT JOIN (
+                SELECT device_id, valid_from, customer_id
+                FROM {self._db}.device_assignments FINAL
+            ) AS a ON r.device_id = a.device_id AND r.at >= a.valid_from
+            WHERE a.customer_id = {{customer:String}} AND r.at >= {{from:DateTime64(3, 'UTC')}}
+            GROUP BY bucket{device_col}
+            ORDER BY bucket{device_col}
+        """
+        rows = await self._rows(sql, params)
+        return _summarise(rows, q)
+
+
+def _summarise(rows: Sequence[Sequence[Any]], q: UsageQuery) -> UsageResult:
+    """Fold per-bucket aggregates into buckets and a range total for the meter's aggregation."""
+    result = UsageResult()
+    agg = q.meter.aggregation
+    total: Decimal | None = None
+    latest_at: datetime | None = None
+    for row in rows:
+        if q.by_device:
+            bucket, device_id, *rest = row
+        else:
+            bucket, *rest = row
+            device_id = None
+        summed, high, low, last, last_at, count, written = rest
+        last_at, written = _utc(last_at), _utc(written)
+        value = Decimal({Aggregation.SUM: summed, Aggregation.MAX: high, Aggregation.MIN: low,
+                         Aggregation.LATEST: last}[agg])
+        result.buckets.append(UsageBucket(
+            bucket=datetime.fromtimestamp(int(bucket), tz=UTC), device_id=device_id,
+            value=value, readings=int(count), latest_at=last_at,
+        ))
+        result.readings += int(count)
+        result.updated_at = written if result.updated_at is None else max(result.updated_at, written)
+        if total is None:
+            total = value
+        elif agg is Aggregation.SUM:
+            total += value
+        elif agg is Aggregation.MAX:
+            total = max(total, value)
+        elif agg is Aggregation.MIN:
+            total = min(total, value)
+        if agg is Aggregation.LATEST and (latest_at is None or last_at > latest_at):
+            latest_at, total = last_at, value
+    result.total = total if total is not None else Decimal(0)
+    return result

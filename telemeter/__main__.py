@@ -1,0 +1,5 @@
+"""``python -m telemeter``."""
+
+from telemeter.cli import main
+
+raise SystemExit(main())

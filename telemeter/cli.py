@@ -1,0 +1,222 @@
+"""``telemeter``: one command line for every deployable.
+
+    telemeter up            bridge + aggregator + API in one process (embedded chDB)
+    telemeter bridge        MQTT -> Kafka only
+    telemeter aggregator    Kafka -> ClickHouse only
+    telemeter api           the HTTP API only
+    telemeter simulate      simulated devices, with ground truth
+    telemeter demo          the stack + a simulation + usage table + reconciliation
+    telemeter topics        create the Kafka topics
+    telemeter check-config  validate the settings and print them
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import signal
+import sys
+from collections.abc import AsyncIterator, Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+import structlog
+from pydantic import ValidationError
+
+from telemeter import logs
+from telemeter.config import REPO_ROOT, Settings
+
+log = structlog.get_logger("telemeter")
+
+
+def _settings() -> Settings:
+    try:
+        return Settings()
+    except ValidationError as exc:
+        print(f"telemeter: invalid configuration:\n{exc}", file=sys.stderr)
+        raise SystemExit(2) from exc
+
+
+async def _until_signalled() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("shutting_down")
+
+
+def _run(main: Callable[[], Coroutine[Any, Any, int | None]]) -> int:
+    try:
+        return asyncio.run(main()) or 0
+    except KeyboardInterrupt:
+        return 130
+
+
+async def _serve(component: Callable[[Settings], contextlib.AbstractAsyncContextManager[Any]],
+                 settings: Settings) -> None:
+    async with component(settings):
+        await _until_signalled()
+
+
+def cmd_up(settings: Settings, _args: argparse.Namespace) -> int:
+    """Run the whole stack until SIGINT/SIGTERM."""
+    from telemeter.stack import run_stack
+
+    return _run(lambda: _serve(run_stack, settings))
+
+
+def cmd_bridge(settings: Settings, _args: argparse.Namespace) -> int:
+    """Run the bridge alone."""
+    from telemeter.components import run_bridge
+
+    return _run(lambda: _serve(run_bridge, settings))
+
+
+def cmd_aggregator(settings: Settings, _args: argparse.Namespace) -> int:
+    """Run the aggregator alone."""
+    from telemeter.components import open_store, run_aggregator
+
+    @contextlib.asynccontextmanager
+    async def component(s: Settings) -> AsyncIterator[None]:
+        async with open_store(s) as store, run_aggregator(s, store):
+            yield
+
+    return _run(lambda: _serve(component, settings))
+
+
+def cmd_api(settings: Settings, _args: argparse.Namespace) -> int:
+    """Run the API alone."""
+    from telemeter.components import open_store, run_api
+
+    @contextlib.asynccontextmanager
+    async def component(s: Settings) -> AsyncIterator[None]:
+        async with open_store(s) as store, run_api(s, store):
+            yield
+
+    return _run(lambda: _serve(component, settings))
+
+
+def cmd_topics(settings: Settings, _args: argparse.Namespace) -> int:
+    """Create the Kafka topics."""
+    from telemeter.components import topics
+    from telemeter.kafka import ensure_topics
+
+    _run(lambda: ensure_topics(settings.kafka.bootstrap, topics(settings)))
+    print("topics ready: " + ", ".join(t.name for t in topics(settings)))
+    return 0
+
+
+def cmd_check_config(settings: Settings, _args: argparse.Namespace) -> int:
+    """Print the effective settings (secrets hidden)."""
+    print(json.dumps(settings.model_dump(mode="json"), indent=2))
+    return 0
+
+
+def _sim_config(settings: Settings, args: argparse.Namespace) -> Any:
+    from devices.simulator import SimulationConfig
+
+    token, _ = settings.admin_token()
+    return SimulationConfig(
+        customers=args.customers, devices_per_kind=args.devices_per_kind, rate=args.rate,
+        duration_s=args.duration, qos=args.qos, seed=args.seed, mqtt_host=settings.mqtt.host,
+        mqtt_port=settings.mqtt.port, topic_prefix=settings.mqtt.topic_prefix,
+        api_url=args.api_url or f"http://{settings.api.host}:{settings.api.port}",
+        api_token=token.get_secret_value(), prefix=args.prefix,
+        duplicate_rate=args.duplicates, reset_rate=args.resets,
+        ticks_per_message=args.ticks_per_message,
+    )
+
+
+def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
+    """Simulate devices against a running stack, write the ground truth, and reconcile."""
+    from devices import report
+    from devices.reconcile import reconcile
+    from devices.simulator import Simulator
+
+    config = _sim_config(settings, args)
+    with report.progress(config) as on_progress:
+        result = Simulator(config, progress=on_progress).run()
+    result.write(Path(args.truth))
+    report.print_simulation(result, Path(args.truth))
+    if args.no_reconcile:
+        return 0
+    outcome = reconcile(config.api_url, config.api_token, result)
+    report.print_usage(outcome)
+    return 0 if outcome.exact else 1
+
+
+def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
+    """Run the stack, simulate devices, print usage read from the API and reconcile."""
+    from devices import report
+    from devices.reconcile import reconcile
+    from devices.simulator import Simulator
+    from telemeter.stack import run_stack
+
+    config = _sim_config(settings, args)
+
+    async def main() -> int:
+        async with run_stack(settings) as stack:
+            config.api_url = stack.api_url
+            with report.progress(config) as on_progress:
+                result = await asyncio.to_thread(Simulator(config, progress=on_progress).run)
+            result.write(Path(args.truth))
+            report.print_simulation(result, Path(args.truth))
+            outcome = await asyncio.to_thread(reconcile, config.api_url, config.api_token, result)
+            report.print_usage(outcome)
+            return 0 if outcome.exact else 1
+
+    return _run(main)
+
+
+def _add_sim_options(p: argparse.ArgumentParser, *, duration: float, per_kind: int,
+                     rate: float) -> None:
+    p.add_argument("--customers", type=int, default=5, help="number of customers (default 5)")
+    p.add_argument("--devices-per-kind", type=int, default=per_kind,
+                   help=f"devices of each of the 5 kinds (default {per_kind})")
+    p.add_argument("--rate", type=float, default=rate, help=f"messages/s in total (default {rate:g})")
+    p.add_argument("--duration", type=float, default=duration, help=f"seconds (default {duration:g})")
+    p.add_argument("--qos", type=int, choices=(0, 1), default=1, help="MQTT QoS (default 1)")
+    p.add_argument("--seed", type=int, default=42, help="random seed (default 42)")
+    p.add_argument("--prefix", default="sim", help="prefix of device ids (default 'sim')")
+    p.add_argument("--duplicates", type=float, default=0.02,
+                   help="probability of resending a recent message (default 0.02)")
+    p.add_argument("--resets", type=float, default=0.005,
+                   help="probability of a counter reset per counter reading (default 0.005)")
+    p.add_argument("--ticks-per-message", type=int, default=1,
+                   help="samples per meter in one message (default 1)")
+    p.add_argument("--truth", default=str(REPO_ROOT / ".run" / "ground-truth.json"),
+                   help="where to write the ground truth JSON")
+    p.add_argument("--api-url", default=None, help="API base URL (default from settings)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser."""
+    parser = argparse.ArgumentParser(prog="telemeter", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, fn in (("up", cmd_up), ("bridge", cmd_bridge), ("aggregator", cmd_aggregator),
+                     ("api", cmd_api), ("topics", cmd_topics), ("check-config", cmd_check_config)):
+        sub.add_parser(name, help=(fn.__doc__ or "").strip()).set_defaults(fn=fn)
+    sim = sub.add_parser("simulate", help=cmd_simulate.__doc__)
+    _add_sim_options(sim, duration=30, per_kind=20, rate=200)
+    sim.add_argument("--no-reconcile", action="store_true", help="only publish")
+    sim.set_defaults(fn=cmd_simulate)
+    demo = sub.add_parser("demo", help=cmd_demo.__doc__)
+    _add_sim_options(demo, duration=30, per_kind=60, rate=300)
+    demo.set_defaults(fn=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``telemeter`` console script."""
+    args = build_parser().parse_args(argv)
+    settings = _settings()
+    logs.configure(settings.log_level, settings.log_format)
+    return int(args.fn(settings, args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

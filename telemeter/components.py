@@ -1,0 +1,159 @@
+"""Builders for each running component, as async context managers that start in order and
+stop in reverse. The per-service ``__main__`` modules and the all-in-one stack use them;
+tests use them too, with their own settings."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import structlog
+import uvicorn
+
+from aggregator.service import MeterCatalog, UsageAggregator
+from api.app import create_app
+from api.deps import ApiContext
+from ingest.bridge import TelemetryBridge
+from ingest.mqtt import MqttSubscriber
+from ingest.validation import TelemetryValidator
+from storage.store import ClickHouseStore
+from telemeter.config import Settings
+from telemeter.kafka import KafkaEventSource, KafkaHealth, KafkaPublisher, TopicSpec, ensure_topics
+
+log = structlog.get_logger(__name__)
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    """The default clock."""
+    return datetime.now(UTC)
+
+
+def topics(settings: Settings) -> list[TopicSpec]:
+    """The topics Telemeter owns."""
+    k = settings.kafka
+    return [TopicSpec(k.events_topic, k.events_partitions),
+            TopicSpec(k.dead_letter_topic, k.dead_letter_partitions)]
+
+
+@contextlib.asynccontextmanager
+async def open_store(settings: Settings, clock: Clock = utc_now) -> AsyncIterator[ClickHouseStore]:
+    """Connect the store, create the schema and the default meters."""
+    dsn = settings.store.dsn
+    if dsn.startswith("chdb://"):
+        Path(dsn.removeprefix("chdb://")).parent.mkdir(parents=True, exist_ok=True)
+    store = await ClickHouseStore.connect(dsn, settings.store.database)
+    created = await store.ensure_default_meters(clock())
+    if created:
+        log.info("default_meters_created", meters=created)
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+@contextlib.asynccontextmanager
+async def run_bridge(settings: Settings, clock: Clock = utc_now) -> AsyncIterator[TelemetryBridge]:
+    """MQTT -> Kafka, running until the context exits."""
+    await ensure_topics(settings.kafka.bootstrap, topics(settings))
+    publisher = KafkaPublisher(settings.kafka.bootstrap, client_id=settings.mqtt.client_id)
+    await publisher.start()
+    b = settings.bridge
+    bridge = TelemetryBridge(
+        validator=TelemetryValidator(topic_prefix=settings.mqtt.topic_prefix,
+                                     max_payload_bytes=b.max_payload_bytes,
+                                     max_future_skew=b.max_future_skew),
+        publisher=publisher,
+        events_topic=settings.kafka.events_topic,
+        dead_letter_topic=settings.kafka.dead_letter_topic,
+        clock=clock,
+        workers=b.workers,
+    )
+    m = settings.mqtt
+    subscriber = MqttSubscriber(
+        host=m.host, port=m.port, client_id=m.client_id, topic_filter=m.topic_filter,
+        session_expiry_s=int(m.session_expiry.total_seconds()),
+        keepalive_s=int(m.keepalive.total_seconds()), max_in_flight=b.max_in_flight,
+    )
+    task = asyncio.create_task(bridge.run(subscriber), name="bridge")
+    try:
+        await subscriber.start(bridge.submit)
+        log.info("bridge_started", subscription=m.topic_filter, kafka=settings.kafka.bootstrap)
+        yield bridge
+    finally:
+        subscriber.pause()
+        await bridge.drain()
+        await subscriber.stop()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await publisher.stop()
+        log.info("bridge_stopped")
+
+
+@contextlib.asynccontextmanager
+async def run_aggregator(settings: Settings, store: ClickHouseStore,
+                         clock: Clock = utc_now) -> AsyncIterator[UsageAggregator]:
+    """Kafka -> ClickHouse, running until the context exits."""
+    await ensure_topics(settings.kafka.bootstrap, topics(settings))
+    source = KafkaEventSource(settings.kafka.bootstrap, settings.kafka.events_topic,
+                              settings.aggregator.group_id,
+                              client_id=f"{settings.aggregator.group_id}-{socket.gethostname()}")
+    dead_letters = KafkaPublisher(settings.kafka.bootstrap, client_id="telemeter-aggregator-dlq")
+    await source.start()
+    await dead_letters.start()
+    a = settings.aggregator
+    aggregator = UsageAggregator(
+        source=source, sink=store, catalog=MeterCatalog(store), dead_letters=dead_letters,
+        dead_letter_topic=settings.kafka.dead_letter_topic, clock=clock,
+        max_batch=a.max_batch, max_wait_ms=int(a.max_wait.total_seconds() * 1000),
+    )
+    task = asyncio.create_task(aggregator.run(), name="aggregator")
+    log.info("aggregator_started", topic=settings.kafka.events_topic, group=a.group_id)
+    try:
+        yield aggregator
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await source.stop()
+        await dead_letters.stop()
+        log.info("aggregator_stopped")
+
+
+def api_context(settings: Settings, store: ClickHouseStore, clock: Clock = utc_now) -> ApiContext:
+    """The API's dependencies; says loudly when the dev default token is in use."""
+    token, is_default = settings.admin_token()
+    if is_default:
+        log.warning("dev_mode_default_admin_token", token=token.get_secret_value(),
+                    hint="set TELEMETER_API__ADMIN_TOKEN; outside dev (TELEMETER_ENV=prod) "
+                         "a token is required")
+    return ApiContext(store=store, admin_token=token.get_secret_value(), clock=clock,
+                      kafka_check=KafkaHealth(settings.kafka.bootstrap).check)
+
+
+@contextlib.asynccontextmanager
+async def run_api(settings: Settings, store: ClickHouseStore,
+                  clock: Clock = utc_now) -> AsyncIterator[str]:
+    """uvicorn serving the API; yields its base URL once it accepts connections."""
+    app = create_app(api_context(settings, store, clock))
+    config = uvicorn.Config(app, host=settings.api.host, port=settings.api.port,
+                            log_config=None, access_log=False, lifespan="off")
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve(), name="api")
+    while not server.started:
+        if task.done():
+            task.result()  # raises why uvicorn could not start (e.g. port in use)
+            raise RuntimeError("uvicorn exited before it started")
+        await asyncio.sleep(0.02)
+    url = f"http://{settings.api.host}:{settings.api.port}"
+    log.info("api_started", url=url, docs=f"{url}/docs")
+    try:
+        yield url
+    finally:
+        server.should_exit = True
+        await task

@@ -1,0 +1,231 @@
+"""Kafka adapters shared by the bridge, the aggregator and the API (aiokafka).
+
+aiokafka exceptions are translated here into :class:`KafkaUnavailable` (retriable) so the
+services never see library exceptions."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import CommitFailedError, KafkaError
+
+log = structlog.get_logger(__name__)
+
+
+class KafkaUnavailable(Exception):
+    """Kafka could not be reached or refused a request; retrying may succeed."""
+
+    retriable = True
+
+
+@dataclass(frozen=True, slots=True)
+class TopicSpec:
+    """A topic Telemeter owns, with its partition count."""
+
+    name: str
+    partitions: int
+
+
+async def ensure_topics(bootstrap: str, topics: list[TopicSpec], timeout_s: float = 60) -> None:
+    """Create missing topics with explicit partition counts (broker auto-creation is off).
+    Retries until Kafka answers or ``timeout_s`` passes."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while True:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
+        try:
+            await admin.start()
+            existing = set(await admin.list_topics())
+            missing = [t for t in topics if t.name not in existing]
+            if missing:
+                await admin.create_topics(
+                    [NewTopic(t.name, num_partitions=t.partitions, replication_factor=1)
+                     for t in missing]
+                )
+                log.info("topics_created", topics=[t.name for t in missing])
+            # Creation is asynchronous in the controller: wait until every topic has leaders.
+            described = await admin.describe_topics([t.name for t in topics])
+            if all(d["error_code"] == 0 and d["partitions"] for d in described):
+                return
+        except KafkaError as exc:
+            if asyncio.get_running_loop().time() > deadline:
+                raise KafkaUnavailable(f"cannot create topics on {bootstrap}: {exc!r}") from exc
+        finally:
+            await admin.close()
+        if asyncio.get_running_loop().time() > deadline:
+            raise KafkaUnavailable(f"topics on {bootstrap} did not become ready")
+        await asyncio.sleep(0.2)
+
+
+class KafkaPublisher:
+    """Idempotent producer with ``acks=all``: a record is acknowledged only when the broker
+    has it durably, and producer retries never write it twice within a session."""
+
+    def __init__(self, bootstrap: str, client_id: str, linger_ms: int = 5) -> None:
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=bootstrap,
+            client_id=client_id,
+            enable_idempotence=True,
+            acks="all",
+            linger_ms=linger_ms,
+            max_batch_size=512 * 1024,
+            request_timeout_ms=30_000,
+        )
+        self._started = False
+
+    async def start(self) -> None:
+        """Connect; idempotent."""
+        if self._started:
+            return
+        try:
+            await self._producer.start()
+        except KafkaError as exc:
+            await self._producer.stop()
+            raise KafkaUnavailable(f"producer cannot start: {exc!r}") from exc
+        self._started = True
+
+    async def stop(self) -> None:
+        """Flush and disconnect; idempotent."""
+        if self._started:
+            self._started = False
+            await self._producer.stop()
+
+    async def send(self, topic: str, key: bytes | None, value: bytes) -> Awaitable[Any]:
+        """Enqueue one record; returns an awaitable that completes when Kafka acknowledged it
+        (or raises KafkaUnavailable)."""
+        try:
+            future = await self._producer.send(topic, value=value, key=key)
+        except KafkaError as exc:
+            raise KafkaUnavailable(f"send to {topic} failed: {exc!r}") from exc
+        return _translated(future, topic)
+
+    async def publish(self, topic: str, key: bytes | None, value: bytes) -> None:
+        """Send one record and wait for the broker's acknowledgement."""
+        await (await self.send(topic, key, value))
+
+    async def __aenter__(self) -> KafkaPublisher:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+
+async def _translated(future: Awaitable[Any], topic: str) -> Any:
+    try:
+        return await future
+    except KafkaError as exc:
+        raise KafkaUnavailable(f"delivery to {topic} failed: {exc!r}") from exc
+
+
+@dataclass(frozen=True, slots=True)
+class EventRecord:
+    """One consumed record."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+    timestamp_ms: int
+
+
+class KafkaEventSource:
+    """Consumer-group member with manual commits: ``fetch`` a batch, process it, then
+    ``commit`` what was fetched."""
+
+    def __init__(self, bootstrap: str, topic: str, group_id: str, client_id: str) -> None:
+        self._topic = topic
+        self._consumer = AIOKafkaConsumer(
+            topic,
+            bootstrap_servers=bootstrap,
+            group_id=group_id,
+            client_id=client_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_partition_fetch_bytes=8 * 1024 * 1024,
+            fetch_max_bytes=64 * 1024 * 1024,
+            session_timeout_ms=30_000,
+            heartbeat_interval_ms=3_000,
+        )
+        self._pending: dict[TopicPartition, int] = {}
+        self._positions: dict[TopicPartition, int] = {}
+        self._started = False
+
+    async def start(self) -> None:
+        """Join the group; idempotent."""
+        if self._started:
+            return
+        try:
+            await self._consumer.start()
+        except KafkaError as exc:
+            await self._consumer.stop()
+            raise KafkaUnavailable(f"consumer cannot start: {exc!r}") from exc
+        self._started = True
+
+    async def stop(self) -> None:
+        """Leave the group without committing anything new; idempotent."""
+        if self._started:
+            self._started = False
+            await self._consumer.stop()
+
+    async def fetch(self, max_records: int, timeout_ms: int) -> list[EventRecord]:
+        """Up to ``max_records`` records; remembers the next offsets for :meth:`commit`."""
+        try:
+            batches = await self._consumer.getmany(timeout_ms=timeout_ms, max_records=max_records)
+        except KafkaError as exc:
+            raise KafkaUnavailable(f"fetch failed: {exc!r}") from exc
+        records: list[EventRecord] = []
+        for tp, messages in batches.items():
+            for m in messages:
+                records.append(EventRecord(m.topic, m.partition, m.offset, m.key, m.value,
+                                           m.timestamp))
+            if messages:
+                self._pending[tp] = self._positions[tp] = messages[-1].offset + 1
+        return records
+
+    async def commit(self) -> None:
+        """Commit the offsets after everything fetched so far. A commit refused because of a
+        rebalance is logged, not raised: those records will be redelivered, which is safe
+        because writes are idempotent."""
+        if not self._pending:
+            return
+        offsets, self._pending = self._pending, {}
+        try:
+            await self._consumer.commit(offsets)
+        except CommitFailedError as exc:
+            log.warning("commit_refused_after_rebalance", error=str(exc))
+        except KafkaError as exc:
+            raise KafkaUnavailable(f"commit failed: {exc!r}") from exc
+
+    def lag(self) -> int:
+        """Records between what was last fetched and the end of the assigned partitions."""
+        total = 0
+        for tp, position in self._positions.items():
+            end = self._consumer.highwater(tp)
+            if end is not None:
+                total += max(0, end - position)
+        return total
+
+
+class KafkaHealth:
+    """Answers whether Kafka is reachable (for /readyz)."""
+
+    def __init__(self, bootstrap: str) -> None:
+        self._bootstrap = bootstrap
+
+    async def check(self) -> None:
+        """Raise KafkaUnavailable unless a broker answers a metadata request."""
+        admin = AIOKafkaAdminClient(bootstrap_servers=self._bootstrap, request_timeout_ms=3_000)
+        try:
+            await asyncio.wait_for(admin.start(), timeout=5)
+            await asyncio.wait_for(admin.describe_cluster(), timeout=5)
+        except (KafkaError, TimeoutError, OSError) as exc:
+            raise KafkaUnavailable(f"Kafka at {self._bootstrap} is not reachable: {exc!r}") from exc
+        finally:
+            await admin.close()
