@@ -108,6 +108,7 @@ class UsageAggregator:
         self._max_batch = max_batch
         self._max_wait_ms = max_wait_ms
         self.batches = 0
+        self.records = 0
 
     async def run(self) -> None:
         """Process batches until cancelled. Store or Kafka outages are retried with backoff;
@@ -144,6 +145,7 @@ class UsageAggregator:
         for row in rows:
             metrics.FRESHNESS.observe(max(0.0, (now - row.sent_at).total_seconds()))
         self.batches += 1
+        self.records += len(records)
         metrics.EVENTS.inc(len(records))
         metrics.ROWS_WRITTEN.inc(written)
         metrics.BATCH_SIZE.observe(len(records))

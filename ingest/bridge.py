@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -32,14 +33,24 @@ from schemas.dead_letter import DeadLetter
 
 log = structlog.get_logger(__name__)
 
-MAX_BATCH = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class _Item:
+    """A routed message waiting for Kafka's acknowledgement."""
+
+    message: InboundMessage
+    started: float
+    topic: str
+    key: bytes | None
+    value: bytes
 
 
 class EventPublisher(Protocol):
     """Where records go. ``send`` returns an awaitable that completes once the record is
     durably acknowledged, or raises an error whose ``retriable`` flag says whether to retry."""
 
-    async def send(self, topic: str, key: bytes | None, value: bytes) -> Awaitable[Any]: ...
+    async def send(self, topic: str, key: bytes | None, value: bytes) -> asyncio.Future[Any]: ...
 
 
 class MessageSource(Protocol):
@@ -61,7 +72,6 @@ class TelemetryBridge:
         events_topic: str,
         dead_letter_topic: str,
         clock: Callable[[], datetime],
-        workers: int = 4,
         retry_backoff_s: float = 0.5,
     ) -> None:
         self._validator = validator
@@ -69,48 +79,94 @@ class TelemetryBridge:
         self._events_topic = events_topic
         self._dlq_topic = dead_letter_topic
         self._clock = clock
-        self._workers = workers
         self._backoff = retry_backoff_s
         self._queue: asyncio.Queue[tuple[InboundMessage, float]] = asyncio.Queue()
         self._source: MessageSource | None = None
-        self._busy = 0
+        self._pending = 0
+        self._retries: set[asyncio.Task[None]] = set()
         self._stopping = False
 
     def submit(self, message: InboundMessage) -> None:
         """Take one message (called on the event loop by the MQTT adapter)."""
         metrics.RECEIVED.inc()
         metrics.IN_FLIGHT.inc()
+        self._pending += 1
         self._queue.put_nowait((message, time.perf_counter()))
 
     @property
     def in_flight(self) -> int:
         """Messages taken and not yet acknowledged."""
-        return self._queue.qsize() + self._busy
+        return self._pending
 
     async def run(self, source: MessageSource) -> None:
-        """Forward until cancelled."""
+        """Forward until cancelled. One loop enqueues records in arrival order (so one
+        device's messages keep their order in its partition); acknowledgements are handled
+        as Kafka confirms them."""
         self._source = source
-        async with asyncio.TaskGroup() as group:
-            for _ in range(self._workers):
-                group.create_task(self._work())
+        try:
+            while True:
+                message, started = await self._queue.get()
+                topic, key, value = self._route(message)
+                item = _Item(message, started, topic, key, value)
+                try:
+                    future = await self._publisher.send(topic, key, value)
+                except Exception as exc:  # noqa: BLE001 - adapters raise retriable errors
+                    self._log_failure(exc, 0)
+                    self._spawn_retry(item)
+                    continue
+                future.add_done_callback(lambda f, item=item: self._delivered(item, f))
+        finally:
+            for task in list(self._retries):
+                task.cancel()
 
     async def drain(self, timeout_s: float = 10) -> None:
-        """Wait (bounded) until every taken message has been acknowledged."""
+        """Wait (bounded) until every taken message has been acknowledged, then stop
+        retrying: what is left stays unacknowledged at the broker and is redelivered."""
         deadline = time.monotonic() + timeout_s
-        while self.in_flight and time.monotonic() < deadline:
+        while self._pending and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
         self._stopping = True
 
-    async def _work(self) -> None:
-        while True:
-            batch = [await self._queue.get()]
-            while len(batch) < MAX_BATCH and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
-            self._busy += len(batch)
+    def _delivered(self, item: _Item, future: asyncio.Future[Any]) -> None:
+        if future.cancelled() or future.exception() is not None:
+            self._log_failure(future.exception() or asyncio.CancelledError(), 0)
+            self._spawn_retry(item)
+            return
+        self._acknowledge(item)
+
+    def _acknowledge(self, item: _Item) -> None:
+        assert self._source is not None
+        self._source.ack(item.message)
+        self._pending -= 1
+        metrics.IN_FLIGHT.dec()
+        metrics.PRODUCE_LATENCY.observe(time.perf_counter() - item.started)
+        if item.topic == self._events_topic:
+            metrics.FORWARDED.inc()
+
+    def _spawn_retry(self, item: _Item) -> None:
+        task = asyncio.get_running_loop().create_task(self._retry(item))
+        self._retries.add(task)
+        task.add_done_callback(self._retries.discard)
+
+    async def _retry(self, item: _Item) -> None:
+        """Resend until Kafka acknowledges; a failed record is never dropped. On shutdown
+        it is released unacknowledged, and the broker redelivers it later."""
+        assert self._source is not None
+        attempt = 0
+        while not self._stopping:
+            attempt += 1
+            metrics.PRODUCE_RETRIES.inc()
+            await asyncio.sleep(min(self._backoff * attempt, 5.0))
             try:
-                await self._deliver([(msg, started, *self._route(msg)) for msg, started in batch])
-            finally:
-                self._busy -= len(batch)
+                await (await self._publisher.send(item.topic, item.key, item.value))
+            except Exception as exc:  # noqa: BLE001 - adapters raise retriable errors
+                self._log_failure(exc, attempt)
+                continue
+            self._acknowledge(item)
+            return
+        self._source.release(item.message)
+        self._pending -= 1
+        metrics.IN_FLIGHT.dec()
 
     def _route(self, msg: InboundMessage) -> tuple[str, bytes | None, bytes]:
         now = self._clock()
@@ -127,42 +183,6 @@ class TelemetryBridge:
         )
         key = verdict.device_id.encode() if verdict.device_id else None
         return self._dlq_topic, key, letter.model_dump_json().encode()
-
-    async def _deliver(self, items: list[tuple[InboundMessage, float, str, bytes | None, bytes]]) -> None:
-        assert self._source is not None
-        attempt = 0
-        while items:
-            sent: list[tuple[tuple[InboundMessage, float, str, bytes | None, bytes], Any]] = []
-            failed = []
-            for item in items:
-                _msg, _started, topic, key, value = item
-                try:
-                    sent.append((item, await self._publisher.send(topic, key, value)))
-                except Exception as exc:  # noqa: BLE001 - adapters raise retriable errors
-                    failed.append(item)
-                    self._log_failure(exc, attempt)
-            results = await asyncio.gather(*(fut for _, fut in sent), return_exceptions=True)
-            for (item, _), result in zip(sent, results, strict=True):
-                msg, started = item[0], item[1]
-                if isinstance(result, BaseException):
-                    failed.append(item)
-                    self._log_failure(result, attempt)
-                    continue
-                self._source.ack(msg)
-                metrics.IN_FLIGHT.dec()
-                metrics.PRODUCE_LATENCY.observe(time.perf_counter() - started)
-                if item[2] == self._events_topic:
-                    metrics.FORWARDED.inc()
-            items = failed
-            if items:
-                if self._stopping:
-                    for msg, *_ in items:  # the broker redelivers these to our session
-                        self._source.release(msg)
-                        metrics.IN_FLIGHT.dec()
-                    return
-                attempt += 1
-                metrics.PRODUCE_RETRIES.inc(len(items))
-                await asyncio.sleep(min(self._backoff * attempt, 5.0))
 
     @staticmethod
     def _log_failure(exc: BaseException, attempt: int) -> None:

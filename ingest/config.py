@@ -21,4 +21,3 @@ class BridgeSettings(BaseModel):
         description="messages taken from MQTT but not yet acknowledged by Kafka; the MQTT v5 "
         "receive-maximum, so the broker holds the rest (backpressure)",
     )
-    workers: int = Field(4, ge=1, description="concurrent Kafka send batches")

@@ -71,7 +71,6 @@ async def run_bridge(settings: Settings, clock: Clock = utc_now) -> AsyncIterato
         events_topic=settings.kafka.events_topic,
         dead_letter_topic=settings.kafka.dead_letter_topic,
         clock=clock,
-        workers=b.workers,
     )
     m = settings.mqtt
     subscriber = MqttSubscriber(

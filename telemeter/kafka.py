@@ -6,7 +6,6 @@ services never see library exceptions."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any
 
@@ -95,18 +94,22 @@ class KafkaPublisher:
             self._started = False
             await self._producer.stop()
 
-    async def send(self, topic: str, key: bytes | None, value: bytes) -> Awaitable[Any]:
-        """Enqueue one record; returns an awaitable that completes when Kafka acknowledged it
-        (or raises KafkaUnavailable)."""
+    async def send(self, topic: str, key: bytes | None, value: bytes) -> asyncio.Future[Any]:
+        """Enqueue one record (in call order per partition); returns a future that completes
+        when Kafka acknowledged it, or fails with an aiokafka error."""
         try:
-            future = await self._producer.send(topic, value=value, key=key)
+            future: asyncio.Future[Any] = await self._producer.send(topic, value=value, key=key)
         except KafkaError as exc:
             raise KafkaUnavailable(f"send to {topic} failed: {exc!r}") from exc
-        return _translated(future, topic)
+        return future
 
     async def publish(self, topic: str, key: bytes | None, value: bytes) -> None:
-        """Send one record and wait for the broker's acknowledgement."""
-        await (await self.send(topic, key, value))
+        """Send one record and wait for the broker's acknowledgement (or KafkaUnavailable)."""
+        future = await self.send(topic, key, value)
+        try:
+            await future
+        except KafkaError as exc:
+            raise KafkaUnavailable(f"delivery to {topic} failed: {exc!r}") from exc
 
     async def __aenter__(self) -> KafkaPublisher:
         await self.start()
@@ -114,13 +117,6 @@ class KafkaPublisher:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
-
-
-async def _translated(future: Awaitable[Any], topic: str) -> Any:
-    try:
-        return await future
-    except KafkaError as exc:
-        raise KafkaUnavailable(f"delivery to {topic} failed: {exc!r}") from exc
 
 
 @dataclass(frozen=True, slots=True)
