@@ -62,7 +62,7 @@ class TelemetryValidator:
                             f"payload is {len(payload)} bytes; the limit is {self._max_bytes}",
                             topic_device)
         try:
-            doc = json.loads(payload, parse_float=Decimal)
+            doc = json.loads(payload.decode("utf-8"), parse_float=Decimal)
         except (ValueError, UnicodeDecodeError) as exc:
             return Rejected(RejectReason.MALFORMED_JSON, f"not valid UTF-8 JSON: {exc}",
                             topic_device)

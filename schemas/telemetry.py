@@ -13,10 +13,18 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
-from decimal import Decimal
+from decimal import Context, Decimal, localcontext
 from typing import Annotated, Any
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_serializer, field_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    field_serializer,
+    field_validator,
+)
 
 DEVICE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
 METER_PATTERN = r"^[a-z][a-z0-9_]{0,63}$"
@@ -28,6 +36,11 @@ VALUE_MAX_ABS = Decimal("1e29")
 DeviceId = Annotated[str, Field(pattern=DEVICE_ID_PATTERN)]
 MeterName = Annotated[str, Field(pattern=METER_PATTERN)]
 
+# Enough digits for any Decimal(38, 9) and its sums: the default context (28) would round.
+EXACT = Context(prec=80)
+_TIMESTAMP = re.compile(
+    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?(Z|[+-][0-9]{2}:[0-9]{2})$"
+)
 _NUMBER = re.compile(r"^-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?$")
 
 
@@ -44,29 +57,41 @@ def parse_value(raw: object) -> Decimal:
     elif isinstance(raw, float):  # only when a caller parsed JSON without parse_float=Decimal
         value = Decimal(repr(raw))
     elif isinstance(raw, str):
-        text = raw.strip()
-        if not _NUMBER.match(text):
+        if not _NUMBER.match(raw):
             raise InvalidValue(f"value {raw!r} is not a decimal number")
-        value = Decimal(text)
+        value = Decimal(raw)
     else:
         raise InvalidValue(f"value must be a number or a decimal string, got {type(raw).__name__}")
     if not value.is_finite():
         raise InvalidValue(f"value {raw!r} is not finite")
-    if abs(value) >= VALUE_MAX_ABS:
-        raise InvalidValue(f"value {raw!r} is out of range (|value| < 1e29)")
-    exponent = value.as_tuple().exponent
-    if isinstance(exponent, int) and exponent < -VALUE_MAX_DECIMALS:
-        normalized = value.normalize()
-        exponent = normalized.as_tuple().exponent
+    with localcontext(EXACT):
+        if abs(value) >= VALUE_MAX_ABS:
+            raise InvalidValue(f"value {raw!r} is out of range (|value| < 1e29)")
+        exponent = value.as_tuple().exponent
         if isinstance(exponent, int) and exponent < -VALUE_MAX_DECIMALS:
-            raise InvalidValue(f"value {raw!r} has more than {VALUE_MAX_DECIMALS} decimal places")
-        value = normalized
+            normalized = value.normalize()
+            exponent = normalized.as_tuple().exponent
+            if isinstance(exponent, int) and exponent < -VALUE_MAX_DECIMALS:
+                raise InvalidValue(
+                    f"value {raw!r} has more than {VALUE_MAX_DECIMALS} decimal places")
+            value = normalized
     return value
+
+
+def check_timestamp(raw: object) -> object:
+    """Wire timestamps are ISO 8601 strings with an explicit offset (Z or +hh:mm)."""
+    if not isinstance(raw, str) or not _TIMESTAMP.match(raw):
+        raise ValueError(
+            "must be an ISO 8601 string with a timezone offset (Z or +hh:mm), "
+            "e.g. 2026-11-27T09:00:00.123Z"
+        )
+    return raw
 
 
 def format_decimal(value: Decimal) -> str:
     """Render a Decimal as a plain decimal string without exponent or trailing zeros."""
-    text = format(value.normalize(), "f")
+    with localcontext(EXACT):
+        text = format(value.normalize(), "f")
     return "0" if text in ("-0", "") else text
 
 
@@ -95,6 +120,11 @@ class Reading(BaseModel):
     def _exact_value(cls, raw: Any) -> Decimal:
         return parse_value(raw)
 
+    @field_validator("at", mode="before")
+    @classmethod
+    def _wire_at(cls, raw: object) -> object:
+        return raw if isinstance(raw, datetime) else check_timestamp(raw)
+
     @field_validator("at")
     @classmethod
     def _utc(cls, value: datetime) -> datetime:
@@ -115,9 +145,14 @@ class Telemetry(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     device_id: DeviceId
-    seq: Annotated[int, Field(ge=0, le=2**63 - 1)]
+    seq: Annotated[StrictInt, Field(ge=0, le=2**63 - 1)]
     sent_at: AwareDatetime
     readings: Annotated[list[Reading], Field(min_length=1, max_length=MAX_READINGS_PER_MESSAGE)]
+
+    @field_validator("sent_at", mode="before")
+    @classmethod
+    def _wire_sent_at(cls, raw: object) -> object:
+        return raw if isinstance(raw, datetime) else check_timestamp(raw)
 
     @field_validator("sent_at")
     @classmethod

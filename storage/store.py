@@ -10,7 +10,7 @@ import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from decimal import Decimal
+from decimal import Decimal, localcontext
 from typing import Any, TypeVar
 
 import clickhouse_connect
@@ -29,6 +29,7 @@ from schemas.catalog import (
     MeterKind,
     MeterSpec,
 )
+from schemas.telemetry import EXACT
 from schemas.usage import Window
 from storage.errors import Conflict, NotFound, StoreUnavailable
 from storage.schema import TABLES
@@ -415,6 +416,11 @@ class ClickHouseStore:
 
 def _summarise(rows: Sequence[Sequence[Any]], q: UsageQuery) -> UsageResult:
     """Fold per-bucket aggregates into buckets and a range total for the meter's aggregation."""
+    with localcontext(EXACT):
+        return _fold(rows, q)
+
+
+def _fold(rows: Sequence[Sequence[Any]], q: UsageQuery) -> UsageResult:
     result = UsageResult()
     agg = q.meter.aggregation
     total: Decimal | None = None

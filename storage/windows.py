@@ -43,8 +43,14 @@ def next_window_start(start: datetime, window: Window, tz: str) -> datetime:
     """The UTC start of the window after the one starting at ``start``."""
     zone = ZoneInfo(tz)
     if window is Window.HOUR:
-        # Wall-clock hours in UTC steps: the repeated hour of a DST fall-back is two windows.
-        return window_start(start + timedelta(hours=1), window, tz)
+        # The next wall-clock hour boundary after start. Stepping by 15 minutes also finds it
+        # around DST shifts of 30 minutes (Australia/Lord_Howe); a repeated hour of a
+        # fall-back is two windows.
+        for quarter in range(1, 13):
+            candidate = window_start(start + timedelta(minutes=15 * quarter), window, tz)
+            if candidate > start:
+                return candidate
+        raise ValueError(f"no hour boundary after {start.isoformat()} in {tz}")
     local = start.astimezone(zone)
     if window is Window.DAY:
         return _local_midnight(local.replace(tzinfo=None) + timedelta(days=1), zone)
@@ -56,6 +62,7 @@ def windows(start: datetime, end: datetime, window: Window, tz: str) -> list[Tim
     """The aligned windows covering [start, end), the first and last clipped to the range."""
     if end <= start:
         raise ValueError("'to' must be after 'from'")
+    start, end = start.astimezone(UTC), end.astimezone(UTC)
     result: list[TimeWindow] = []
     cursor = window_start(start, window, tz)
     while cursor < end:

@@ -260,7 +260,7 @@ class TestRejections:
         assert isinstance(strict.validate(TOPIC, _payload(_doc(sent_at=_iso(NOW))), NOW), Accepted)
 
     def test_smaller_configured_size_limit(self) -> None:
-        """A configured payload limit is enforced byte-exactly: at the limit is fine, one over is not."""
+        """A configured payload limit is byte-exact: at the limit is fine, one over is not."""
         payload = _payload(_doc())
         assert isinstance(
             TelemetryValidator(max_payload_bytes=len(payload)).validate(TOPIC, payload, NOW),
@@ -397,3 +397,25 @@ class TestAccepted:
         assert dumped["readings"][0]["value"] == "0.25"
         assert dumped["received_at"] == "2026-11-27T09:00:00.000Z"
         assert dumped["mqtt_topic"] == TOPIC
+
+
+class TestStrictWireTypes:
+    """The validator is as strict as the published JSON Schema."""
+
+    @pytest.mark.parametrize(("doc", "reason"), [
+        (_doc(seq="1017"), RejectReason.SCHEMA_VIOLATION),
+        (_doc(sent_at=1764234000), RejectReason.SCHEMA_VIOLATION),
+        (_doc(sent_at="2026-11-27T10:00:00.123+0100"), RejectReason.SCHEMA_VIOLATION),
+        (_doc(readings=[_reading(value=" 1")]), RejectReason.INVALID_VALUE),
+    ], ids=["seq-as-string", "sent_at-as-number", "offset-without-colon", "value-with-space"])
+    def test_lenient_shapes_are_rejected(self, doc: dict[str, Any], reason: RejectReason) -> None:
+        """Shapes the schema rejects are rejected by the validator too, with a reason."""
+        verdict = TelemetryValidator().validate(TOPIC, json.dumps(doc).encode(), NOW)
+        assert isinstance(verdict, Rejected)
+        assert verdict.reason is reason
+
+    def test_utf16_json_is_malformed(self) -> None:
+        """The contract is UTF-8: a UTF-16 encoded document is malformed_json."""
+        verdict = TelemetryValidator().validate(TOPIC, json.dumps(_doc()).encode("utf-16"), NOW)
+        assert isinstance(verdict, Rejected)
+        assert verdict.reason is RejectReason.MALFORMED_JSON

@@ -45,7 +45,7 @@ def _message(**overrides: Any) -> dict[str, Any]:
 
 def _reading(**overrides: Any) -> dict[str, Any]:
     """A valid reading (the documented example's) with fields replaced."""
-    reading = copy.deepcopy(EXAMPLE["readings"][0])
+    reading: dict[str, Any] = copy.deepcopy(EXAMPLE["readings"][0])
     reading.update(overrides)
     return reading
 
@@ -337,3 +337,16 @@ class TestJsonSchema:
         mutate(doc)
         verdict = TelemetryValidator().validate(EXAMPLE_TOPIC, json.dumps(doc).encode(), NOW)
         assert isinstance(verdict, Rejected)
+
+
+class TestPrecision:
+    """Values keep every digit Decimal(38, 9) can hold."""
+
+    @pytest.mark.parametrize("text", [
+        "12345678901234567890.123456789",
+        "99999999999999999999999999999",
+        "99999999999999999999999999999.999999999",
+    ])
+    def test_large_values_are_exact(self, text: str) -> None:
+        """29 integer digits with 9 decimals survive parsing and formatting unchanged."""
+        assert format_decimal(parse_value(text)) == text
