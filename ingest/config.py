@@ -21,3 +21,4 @@ class BridgeSettings(BaseModel):
         description="messages taken from MQTT but not yet acknowledged by Kafka; the MQTT v5 "
         "receive-maximum, so the broker holds the rest (backpressure)",
     )
+    metrics_port: int = Field(9101, description="Prometheus /metrics when run as its own process")

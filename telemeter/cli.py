@@ -68,17 +68,26 @@ def cmd_up(settings: Settings, _args: argparse.Namespace) -> int:
     return _run(lambda: _serve(run_stack, settings))
 
 
+def _serve_metrics(port: int) -> None:
+    from prometheus_client import start_http_server
+
+    start_http_server(port, addr="127.0.0.1")
+    log.info("metrics_served", url=f"http://127.0.0.1:{port}/metrics")
+
+
 def cmd_bridge(settings: Settings, _args: argparse.Namespace) -> int:
-    """Run the bridge alone."""
+    """Run the bridge alone (Prometheus metrics on bridge.metrics_port)."""
     from telemeter.components import run_bridge
 
+    _serve_metrics(settings.bridge.metrics_port)
     return _run(lambda: _serve(run_bridge, settings))
 
 
 def cmd_aggregator(settings: Settings, _args: argparse.Namespace) -> int:
-    """Run the aggregator alone."""
+    """Run the aggregator alone (Prometheus metrics on aggregator.metrics_port)."""
     from telemeter.components import open_store, run_aggregator
 
+    _serve_metrics(settings.aggregator.metrics_port)
     @contextlib.asynccontextmanager
     async def component(s: Settings) -> AsyncIterator[None]:
         async with open_store(s) as store, run_aggregator(s, store):
