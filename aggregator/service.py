@@ -78,7 +78,10 @@ class MeterCatalog:
 
     async def resolve(self, names: set[str]) -> dict[str, Meter]:
         """The known meters among ``names``."""
-        if not names <= self._meters.keys() and time.monotonic() - self._refreshed >= self._min_refresh_s:
+        if (
+            not names <= self._meters.keys()
+            and time.monotonic() - self._refreshed >= self._min_refresh_s
+        ):
             self._meters = {m.name: m for m in await self._lookup.list_meters()}
             self._refreshed = time.monotonic()
         return {n: self._meters[n] for n in names if n in self._meters}
@@ -136,7 +139,8 @@ class UsageAggregator:
         rows, letters = await self._transform(records)
         for letter in letters:  # 2. dead letters acknowledged before the commit
             await self._dead_letters.publish(
-                self._dlq_topic, letter.device_id.encode() if letter.device_id else None,
+                self._dlq_topic,
+                letter.device_id.encode() if letter.device_id else None,
                 letter.model_dump_json().encode(),
             )
         written = await self._sink.insert_readings(rows)  # 3. idempotent insert
@@ -153,15 +157,23 @@ class UsageAggregator:
         log.debug("batch_written", records=len(records), rows=written, rejected=len(letters))
         return len(records)
 
-    async def _transform(self, records: list[EventRecord]) -> tuple[list[ReadingRow], list[DeadLetter]]:
+    async def _transform(
+        self, records: list[EventRecord]
+    ) -> tuple[list[ReadingRow], list[DeadLetter]]:
         events: list[tuple[EventRecord, TelemetryEvent]] = []
         letters: list[DeadLetter] = []
         for record in records:
             try:
                 events.append((record, TelemetryEvent.model_validate_json(record.value)))
             except ValidationError as exc:  # only a foreign producer could write these
-                letters.append(self._letter(record, None, RejectReason.SCHEMA_VIOLATION,
-                                            f"event does not match the event schema: {exc}"))
+                letters.append(
+                    self._letter(
+                        record,
+                        None,
+                        RejectReason.SCHEMA_VIOLATION,
+                        f"event does not match the event schema: {exc}",
+                    )
+                )
         names = {r.meter for _, e in events for r in e.readings}
         meters = await self._catalog.resolve(names)
         rows: list[ReadingRow] = []
@@ -172,28 +184,51 @@ class UsageAggregator:
                 continue
             rows.extend(
                 ReadingRow(
-                    device_id=event.device_id, seq=event.seq, idx=i, meter=r.meter, at=r.at,
-                    value=r.value, sent_at=event.sent_at, received_at=event.received_at,
+                    device_id=event.device_id,
+                    seq=event.seq,
+                    idx=i,
+                    meter=r.meter,
+                    at=r.at,
+                    value=r.value,
+                    sent_at=event.sent_at,
+                    received_at=event.received_at,
                     record_ts_ms=record.timestamp_ms,
                 )
                 for i, r in enumerate(event.readings)
             )
         return rows, letters
 
-    def _letter(self, record: EventRecord, event: TelemetryEvent | None,
-                reason: RejectReason, detail: str) -> DeadLetter:
+    def _letter(
+        self, record: EventRecord, event: TelemetryEvent | None, reason: RejectReason, detail: str
+    ) -> DeadLetter:
         metrics.REJECTED.labels(reason.value).inc()
-        log.info("message_rejected", reason=reason.value, detail=detail,
-                 device_id=event.device_id if event else None)
+        log.info(
+            "message_rejected",
+            reason=reason.value,
+            detail=detail,
+            device_id=event.device_id if event else None,
+        )
         if event is None:
-            return DeadLetter.build(reason=reason, detail=detail, stage="aggregator",
-                                    mqtt_topic="", payload=record.value, device_id=None,
-                                    rejected_at=self._clock())
+            return DeadLetter.build(
+                reason=reason,
+                detail=detail,
+                stage="aggregator",
+                mqtt_topic="",
+                payload=record.value,
+                device_id=None,
+                rejected_at=self._clock(),
+            )
         payload = event.model_dump_json(exclude={"received_at", "mqtt_topic"}).encode()
-        return DeadLetter.build(reason=reason, detail=detail, stage="aggregator",
-                                mqtt_topic=event.mqtt_topic, payload=payload,
-                                device_id=event.device_id, seq=event.seq,
-                                rejected_at=self._clock())
+        return DeadLetter.build(
+            reason=reason,
+            detail=detail,
+            stage="aggregator",
+            mqtt_topic=event.mqtt_topic,
+            payload=payload,
+            device_id=event.device_id,
+            seq=event.seq,
+            rejected_at=self._clock(),
+        )
 
 
 def _check(event: TelemetryEvent, meters: dict[str, Meter]) -> tuple[RejectReason, str] | None:
@@ -202,11 +237,15 @@ def _check(event: TelemetryEvent, meters: dict[str, Meter]) -> tuple[RejectReaso
     for i, reading in enumerate(event.readings):
         meter = meters.get(reading.meter)
         if meter is None:
-            return (RejectReason.UNKNOWN_METER,
-                    f"readings[{i}]: meter {reading.meter!r} is not defined "
-                    f"(define it with PUT /v1/meters/{reading.meter})")
+            return (
+                RejectReason.UNKNOWN_METER,
+                f"readings[{i}]: meter {reading.meter!r} is not defined "
+                f"(define it with PUT /v1/meters/{reading.meter})",
+            )
         if meter.kind is not MeterKind.GAUGE and reading.value < 0:
-            return (RejectReason.NEGATIVE_VALUE,
-                    f"readings[{i}]: {meter.kind.value} meter {meter.name!r} got negative "
-                    f"value {reading.value}")
+            return (
+                RejectReason.NEGATIVE_VALUE,
+                f"readings[{i}]: {meter.kind.value} meter {meter.name!r} got negative "
+                f"value {reading.value}",
+            )
     return None

@@ -42,12 +42,22 @@ def install(app: FastAPI) -> None:
             {"where": ".".join(str(p) for p in e["loc"]), "problem": e["msg"]} for e in exc.errors()
         ]
         message = "; ".join(f"{d['where']}: {d['problem']}" for d in details[:5])
-        return JSONResponse(error_body("invalid_request", message, details=details),
-                            status_code=422)
+        return JSONResponse(
+            error_body("invalid_request", message, details=details), status_code=422
+        )
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_r: Request, exc: StarletteHTTPException) -> JSONResponse:
-        codes = {401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
-                 409: "conflict", 422: "invalid_request"}
-        return JSONResponse(error_body(codes.get(exc.status_code, "error"), str(exc.detail)),
-                            status_code=exc.status_code, headers=exc.headers)
+        codes = {
+            401: "unauthorized",
+            403: "forbidden",
+            404: "not_found",
+            405: "method_not_allowed",
+            409: "conflict",
+            422: "invalid_request",
+        }
+        return JSONResponse(
+            error_body(codes.get(exc.status_code, "error"), str(exc.detail)),
+            status_code=exc.status_code,
+            headers=exc.headers,
+        )

@@ -31,8 +31,10 @@ class Line:
     @property
     def exact(self) -> bool:
         """Both the quantity and the reading count match."""
-        return (self.expected_quantity == self.actual_quantity
-                and self.expected_readings == self.actual_readings)
+        return (
+            self.expected_quantity == self.actual_quantity
+            and self.expected_readings == self.actual_readings
+        )
 
 
 @dataclass
@@ -73,41 +75,60 @@ class Reconciliation:
 
     def summary(self) -> str:
         """The one-line verdict."""
-        text = (f"sent {self.expected_readings} readings, API accounts for {self.accounted}, "
-                f"missing {self.missing}, double-counted {self.double_counted}")
+        text = (
+            f"sent {self.expected_readings} readings, API accounts for {self.accounted}, "
+            f"missing {self.missing}, double-counted {self.double_counted}"
+        )
         bad = self.quantity_mismatches
         if bad:
             text += ", quantity mismatches: " + "; ".join(
                 f"{x.customer_id}/{x.meter} expected {format_decimal(x.expected_quantity)} "
-                f"got {format_decimal(x.actual_quantity)}" for x in bad[:10])
+                f"got {format_decimal(x.actual_quantity)}"
+                for x in bad[:10]
+            )
         return text
 
 
 def reconcile_once(http: httpx.Client, result: SimulationResult) -> Reconciliation:
     """Ask the API for every (customer, meter) of the truth, once."""
     report = Reconciliation()
-    params = {"from": format_time(result.window_from), "to": format_time(result.window_to),
-              "window": "month"}
+    params = {
+        "from": format_time(result.window_from),
+        "to": format_time(result.window_to),
+        "window": "month",
+    }
     for (customer, meter), expected in sorted(result.truth.quantities.items()):
         response = http.get(f"/v1/customers/{customer}/usage", params={**params, "meter": meter})
         response.raise_for_status()
         body = response.json()
-        report.lines.append(Line(
-            customer_id=customer, meter=meter, unit=body["unit"],
-            expected_quantity=expected, actual_quantity=Decimal(body["total"]),
-            expected_readings=result.truth.readings[(customer, meter)],
-            actual_readings=int(body["readings"]),
-        ))
+        report.lines.append(
+            Line(
+                customer_id=customer,
+                meter=meter,
+                unit=body["unit"],
+                expected_quantity=expected,
+                actual_quantity=Decimal(body["total"]),
+                expected_readings=result.truth.readings[(customer, meter)],
+                actual_readings=int(body["readings"]),
+            )
+        )
     return report
 
 
-def reconcile(api_url: str, token: str, result: SimulationResult, *, settle_timeout_s: float = 120,
-              stall_s: float = 20) -> Reconciliation:
+def reconcile(
+    api_url: str,
+    token: str,
+    result: SimulationResult,
+    *,
+    settle_timeout_s: float = 120,
+    stall_s: float = 20,
+) -> Reconciliation:
     """Poll until the API accounts for every reading, or until nothing changed for
     ``stall_s`` seconds (or ``settle_timeout_s`` passed); return the last comparison."""
     deadline = time.monotonic() + settle_timeout_s
-    with httpx.Client(base_url=api_url, headers={"Authorization": f"Bearer {token}"},
-                      timeout=30) as http:
+    with httpx.Client(
+        base_url=api_url, headers={"Authorization": f"Bearer {token}"}, timeout=30
+    ) as http:
         last_seen, last_change = -1, time.monotonic()
         while True:
             report = reconcile_once(http, result)

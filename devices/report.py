@@ -22,9 +22,14 @@ console = Console(stderr=False, highlight=False)
 def progress(config: SimulationConfig) -> Iterator[Callable[[int, int, int], None]]:
     """A live line with messages sent and acknowledged while the simulator runs."""
     total = int(config.rate * config.duration_s)
-    bar = Progress(TextColumn("[bold]simulating[/]"), BarColumn(),
-                   TextColumn("{task.fields[sent]} sent, {task.fields[acked]} acked"),
-                   TimeElapsedColumn(), console=console, disable=not sys.stdout.isatty())
+    bar = Progress(
+        TextColumn("[bold]simulating[/]"),
+        BarColumn(),
+        TextColumn("{task.fields[sent]} sent, {task.fields[acked]} acked"),
+        TimeElapsedColumn(),
+        console=console,
+        disable=not sys.stdout.isatty(),
+    )
     task = bar.add_task("sim", total=total, sent=0, acked=0)
 
     def update(sent: int, acked: int, _qos: int) -> None:
@@ -47,15 +52,26 @@ def print_simulation(result: SimulationResult, truth_path: Path) -> None:
 def print_usage(report: Reconciliation) -> None:
     """Usage per customer and meter as read from the API, and the reconciliation line."""
     table = Table(title="Usage read from the API (window of the simulation)")
-    for column, justify in (("customer", "left"), ("meter", "left"), ("usage", "right"),
-                            ("unit", "left"), ("readings", "right"), ("expected", "right"),
-                            ("", "center")):
+    for column, justify in (
+        ("customer", "left"),
+        ("meter", "left"),
+        ("usage", "right"),
+        ("unit", "left"),
+        ("readings", "right"),
+        ("expected", "right"),
+        ("", "center"),
+    ):
         table.add_column(column, justify=justify)  # type: ignore[arg-type]
     for line in report.lines:
-        table.add_row(line.customer_id, line.meter, format_decimal(line.actual_quantity),
-                      line.unit, str(line.actual_readings),
-                      format_decimal(line.expected_quantity),
-                      "[green]ok[/]" if line.exact else "[red]DIFF[/]")
+        table.add_row(
+            line.customer_id,
+            line.meter,
+            format_decimal(line.actual_quantity),
+            line.unit,
+            str(line.actual_readings),
+            format_decimal(line.expected_quantity),
+            "[green]ok[/]" if line.exact else "[red]DIFF[/]",
+        )
     console.print(table)
     style = "bold green" if report.exact else "bold red"
     console.print(f"[{style}]reconciliation: {report.summary()}[/]")

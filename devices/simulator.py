@@ -31,8 +31,18 @@ from paho.mqtt.enums import CallbackAPIVersion
 from schemas.catalog import DEFAULT_METERS, Aggregation, MeterKind
 from schemas.telemetry import format_decimal, format_time
 
-CUSTOMER_NAMES = ["acme", "globex", "initech", "umbrella", "hooli", "stark", "wayne", "wonka",
-                  "tyrell", "cyberdyne"]
+CUSTOMER_NAMES = [
+    "acme",
+    "globex",
+    "initech",
+    "umbrella",
+    "hooli",
+    "stark",
+    "wayne",
+    "wonka",
+    "tyrell",
+    "cyberdyne",
+]
 TIMEZONES = ["Europe/Amsterdam", "America/New_York", "Asia/Tokyo", "UTC", "Australia/Sydney"]
 
 
@@ -48,18 +58,27 @@ class MeterModel:
     def draw(self, rng: random.Random) -> Decimal:
         """A random amount in [low, high] with ``places`` decimals."""
         scale = 10**self.places
-        return Decimal(rng.randint(int(self.low * scale), int(self.high * scale))) / scale
+        units = rng.randint(int(self.low * scale), int(self.high * scale))
+        return Decimal(units) / Decimal(scale)
 
 
 KINDS: dict[str, list[MeterModel]] = {
-    "shoe": [MeterModel("distance_km", Decimal(0), Decimal("0.05"), 3),
-             MeterModel("steps", Decimal(0), Decimal(80), 0)],
-    "door": [MeterModel("door_cycles", Decimal(0), Decimal(3), 0),
-             MeterModel("slam_force_n", Decimal(20), Decimal(400), 1)],
-    "printer": [MeterModel("pages_printed", Decimal(0), Decimal(12), 0),
-                MeterModel("toner_pct", Decimal(1), Decimal(100), 1)],
-    "car": [MeterModel("odometer_km", Decimal(0), Decimal("0.9"), 1),
-            MeterModel("passengers", Decimal(0), Decimal(5), 0)],
+    "shoe": [
+        MeterModel("distance_km", Decimal(0), Decimal("0.05"), 3),
+        MeterModel("steps", Decimal(0), Decimal(80), 0),
+    ],
+    "door": [
+        MeterModel("door_cycles", Decimal(0), Decimal(3), 0),
+        MeterModel("slam_force_n", Decimal(20), Decimal(400), 1),
+    ],
+    "printer": [
+        MeterModel("pages_printed", Decimal(0), Decimal(12), 0),
+        MeterModel("toner_pct", Decimal(1), Decimal(100), 1),
+    ],
+    "car": [
+        MeterModel("odometer_km", Decimal(0), Decimal("0.9"), 1),
+        MeterModel("passengers", Decimal(0), Decimal(5), 0),
+    ],
     "pitch": [MeterModel("pitch_minutes", Decimal(0), Decimal(1), 0)],
 }
 
@@ -115,9 +134,13 @@ class Truth:
         if agg is Aggregation.SUM:
             self.quantities[key] += amount
         elif agg is Aggregation.MAX:
-            self.quantities[key] = amount if self.readings[key] == 1 else max(self.quantities[key], amount)
+            self.quantities[key] = (
+                amount if self.readings[key] == 1 else max(self.quantities[key], amount)
+            )
         elif agg is Aggregation.MIN:
-            self.quantities[key] = amount if self.readings[key] == 1 else min(self.quantities[key], amount)
+            self.quantities[key] = (
+                amount if self.readings[key] == 1 else min(self.quantities[key], amount)
+            )
         elif key not in self.latest or (at, seq) >= self.latest[key][:2]:
             self.latest[key] = (at, seq, amount)
             self.quantities[key] = amount
@@ -148,8 +171,12 @@ class SimulationResult:
             }
         return {
             "window": {"from": format_time(self.window_from), "to": format_time(self.window_to)},
-            "messages": {"sent": self.messages_sent, "acked": self.messages_acked,
-                         "duplicates": self.duplicates_sent, "counter_resets": self.resets},
+            "messages": {
+                "sent": self.messages_sent,
+                "acked": self.messages_acked,
+                "duplicates": self.duplicates_sent,
+                "counter_resets": self.resets,
+            },
             "readings_sent": self.readings_sent,
             "customers": per_customer,
         }
@@ -164,9 +191,12 @@ class Publisher:
     """A QoS-aware paho publisher that counts broker acknowledgements."""
 
     def __init__(self, host: str, port: int, client_id: str) -> None:
-        self._client = paho.Client(callback_api_version=CallbackAPIVersion.VERSION2,
-                                   client_id=client_id, protocol=paho.MQTTv311,
-                                   clean_session=True)
+        self._client = paho.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            protocol=paho.MQTTv311,
+            clean_session=True,
+        )
         self._client.max_inflight_messages_set(1000)
         self._client.max_queued_messages_set(0)
         self._acked = 0
@@ -197,8 +227,12 @@ class Publisher:
 class Simulator:
     """Builds the fleet, registers it, publishes, and keeps the ground truth."""
 
-    def __init__(self, config: SimulationConfig, clock: Callable[[], datetime] | None = None,
-                 progress: Callable[[int, int, int], None] | None = None) -> None:
+    def __init__(
+        self,
+        config: SimulationConfig,
+        clock: Callable[[], datetime] | None = None,
+        progress: Callable[[int, int, int], None] | None = None,
+    ) -> None:
         self.config = config
         self._clock = clock or (lambda: datetime.now(UTC))
         self._rng = random.Random(config.seed)
@@ -213,8 +247,9 @@ class Simulator:
         for kind in KINDS:
             for i in range(config.devices_per_kind):
                 device_id = f"{config.prefix}-{kind}-{i:04d}"
-                self.devices.append(SimDevice(device_id, kind, customer_ids[i % len(customer_ids)],
-                                              seq0))
+                self.devices.append(
+                    SimDevice(device_id, kind, customer_ids[i % len(customer_ids)], seq0)
+                )
 
     def register(self) -> None:
         """Create the customers and assign the devices through the API."""
@@ -224,8 +259,11 @@ class Simulator:
                 body = {"name": customer_id.title(), "timezone": tz, "currency": "EUR"}
                 http.put(f"/v1/customers/{customer_id}", json=body).raise_for_status()
             for d in self.devices:
-                body = {"kind": d.kind, "customer_id": d.customer_id,
-                        "assigned_from": "2026-01-01T00:00:00Z"}
+                body = {
+                    "kind": d.kind,
+                    "customer_id": d.customer_id,
+                    "assigned_from": "2026-01-01T00:00:00Z",
+                }
                 http.put(f"/v1/devices/{d.device_id}", json=body).raise_for_status()
 
     def run(self) -> SimulationResult:
@@ -234,8 +272,9 @@ class Simulator:
         cfg = self.config
         if cfg.register:
             self.register()
-        publisher = Publisher(cfg.mqtt_host, cfg.mqtt_port,
-                              f"{cfg.prefix}-simulator-{self._rng.randrange(1 << 30)}")
+        publisher = Publisher(
+            cfg.mqtt_host, cfg.mqtt_port, f"{cfg.prefix}-simulator-{self._rng.randrange(1 << 30)}"
+        )
         truth = Truth()
         sent = duplicates = resets = readings_sent = 0
         recent: list[tuple[str, bytes]] = []
@@ -243,15 +282,22 @@ class Simulator:
         try:
             # Baselines for counters, stamped just before the window.
             for d in self.devices:
-                counters = [m for m in KINDS[d.kind] if DEFAULT_METERS[m.name].kind is MeterKind.COUNTER]
+                counters = [
+                    m for m in KINDS[d.kind] if DEFAULT_METERS[m.name].kind is MeterKind.COUNTER
+                ]
                 if not counters:
                     continue
                 at = window_from - timedelta(milliseconds=500)
                 readings = []
                 for m in counters:
                     d.counters[m.name] = Decimal(self._rng.randint(1000, 90000))
-                    readings.append({"meter": m.name, "value": format_decimal(d.counters[m.name]),
-                                     "at": format_time(at)})
+                    readings.append(
+                        {
+                            "meter": m.name,
+                            "value": format_decimal(d.counters[m.name]),
+                            "at": format_time(at),
+                        }
+                    )
                 self._publish(publisher, d, readings)
                 sent += 1
                 readings_sent += len(readings)
@@ -279,7 +325,9 @@ class Simulator:
                 time.sleep(0.005)
             window_to = self._clock() + timedelta(seconds=1)
             deadline = time.monotonic() + 60
-            while cfg.qos > 0 and publisher.acked < sent + duplicates and time.monotonic() < deadline:
+            while (
+                cfg.qos > 0 and publisher.acked < sent + duplicates and time.monotonic() < deadline
+            ):
                 time.sleep(0.02)
             if self._progress:
                 self._progress(sent + duplicates, publisher.acked, cfg.qos)
@@ -287,9 +335,15 @@ class Simulator:
         finally:
             publisher.close()
         return SimulationResult(
-            window_from=window_from, window_to=window_to, messages_sent=sent + duplicates,
-            messages_acked=acked, duplicates_sent=duplicates, resets=resets,
-            readings_sent=readings_sent, truth=truth, customers=self.customers,
+            window_from=window_from,
+            window_to=window_to,
+            messages_sent=sent + duplicates,
+            messages_acked=acked,
+            duplicates_sent=duplicates,
+            resets=resets,
+            readings_sent=readings_sent,
+            truth=truth,
+            customers=self.customers,
         )
 
     def _tick(self, d: SimDevice, truth: Truth) -> tuple[list[dict[str, str]], int]:
@@ -304,8 +358,11 @@ class Simulator:
                 kind = DEFAULT_METERS[m.name].kind
                 amount = m.draw(self._rng)
                 if kind is MeterKind.COUNTER:
-                    if self.config.reset_rate and self._rng.random() < self.config.reset_rate \
-                            and d.counters[m.name] > amount:
+                    if (
+                        self.config.reset_rate
+                        and self._rng.random() < self.config.reset_rate
+                        and d.counters[m.name] > amount
+                    ):
                         d.counters[m.name] = amount  # reset to zero, then counted up by amount
                         resets += 1
                     else:
@@ -317,11 +374,16 @@ class Simulator:
                 truth.add(d.customer_id, m.name, amount, at, d.seq + 1)
         return readings, resets
 
-    def _publish(self, publisher: Publisher, d: SimDevice,
-                 readings: list[dict[str, str]]) -> tuple[str, bytes]:
+    def _publish(
+        self, publisher: Publisher, d: SimDevice, readings: list[dict[str, str]]
+    ) -> tuple[str, bytes]:
         d.seq += 1
-        body = {"device_id": d.device_id, "seq": d.seq, "sent_at": format_time(self._clock()),
-                "readings": readings}
+        body = {
+            "device_id": d.device_id,
+            "seq": d.seq,
+            "sent_at": format_time(self._clock()),
+            "readings": readings,
+        }
         topic = f"{self.config.topic_prefix}devices/{d.device_id}/telemetry"
         payload = json.dumps(body, separators=(",", ":")).encode()
         publisher.publish(topic, payload, self.config.qos)

@@ -18,8 +18,10 @@ send is retried (with backoff) until it succeeds or the bridge stops, never drop
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -32,7 +34,6 @@ from ingest.validation import Accepted, TelemetryValidator
 from schemas.dead_letter import DeadLetter
 
 log = structlog.get_logger(__name__)
-
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +85,7 @@ class TelemetryBridge:
         self._source: MessageSource | None = None
         self._pending = 0
         self._retries: set[asyncio.Task[None]] = set()
+        self._idle = asyncio.Event()
         self._stopping = False
 
     def submit(self, message: InboundMessage) -> None:
@@ -91,6 +93,7 @@ class TelemetryBridge:
         metrics.RECEIVED.inc()
         metrics.IN_FLIGHT.inc()
         self._pending += 1
+        self._idle.clear()
         self._queue.put_nowait((message, time.perf_counter()))
 
     @property
@@ -110,11 +113,11 @@ class TelemetryBridge:
                 item = _Item(message, started, topic, key, value)
                 try:
                     future = await self._publisher.send(topic, key, value)
-                except Exception as exc:  # noqa: BLE001 - adapters raise retriable errors
+                except Exception as exc:
                     self._log_failure(exc, 0)
                     self._spawn_retry(item)
                     continue
-                future.add_done_callback(lambda f, item=item: self._delivered(item, f))
+                future.add_done_callback(functools.partial(self._delivered, item))
         finally:
             for task in list(self._retries):
                 task.cancel()
@@ -122,9 +125,9 @@ class TelemetryBridge:
     async def drain(self, timeout_s: float = 10) -> None:
         """Wait (bounded) until every taken message has been acknowledged, then stop
         retrying: what is left stays unacknowledged at the broker and is redelivered."""
-        deadline = time.monotonic() + timeout_s
-        while self._pending and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
+        if self._pending:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._idle.wait(), timeout_s)
         self._stopping = True
 
     def _delivered(self, item: _Item, future: asyncio.Future[Any]) -> None:
@@ -137,11 +140,16 @@ class TelemetryBridge:
     def _acknowledge(self, item: _Item) -> None:
         assert self._source is not None
         self._source.ack(item.message)
-        self._pending -= 1
-        metrics.IN_FLIGHT.dec()
+        self._settled()
         metrics.PRODUCE_LATENCY.observe(time.perf_counter() - item.started)
         if item.topic == self._events_topic:
             metrics.FORWARDED.inc()
+
+    def _settled(self) -> None:
+        metrics.IN_FLIGHT.dec()
+        self._pending -= 1
+        if not self._pending:
+            self._idle.set()
 
     def _spawn_retry(self, item: _Item) -> None:
         task = asyncio.get_running_loop().create_task(self._retry(item))
@@ -159,14 +167,13 @@ class TelemetryBridge:
             await asyncio.sleep(min(self._backoff * attempt, 5.0))
             try:
                 await (await self._publisher.send(item.topic, item.key, item.value))
-            except Exception as exc:  # noqa: BLE001 - adapters raise retriable errors
+            except Exception as exc:
                 self._log_failure(exc, attempt)
                 continue
             self._acknowledge(item)
             return
         self._source.release(item.message)
-        self._pending -= 1
-        metrics.IN_FLIGHT.dec()
+        self._settled()
 
     def _route(self, msg: InboundMessage) -> tuple[str, bytes | None, bytes]:
         now = self._clock()
@@ -175,11 +182,22 @@ class TelemetryBridge:
             event = verdict.event
             return self._events_topic, event.device_id.encode(), event.model_dump_json().encode()
         metrics.REJECTED.labels(verdict.reason.value).inc()
-        log.info("message_rejected", reason=verdict.reason.value, topic=msg.topic,
-                 device_id=verdict.device_id, detail=verdict.detail)
+        log.info(
+            "message_rejected",
+            reason=verdict.reason.value,
+            topic=msg.topic,
+            device_id=verdict.device_id,
+            detail=verdict.detail,
+        )
         letter = DeadLetter.build(
-            reason=verdict.reason, detail=verdict.detail, stage="bridge", mqtt_topic=msg.topic,
-            payload=msg.payload, device_id=verdict.device_id, seq=verdict.seq, rejected_at=now,
+            reason=verdict.reason,
+            detail=verdict.detail,
+            stage="bridge",
+            mqtt_topic=msg.topic,
+            payload=msg.payload,
+            device_id=verdict.device_id,
+            seq=verdict.seq,
+            rejected_at=now,
         )
         key = verdict.device_id.encode() if verdict.device_id else None
         return self._dlq_topic, key, letter.model_dump_json().encode()

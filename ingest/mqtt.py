@@ -58,7 +58,7 @@ class MqttSubscriber:
         self._slots = threading.BoundedSemaphore(max_in_flight)
         self._subscribed = threading.Event()
         self._accepting = True
-        self._on_message: Callable[[InboundMessage], None] | None = None
+        self._on_message: Callable[[InboundMessage], object] | None = None
         self._client = paho.Client(
             callback_api_version=CallbackAPIVersion.VERSION2,
             client_id=client_id,
@@ -71,23 +71,31 @@ class MqttSubscriber:
         self._client.on_message = self._received
         self._started = False
 
-    async def start(self, on_message: Callable[[InboundMessage], None], timeout_s: float = 30) -> None:
+    async def start(
+        self, on_message: Callable[[InboundMessage], None], timeout_s: float = 30
+    ) -> None:
         """Connect, subscribe, and deliver each message to ``on_message`` on the calling
         event loop. Returns once the subscription is in place."""
         if self._started:
             return
         loop = asyncio.get_running_loop()
         self._on_message = lambda m: loop.call_soon_threadsafe(on_message, m)
-        props = Properties(PacketTypes.CONNECT)
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         props.SessionExpiryInterval = self._session_expiry_s
         props.ReceiveMaximum = self._max_in_flight
         try:
             await asyncio.to_thread(
-                self._client.connect, self._host, self._port, self._keepalive_s,
-                clean_start=False, properties=props,
+                self._client.connect,
+                self._host,
+                self._port,
+                self._keepalive_s,
+                clean_start=False,
+                properties=props,
             )
         except OSError as exc:
-            raise MqttUnavailable(f"cannot connect to MQTT {self._host}:{self._port}: {exc}") from exc
+            raise MqttUnavailable(
+                f"cannot connect to MQTT {self._host}:{self._port}: {exc}"
+            ) from exc
         self._client.loop_start()
         self._started = True
         if not await asyncio.to_thread(self._subscribed.wait, timeout_s):
@@ -120,8 +128,14 @@ class MqttSubscriber:
 
     # ---- paho callbacks (network thread) ---------------------------------------
 
-    def _connected(self, client: paho.Client, _userdata: object, flags: paho.ConnectFlags,
-                   reason: ReasonCode, _props: Properties | None) -> None:
+    def _connected(
+        self,
+        client: paho.Client,
+        _userdata: object,
+        flags: paho.ConnectFlags,
+        reason: ReasonCode,
+        _props: Properties | None,
+    ) -> None:
         if reason.is_failure:
             log.warning("mqtt_connect_refused", reason=str(reason))
             return
@@ -131,9 +145,14 @@ class MqttSubscriber:
         if result == MQTTErrorCode.MQTT_ERR_SUCCESS:
             self._subscribed.set()
 
-    def _disconnected(self, _client: paho.Client, _userdata: object,
-                      _flags: paho.DisconnectFlags, reason: ReasonCode,
-                      _props: Properties | None) -> None:
+    def _disconnected(
+        self,
+        _client: paho.Client,
+        _userdata: object,
+        _flags: paho.DisconnectFlags,
+        reason: ReasonCode,
+        _props: Properties | None,
+    ) -> None:
         if self._started:
             log.warning("mqtt_disconnected", reason=str(reason))
 
@@ -141,4 +160,4 @@ class MqttSubscriber:
         if not self._accepting or self._on_message is None:
             return
         self._slots.acquire()  # blocks the network thread when we are full: backpressure
-        self._on_message(InboundMessage(msg.topic, msg.payload, msg.mid, msg.qos))
+        self._on_message(InboundMessage(msg.topic, bytes(msg.payload), msg.mid, msg.qos))

@@ -54,21 +54,27 @@ class TelemetryValidator:
         """Accept the message or say, with a reason code, why not."""
         match = self._topic.match(topic)
         if match is None:
-            return Rejected(RejectReason.INVALID_TOPIC,
-                            f"topic {topic!r} is not devices/{{device_id}}/telemetry")
+            return Rejected(
+                RejectReason.INVALID_TOPIC,
+                f"topic {topic!r} is not devices/{{device_id}}/telemetry",
+            )
         topic_device = match.group(1)
         if len(payload) > self._max_bytes:
-            return Rejected(RejectReason.PAYLOAD_TOO_LARGE,
-                            f"payload is {len(payload)} bytes; the limit is {self._max_bytes}",
-                            topic_device)
+            return Rejected(
+                RejectReason.PAYLOAD_TOO_LARGE,
+                f"payload is {len(payload)} bytes; the limit is {self._max_bytes}",
+                topic_device,
+            )
         try:
             doc = json.loads(payload.decode("utf-8"), parse_float=Decimal)
         except (ValueError, UnicodeDecodeError) as exc:
-            return Rejected(RejectReason.MALFORMED_JSON, f"not valid UTF-8 JSON: {exc}",
-                            topic_device)
+            return Rejected(
+                RejectReason.MALFORMED_JSON, f"not valid UTF-8 JSON: {exc}", topic_device
+            )
         if not isinstance(doc, dict):
-            return Rejected(RejectReason.SCHEMA_VIOLATION, "payload must be a JSON object",
-                            topic_device)
+            return Rejected(
+                RejectReason.SCHEMA_VIOLATION, "payload must be a JSON object", topic_device
+            )
         seq = doc.get("seq") if isinstance(doc.get("seq"), int) else None
         claimed = doc.get("device_id")
         if isinstance(claimed, str) and claimed != topic_device:
@@ -76,7 +82,8 @@ class TelemetryValidator:
                 RejectReason.DEVICE_MISMATCH,
                 f"payload device_id {claimed!r} differs from topic device {topic_device!r}; "
                 "a device can only report for itself",
-                topic_device, seq,
+                topic_device,
+                seq,
             )
         value_problem = _first_invalid_value(doc.get("readings"))
         if value_problem is not None:
@@ -93,7 +100,8 @@ class TelemetryValidator:
                 RejectReason.FUTURE_TIMESTAMP,
                 f"timestamp {stamp.isoformat()} is more than {self._skew} ahead of the "
                 f"bridge clock ({now.isoformat()}); check the device clock",
-                topic_device, seq,
+                topic_device,
+                seq,
             )
         event = TelemetryEvent(**dict(message), received_at=to_utc(now), mqtt_topic=topic)
         return Accepted(event)

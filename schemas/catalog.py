@@ -48,7 +48,9 @@ class MeterSpec(BaseModel):
 
     model_config = ConfigDict(
         extra="forbid",
-        json_schema_extra={"examples": [{"unit": "pages", "kind": "counter", "aggregation": "sum"}]},
+        json_schema_extra={
+            "examples": [{"unit": "pages", "kind": "counter", "aggregation": "sum"}]
+        },
     )
 
     unit: Annotated[str, Field(min_length=1, max_length=32)]
@@ -167,16 +169,38 @@ def decimal_str(value: Decimal) -> str:
 
 # Meters of the five device kinds of the product story, created at first start when missing.
 DEFAULT_METERS: dict[str, MeterSpec] = {
-    "distance_km": MeterSpec(unit="km", kind=MeterKind.COUNTER, description="running shoes: odometer"),
-    "steps": MeterSpec(unit="steps", kind=MeterKind.DELTA, description="running shoes: steps since last report"),
-    "door_cycles": MeterSpec(unit="cycles", kind=MeterKind.DELTA, description="warehouse door: open/close cycles"),
-    "slam_force_n": MeterSpec(unit="N", kind=MeterKind.GAUGE, aggregation=Aggregation.MAX,
-                              description="warehouse door: how hard it was slammed"),
-    "pages_printed": MeterSpec(unit="pages", kind=MeterKind.COUNTER, description="printer: page counter"),
-    "toner_pct": MeterSpec(unit="%", kind=MeterKind.GAUGE, aggregation=Aggregation.LATEST,
-                           description="printer: toner level"),
+    "distance_km": MeterSpec(
+        unit="km", kind=MeterKind.COUNTER, description="running shoes: odometer"
+    ),
+    "steps": MeterSpec(
+        unit="steps", kind=MeterKind.DELTA, description="running shoes: steps since last report"
+    ),
+    "door_cycles": MeterSpec(
+        unit="cycles", kind=MeterKind.DELTA, description="warehouse door: open/close cycles"
+    ),
+    "slam_force_n": MeterSpec(
+        unit="N",
+        kind=MeterKind.GAUGE,
+        aggregation=Aggregation.MAX,
+        description="warehouse door: how hard it was slammed",
+    ),
+    "pages_printed": MeterSpec(
+        unit="pages", kind=MeterKind.COUNTER, description="printer: page counter"
+    ),
+    "toner_pct": MeterSpec(
+        unit="%",
+        kind=MeterKind.GAUGE,
+        aggregation=Aggregation.LATEST,
+        description="printer: toner level",
+    ),
     "odometer_km": MeterSpec(unit="km", kind=MeterKind.COUNTER, description="car: odometer"),
-    "passengers": MeterSpec(unit="passengers", kind=MeterKind.GAUGE, aggregation=Aggregation.MAX,
-                            description="car: passengers on board"),
-    "pitch_minutes": MeterSpec(unit="min", kind=MeterKind.DELTA, description="football pitch: minutes in use"),
+    "passengers": MeterSpec(
+        unit="passengers",
+        kind=MeterKind.GAUGE,
+        aggregation=Aggregation.MAX,
+        description="car: passengers on board",
+    ),
+    "pitch_minutes": MeterSpec(
+        unit="min", kind=MeterKind.DELTA, description="football pitch: minutes in use"
+    ),
 }

@@ -73,7 +73,8 @@ def parse_value(raw: object) -> Decimal:
             exponent = normalized.as_tuple().exponent
             if isinstance(exponent, int) and exponent < -VALUE_MAX_DECIMALS:
                 raise InvalidValue(
-                    f"value {raw!r} has more than {VALUE_MAX_DECIMALS} decimal places")
+                    f"value {raw!r} has more than {VALUE_MAX_DECIMALS} decimal places"
+                )
             value = normalized
     return value
 

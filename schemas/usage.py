@@ -44,8 +44,13 @@ class UsageResponse(BaseModel):
                     "readings": 14,
                     "updated_at": "2026-11-02T21:13:07.120Z",
                     "series": [
-                        {"start": "2026-10-31T23:00:00.000Z", "end": "2026-11-01T23:00:00.000Z",
-                         "value": "12", "readings": 6, "device_id": None},
+                        {
+                            "start": "2026-10-31T23:00:00.000Z",
+                            "end": "2026-11-01T23:00:00.000Z",
+                            "value": "12",
+                            "readings": 6,
+                            "device_id": None,
+                        },
                     ],
                 }
             ]

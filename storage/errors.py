@@ -1,9 +1,9 @@
 """Storage errors. clickhouse-connect exceptions never leave this package.
 
-    StoreError
-    ├── StoreUnavailable   (retriable: the database could not be reached or failed)
-    ├── NotFound           (a catalog entry does not exist)
-    └── Conflict           (a change would contradict what is stored)
+StoreError
+├── StoreUnavailable   (retriable: the database could not be reached or failed)
+├── NotFound           (a catalog entry does not exist)
+└── Conflict           (a change would contradict what is stored)
 """
 
 

@@ -137,7 +137,9 @@ class ClickHouseStore:
         except ClickHouseError as exc:
             raise StoreUnavailable(str(exc).splitlines()[0][:500]) from exc
 
-    async def _rows(self, sql: str, params: dict[str, Any] | None = None) -> Sequence[Sequence[Any]]:
+    async def _rows(
+        self, sql: str, params: dict[str, Any] | None = None
+    ) -> Sequence[Sequence[Any]]:
         result = await self._run(self._client.query, sql, parameters=params or {})
         return result.result_rows
 
@@ -182,8 +184,16 @@ class ClickHouseStore:
         await self._run(
             self._client.insert,
             f"{self._db}.meters",
-            [[meter.name, meter.unit, meter.kind.value, meter.aggregation.value,
-              meter.description, now]],
+            [
+                [
+                    meter.name,
+                    meter.unit,
+                    meter.kind.value,
+                    meter.aggregation.value,
+                    meter.description,
+                    now,
+                ]
+            ],
             column_names=["name", "unit", "kind", "aggregation", "description", "updated_at"],
         )
         return meter
@@ -195,8 +205,13 @@ class ClickHouseStore:
             "ORDER BY name"
         )
         return [
-            Meter(name=r[0], unit=r[1], kind=MeterKind(r[2]), aggregation=Aggregation(r[3]),
-                  description=r[4])
+            Meter(
+                name=r[0],
+                unit=r[1],
+                kind=MeterKind(r[2]),
+                aggregation=Aggregation(r[3]),
+                description=r[4],
+            )
             for r in rows
         ]
 
@@ -210,8 +225,13 @@ class ClickHouseStore:
         if not rows:
             return None
         r = rows[0]
-        return Meter(name=r[0], unit=r[1], kind=MeterKind(r[2]), aggregation=Aggregation(r[3]),
-                     description=r[4])
+        return Meter(
+            name=r[0],
+            unit=r[1],
+            kind=MeterKind(r[2]),
+            aggregation=Aggregation(r[3]),
+            description=r[4],
+        )
 
     async def get_meter(self, name: str) -> Meter:
         """One meter, or NotFound."""
@@ -296,7 +316,8 @@ class ClickHouseStore:
         )
         if not rows:
             raise NotFound(
-                f"device {device_id!r} does not exist (register it with PUT /v1/devices/{device_id})"
+                f"device {device_id!r} does not exist "
+                f"(register it with PUT /v1/devices/{device_id})"
             )
         history = await self._assignments(device_id)
         return self._device(rows[0][0], rows[0][1], history)
@@ -337,8 +358,17 @@ class ClickHouseStore:
         """Write readings. Idempotent: rows are keyed by (device_id, seq, idx) and read with
         FINAL, so writing the same message again adds nothing. Returns the rows written."""
         data = [
-            [r.device_id, r.seq, r.idx, r.meter, r.at, r.value, r.sent_at, r.received_at,
-             _MAX_U64 - max(r.record_ts_ms, 0)]
+            [
+                r.device_id,
+                r.seq,
+                r.idx,
+                r.meter,
+                r.at,
+                r.value,
+                r.sent_at,
+                r.received_at,
+                _MAX_U64 - max(r.record_ts_ms, 0),
+            ]
             for r in rows
         ]
         if not data:
@@ -347,8 +377,17 @@ class ClickHouseStore:
             self._client.insert,
             f"{self._db}.readings",
             data,
-            column_names=["device_id", "seq", "idx", "meter", "at", "value", "sent_at",
-                          "received_at", "ver"],
+            column_names=[
+                "device_id",
+                "seq",
+                "idx",
+                "meter",
+                "at",
+                "value",
+                "sent_at",
+                "received_at",
+                "ver",
+            ],
         )
         return len(data)
 
@@ -433,14 +472,27 @@ def _fold(rows: Sequence[Sequence[Any]], q: UsageQuery) -> UsageResult:
             device_id = None
         summed, high, low, last, last_at, count, written = rest
         last_at, written = _utc(last_at), _utc(written)
-        value = Decimal({Aggregation.SUM: summed, Aggregation.MAX: high, Aggregation.MIN: low,
-                         Aggregation.LATEST: last}[agg])
-        result.buckets.append(UsageBucket(
-            bucket=datetime.fromtimestamp(int(bucket), tz=UTC), device_id=device_id,
-            value=value, readings=int(count), latest_at=last_at,
-        ))
+        value = Decimal(
+            {
+                Aggregation.SUM: summed,
+                Aggregation.MAX: high,
+                Aggregation.MIN: low,
+                Aggregation.LATEST: last,
+            }[agg]
+        )
+        result.buckets.append(
+            UsageBucket(
+                bucket=datetime.fromtimestamp(int(bucket), tz=UTC),
+                device_id=device_id,
+                value=value,
+                readings=int(count),
+                latest_at=last_at,
+            )
+        )
         result.readings += int(count)
-        result.updated_at = written if result.updated_at is None else max(result.updated_at, written)
+        result.updated_at = (
+            written if result.updated_at is None else max(result.updated_at, written)
+        )
         if total is None:
             total = value
         elif agg is Aggregation.SUM:

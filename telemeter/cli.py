@@ -1,13 +1,13 @@
 """``telemeter``: one command line for every deployable.
 
-    telemeter up            bridge + aggregator + API in one process (embedded chDB)
-    telemeter bridge        MQTT -> Kafka only
-    telemeter aggregator    Kafka -> ClickHouse only
-    telemeter api           the HTTP API only
-    telemeter simulate      simulated devices, with ground truth
-    telemeter demo          the stack + a simulation + usage table + reconciliation
-    telemeter topics        create the Kafka topics
-    telemeter check-config  validate the settings and print them
+telemeter up            bridge + aggregator + API in one process (embedded chDB)
+telemeter bridge        MQTT -> Kafka only
+telemeter aggregator    Kafka -> ClickHouse only
+telemeter api           the HTTP API only
+telemeter simulate      simulated devices, with ground truth
+telemeter demo          the stack + a simulation + usage table + reconciliation
+telemeter topics        create the Kafka topics
+telemeter check-config  validate the settings and print them
 """
 
 from __future__ import annotations
@@ -55,8 +55,9 @@ def _run(main: Callable[[], Coroutine[Any, Any, int | None]]) -> int:
         return 130
 
 
-async def _serve(component: Callable[[Settings], contextlib.AbstractAsyncContextManager[Any]],
-                 settings: Settings) -> None:
+async def _serve(
+    component: Callable[[Settings], contextlib.AbstractAsyncContextManager[Any]], settings: Settings
+) -> None:
     async with component(settings):
         await _until_signalled()
 
@@ -88,6 +89,7 @@ def cmd_aggregator(settings: Settings, _args: argparse.Namespace) -> int:
     from telemeter.components import open_store, run_aggregator
 
     _serve_metrics(settings.aggregator.metrics_port)
+
     @contextlib.asynccontextmanager
     async def component(s: Settings) -> AsyncIterator[None]:
         async with open_store(s) as store, run_aggregator(s, store):
@@ -129,12 +131,20 @@ def _sim_config(settings: Settings, args: argparse.Namespace) -> Any:
 
     token, _ = settings.admin_token()
     return SimulationConfig(
-        customers=args.customers, devices_per_kind=args.devices_per_kind, rate=args.rate,
-        duration_s=args.duration, qos=args.qos, seed=args.seed, mqtt_host=settings.mqtt.host,
-        mqtt_port=settings.mqtt.port, topic_prefix=settings.mqtt.topic_prefix,
+        customers=args.customers,
+        devices_per_kind=args.devices_per_kind,
+        rate=args.rate,
+        duration_s=args.duration,
+        qos=args.qos,
+        seed=args.seed,
+        mqtt_host=settings.mqtt.host,
+        mqtt_port=settings.mqtt.port,
+        topic_prefix=settings.mqtt.topic_prefix,
         api_url=args.api_url or f"http://{settings.api.host}:{settings.api.port}",
-        api_token=token.get_secret_value(), prefix=args.prefix,
-        duplicate_rate=args.duplicates, reset_rate=args.resets,
+        api_token=token.get_secret_value(),
+        prefix=args.prefix,
+        duplicate_rate=args.duplicates,
+        reset_rate=args.resets,
         ticks_per_message=args.ticks_per_message,
     )
 
@@ -180,34 +190,65 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     return _run(main)
 
 
-def _add_sim_options(p: argparse.ArgumentParser, *, duration: float, per_kind: int,
-                     rate: float) -> None:
+def _add_sim_options(
+    p: argparse.ArgumentParser, *, duration: float, per_kind: int, rate: float
+) -> None:
     p.add_argument("--customers", type=int, default=5, help="number of customers (default 5)")
-    p.add_argument("--devices-per-kind", type=int, default=per_kind,
-                   help=f"devices of each of the 5 kinds (default {per_kind})")
-    p.add_argument("--rate", type=float, default=rate, help=f"messages/s in total (default {rate:g})")
-    p.add_argument("--duration", type=float, default=duration, help=f"seconds (default {duration:g})")
+    p.add_argument(
+        "--devices-per-kind",
+        type=int,
+        default=per_kind,
+        help=f"devices of each of the 5 kinds (default {per_kind})",
+    )
+    p.add_argument(
+        "--rate", type=float, default=rate, help=f"messages/s in total (default {rate:g})"
+    )
+    p.add_argument(
+        "--duration", type=float, default=duration, help=f"seconds (default {duration:g})"
+    )
     p.add_argument("--qos", type=int, choices=(0, 1), default=1, help="MQTT QoS (default 1)")
     p.add_argument("--seed", type=int, default=42, help="random seed (default 42)")
     p.add_argument("--prefix", default="sim", help="prefix of device ids (default 'sim')")
-    p.add_argument("--duplicates", type=float, default=0.02,
-                   help="probability of resending a recent message (default 0.02)")
-    p.add_argument("--resets", type=float, default=0.005,
-                   help="probability of a counter reset per counter reading (default 0.005)")
-    p.add_argument("--ticks-per-message", type=int, default=1,
-                   help="samples per meter in one message (default 1)")
-    p.add_argument("--truth", default=str(REPO_ROOT / ".run" / "ground-truth.json"),
-                   help="where to write the ground truth JSON")
+    p.add_argument(
+        "--duplicates",
+        type=float,
+        default=0.02,
+        help="probability of resending a recent message (default 0.02)",
+    )
+    p.add_argument(
+        "--resets",
+        type=float,
+        default=0.005,
+        help="probability of a counter reset per counter reading (default 0.005)",
+    )
+    p.add_argument(
+        "--ticks-per-message",
+        type=int,
+        default=1,
+        help="samples per meter in one message (default 1)",
+    )
+    p.add_argument(
+        "--truth",
+        default=str(REPO_ROOT / ".run" / "ground-truth.json"),
+        help="where to write the ground truth JSON",
+    )
     p.add_argument("--api-url", default=None, help="API base URL (default from settings)")
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser."""
-    parser = argparse.ArgumentParser(prog="telemeter", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="telemeter", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
-    for name, fn in (("up", cmd_up), ("bridge", cmd_bridge), ("aggregator", cmd_aggregator),
-                     ("api", cmd_api), ("topics", cmd_topics), ("check-config", cmd_check_config)):
+    for name, fn in (
+        ("up", cmd_up),
+        ("bridge", cmd_bridge),
+        ("aggregator", cmd_aggregator),
+        ("api", cmd_api),
+        ("topics", cmd_topics),
+        ("check-config", cmd_check_config),
+    ):
         sub.add_parser(name, help=(fn.__doc__ or "").strip()).set_defaults(fn=fn)
     sim = sub.add_parser("simulate", help=cmd_simulate.__doc__)
     _add_sim_options(sim, duration=30, per_kind=20, rate=200)

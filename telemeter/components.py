@@ -36,8 +36,10 @@ def utc_now() -> datetime:
 def topics(settings: Settings) -> list[TopicSpec]:
     """The topics Telemeter owns."""
     k = settings.kafka
-    return [TopicSpec(k.events_topic, k.events_partitions),
-            TopicSpec(k.dead_letter_topic, k.dead_letter_partitions)]
+    return [
+        TopicSpec(k.events_topic, k.events_partitions),
+        TopicSpec(k.dead_letter_topic, k.dead_letter_partitions),
+    ]
 
 
 @contextlib.asynccontextmanager
@@ -64,9 +66,11 @@ async def run_bridge(settings: Settings, clock: Clock = utc_now) -> AsyncIterato
     await publisher.start()
     b = settings.bridge
     bridge = TelemetryBridge(
-        validator=TelemetryValidator(topic_prefix=settings.mqtt.topic_prefix,
-                                     max_payload_bytes=b.max_payload_bytes,
-                                     max_future_skew=b.max_future_skew),
+        validator=TelemetryValidator(
+            topic_prefix=settings.mqtt.topic_prefix,
+            max_payload_bytes=b.max_payload_bytes,
+            max_future_skew=b.max_future_skew,
+        ),
         publisher=publisher,
         events_topic=settings.kafka.events_topic,
         dead_letter_topic=settings.kafka.dead_letter_topic,
@@ -74,9 +78,13 @@ async def run_bridge(settings: Settings, clock: Clock = utc_now) -> AsyncIterato
     )
     m = settings.mqtt
     subscriber = MqttSubscriber(
-        host=m.host, port=m.port, client_id=m.client_id, topic_filter=m.topic_filter,
+        host=m.host,
+        port=m.port,
+        client_id=m.client_id,
+        topic_filter=m.topic_filter,
         session_expiry_s=int(m.session_expiry.total_seconds()),
-        keepalive_s=int(m.keepalive.total_seconds()), max_in_flight=b.max_in_flight,
+        keepalive_s=int(m.keepalive.total_seconds()),
+        max_in_flight=b.max_in_flight,
     )
     task = asyncio.create_task(bridge.run(subscriber), name="bridge")
     try:
@@ -95,21 +103,30 @@ async def run_bridge(settings: Settings, clock: Clock = utc_now) -> AsyncIterato
 
 
 @contextlib.asynccontextmanager
-async def run_aggregator(settings: Settings, store: ClickHouseStore,
-                         clock: Clock = utc_now) -> AsyncIterator[UsageAggregator]:
+async def run_aggregator(
+    settings: Settings, store: ClickHouseStore, clock: Clock = utc_now
+) -> AsyncIterator[UsageAggregator]:
     """Kafka -> ClickHouse, running until the context exits."""
     await ensure_topics(settings.kafka.bootstrap, topics(settings))
-    source = KafkaEventSource(settings.kafka.bootstrap, settings.kafka.events_topic,
-                              settings.aggregator.group_id,
-                              client_id=f"{settings.aggregator.group_id}-{socket.gethostname()}")
+    source = KafkaEventSource(
+        settings.kafka.bootstrap,
+        settings.kafka.events_topic,
+        settings.aggregator.group_id,
+        client_id=f"{settings.aggregator.group_id}-{socket.gethostname()}",
+    )
     dead_letters = KafkaPublisher(settings.kafka.bootstrap, client_id="telemeter-aggregator-dlq")
     await source.start()
     await dead_letters.start()
     a = settings.aggregator
     aggregator = UsageAggregator(
-        source=source, sink=store, catalog=MeterCatalog(store), dead_letters=dead_letters,
-        dead_letter_topic=settings.kafka.dead_letter_topic, clock=clock,
-        max_batch=a.max_batch, max_wait_ms=int(a.max_wait.total_seconds() * 1000),
+        source=source,
+        sink=store,
+        catalog=MeterCatalog(store),
+        dead_letters=dead_letters,
+        dead_letter_topic=settings.kafka.dead_letter_topic,
+        clock=clock,
+        max_batch=a.max_batch,
+        max_wait_ms=int(a.max_wait.total_seconds() * 1000),
     )
     task = asyncio.create_task(aggregator.run(), name="aggregator")
     log.info("aggregator_started", topic=settings.kafka.events_topic, group=a.group_id)
@@ -128,20 +145,34 @@ def api_context(settings: Settings, store: ClickHouseStore, clock: Clock = utc_n
     """The API's dependencies; says loudly when the dev default token is in use."""
     token, is_default = settings.admin_token()
     if is_default:
-        log.warning("dev_mode_default_admin_token", token=token.get_secret_value(),
-                    hint="set TELEMETER_API__ADMIN_TOKEN; outside dev (TELEMETER_ENV=prod) "
-                         "a token is required")
-    return ApiContext(store=store, admin_token=token.get_secret_value(), clock=clock,
-                      kafka_check=KafkaHealth(settings.kafka.bootstrap).check)
+        log.warning(
+            "dev_mode_default_admin_token",
+            token=token.get_secret_value(),
+            hint="set TELEMETER_API__ADMIN_TOKEN; outside dev (TELEMETER_ENV=prod) "
+            "a token is required",
+        )
+    return ApiContext(
+        store=store,
+        admin_token=token.get_secret_value(),
+        clock=clock,
+        kafka_check=KafkaHealth(settings.kafka.bootstrap).check,
+    )
 
 
 @contextlib.asynccontextmanager
-async def run_api(settings: Settings, store: ClickHouseStore,
-                  clock: Clock = utc_now) -> AsyncIterator[str]:
+async def run_api(
+    settings: Settings, store: ClickHouseStore, clock: Clock = utc_now
+) -> AsyncIterator[str]:
     """uvicorn serving the API; yields its base URL once it accepts connections."""
     app = create_app(api_context(settings, store, clock))
-    config = uvicorn.Config(app, host=settings.api.host, port=settings.api.port,
-                            log_config=None, access_log=False, lifespan="off")
+    config = uvicorn.Config(
+        app,
+        host=settings.api.host,
+        port=settings.api.port,
+        log_config=None,
+        access_log=False,
+        lifespan="off",
+    )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve(), name="api")
     while not server.started:

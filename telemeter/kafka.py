@@ -43,8 +43,10 @@ async def ensure_topics(bootstrap: str, topics: list[TopicSpec], timeout_s: floa
             missing = [t for t in topics if t.name not in existing]
             if missing:
                 await admin.create_topics(
-                    [NewTopic(t.name, num_partitions=t.partitions, replication_factor=1)
-                     for t in missing]
+                    [
+                        NewTopic(t.name, num_partitions=t.partitions, replication_factor=1)
+                        for t in missing
+                    ]
                 )
                 log.info("topics_created", topics=[t.name for t in missing])
             # Creation is asynchronous in the controller: wait until every topic has leaders.
@@ -179,8 +181,9 @@ class KafkaEventSource:
         records: list[EventRecord] = []
         for tp, messages in batches.items():
             for m in messages:
-                records.append(EventRecord(m.topic, m.partition, m.offset, m.key, m.value,
-                                           m.timestamp))
+                records.append(
+                    EventRecord(m.topic, m.partition, m.offset, m.key, m.value, m.timestamp)
+                )
             if messages:
                 self._pending[tp] = self._positions[tp] = messages[-1].offset + 1
         return records

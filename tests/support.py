@@ -17,18 +17,23 @@ from devices.simulator import Publisher
 T = TypeVar("T")
 
 
-async def read_topic(bootstrap: str, topic: str, until: Callable[[list[dict[str, Any]]], bool],
-                     timeout_s: float = 120) -> list[dict[str, Any]]:
+async def read_topic(
+    bootstrap: str,
+    topic: str,
+    until: Callable[[list[dict[str, Any]]], bool],
+    timeout_s: float = 120,
+) -> list[dict[str, Any]]:
     """Read a topic from the beginning (no consumer group) until ``until(records)`` holds;
     returns the decoded JSON values. Raises TimeoutError with what was read otherwise."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                                auto_offset_reset="earliest")
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
+    )
     await consumer.start()
     records: list[dict[str, Any]] = []
     try:
         partitions = consumer.partitions_for_topic(topic) or set()
         while not partitions:
-            await consumer._client.force_metadata_update()  # noqa: SLF001 - fresh topic
+            await consumer._client.force_metadata_update()
             partitions = consumer.partitions_for_topic(topic) or set()
         consumer.assign([TopicPartition(topic, p) for p in partitions])
         await consumer.seek_to_beginning()
@@ -44,8 +49,12 @@ async def read_topic(bootstrap: str, topic: str, until: Callable[[list[dict[str,
     return records
 
 
-async def wait_for(check: Callable[[], Awaitable[T]], done: Callable[[T], bool],
-                   timeout_s: float = 60, interval_s: float = 0.2) -> T:
+async def wait_for(
+    check: Callable[[], Awaitable[T]],
+    done: Callable[[T], bool],
+    timeout_s: float = 60,
+    interval_s: float = 0.2,
+) -> T:
     """Poll ``check`` until ``done(result)``; return the last result or raise TimeoutError."""
     deadline = time.monotonic() + timeout_s
     while True:

@@ -10,8 +10,9 @@ from api.deps import Admin, ContextDep, StoreDep
 from schemas.catalog import Customer, CustomerSpec, Page
 
 router = APIRouter(prefix="/v1/customers", tags=["catalog"], dependencies=[Admin])
-CustomerPath = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$",
-                                   examples=["acme"])]
+CustomerPath = Annotated[
+    str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$", examples=["acme"])
+]
 
 
 @router.get("", summary="List customers")
@@ -28,7 +29,8 @@ async def get_customer(customer_id: CustomerPath, store: StoreDep) -> Customer:
 
 
 @router.put("/{customer_id}", summary="Create or update a customer")
-async def put_customer(customer_id: CustomerPath, spec: CustomerSpec,
-                       context: ContextDep) -> Customer:
+async def put_customer(
+    customer_id: CustomerPath, spec: CustomerSpec, context: ContextDep
+) -> Customer:
     """Create or update a customer; an unknown timezone is a 422."""
     return await context.store.put_customer(customer_id, spec, context.clock())

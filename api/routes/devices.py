@@ -17,7 +17,9 @@ DevicePath = Annotated[str, Path(pattern=DEVICE_ID_PATTERN, examples=["printer-0
 @router.get("", summary="List devices")
 async def list_devices(
     store: StoreDep,
-    customer_id: Annotated[str | None, Query(description="only devices this customer holds now")] = None,
+    customer_id: Annotated[
+        str | None, Query(description="only devices this customer holds now")
+    ] = None,
 ) -> Page[Device]:
     """Every device with its assignment history."""
     items = await store.list_devices(customer_id)

@@ -34,5 +34,7 @@ async def readyz(context: ContextDep) -> JSONResponse:
         except KafkaUnavailable as exc:
             checks["kafka"] = f"unavailable: {exc}"
     ready = all(v == "ok" for v in checks.values())
-    return JSONResponse({"status": "ready" if ready else "not_ready", "checks": checks},
-                        status_code=200 if ready else 503)
+    return JSONResponse(
+        {"status": "ready" if ready else "not_ready", "checks": checks},
+        status_code=200 if ready else 503,
+    )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, HTTPException, Path, Query
@@ -17,21 +17,39 @@ from storage.windows import window_start, windows
 
 router = APIRouter(tags=["usage"], dependencies=[Admin])
 
-FromQ = Annotated[AwareDatetime | None, Query(
-    alias="from", description="ISO 8601 with offset; default: start of the current month in tz",
-    examples=["2026-11-01T00:00:00+01:00"])]
-ToQ = Annotated[AwareDatetime | None, Query(
-    description="ISO 8601 with offset, exclusive; default: now", examples=["2026-12-01T00:00:00Z"])]
+FromQ = Annotated[
+    AwareDatetime | None,
+    Query(
+        alias="from",
+        description="ISO 8601 with offset; default: start of the current month in tz",
+        examples=["2026-11-01T00:00:00+01:00"],
+    ),
+]
+ToQ = Annotated[
+    AwareDatetime | None,
+    Query(
+        description="ISO 8601 with offset, exclusive; default: now",
+        examples=["2026-12-01T00:00:00Z"],
+    ),
+]
 WindowQ = Annotated[Window, Query(description="window size, aligned to tz")]
-TzQ = Annotated[str | None, Query(description="IANA timezone; default: the customer's",
-                                  examples=["Europe/Amsterdam"])]
+TzQ = Annotated[
+    str | None,
+    Query(description="IANA timezone; default: the customer's", examples=["Europe/Amsterdam"]),
+]
 GroupQ = Annotated[Literal["device_id"] | None, Query(description="split the series per device")]
 MeterQ = Annotated[str, Query(description="meter name", examples=["pages_printed"])]
 
 
 async def _usage(
-    context: ContextDep, customer_id: str | None, meter_name: str, start: datetime | None,
-    end: datetime | None, window: Window, tz: str, group_by: str | None,
+    context: ContextDep,
+    customer_id: str | None,
+    meter_name: str,
+    start: datetime | None,
+    end: datetime | None,
+    window: Window,
+    tz: str,
+    group_by: str | None,
 ) -> UsageResponse:
     meter = await context.store.get_meter(meter_name)
     now = context.clock()
@@ -41,31 +59,56 @@ async def _usage(
         spans = windows(start, end, window, tz)
     except ValueError as exc:
         raise HTTPException(422, str(exc)) from exc
-    result = await context.store.usage(UsageQuery(
-        customer_id=customer_id, meter=meter, start=start, end=end, window=window, tz=tz,
-        by_device=group_by == "device_id",
-    ))
+    result = await context.store.usage(
+        UsageQuery(
+            customer_id=customer_id,
+            meter=meter,
+            start=start,
+            end=end,
+            window=window,
+            tz=tz,
+            by_device=group_by == "device_id",
+        )
+    )
     by_start = {window_start(s.start, window, tz): s for s in spans}
     series: list[UsagePoint] = []
     if group_by == "device_id":
         for b in result.buckets:
             span = by_start[b.bucket]
-            series.append(UsagePoint(start=format_time(span.start), end=format_time(span.end),
-                                     value=format_decimal(b.value), readings=b.readings,
-                                     device_id=b.device_id))
+            series.append(
+                UsagePoint(
+                    start=format_time(span.start),
+                    end=format_time(span.end),
+                    value=format_decimal(b.value),
+                    readings=b.readings,
+                    device_id=b.device_id,
+                )
+            )
     else:
         found = {b.bucket: b for b in result.buckets}
         for key, span in by_start.items():
-            b = found.get(key)
-            series.append(UsagePoint(
-                start=format_time(span.start), end=format_time(span.end),
-                value=format_decimal(b.value) if b else "0", readings=b.readings if b else 0,
-            ))
+            found_bucket = found.get(key)
+            series.append(
+                UsagePoint(
+                    start=format_time(span.start),
+                    end=format_time(span.end),
+                    value=format_decimal(found_bucket.value) if found_bucket else "0",
+                    readings=found_bucket.readings if found_bucket else 0,
+                )
+            )
     return UsageResponse(
-        customer_id=customer_id, meter=meter.name, unit=meter.unit,
-        aggregation=meter.aggregation.value, from_=format_time(start), to=format_time(end),
-        window=window, tz=tz, total=format_decimal(result.total), readings=result.readings,
-        updated_at=format_time(result.updated_at) if result.updated_at else None, series=series,
+        customer_id=customer_id,
+        meter=meter.name,
+        unit=meter.unit,
+        aggregation=meter.aggregation.value,
+        from_=format_time(start),
+        to=format_time(end),
+        window=window,
+        tz=tz,
+        total=format_decimal(result.total),
+        readings=result.readings,
+        updated_at=format_time(result.updated_at) if result.updated_at else None,
+        series=series,
     )
 
 
@@ -76,8 +119,11 @@ def _tz(value: str) -> str:
         raise HTTPException(422, str(exc)) from exc
 
 
-@router.get("/v1/customers/{customer_id}/usage", summary="A customer's usage of one meter",
-            response_model=UsageResponse)
+@router.get(
+    "/v1/customers/{customer_id}/usage",
+    summary="A customer's usage of one meter",
+    response_model=UsageResponse,
+)
 async def customer_usage(
     context: ContextDep,
     customer_id: Annotated[str, Path(examples=["acme"])],
@@ -92,12 +138,16 @@ async def customer_usage(
     reading's time. ``total`` and every ``value`` are decimal strings; ``readings`` counts
     the readings behind them; ``updated_at`` is the latest write covering this answer."""
     customer = await context.store.get_customer(customer_id)
-    return await _usage(context, customer_id, meter, from_, to, window,
-                        _tz(tz or customer.timezone), group_by)
+    return await _usage(
+        context, customer_id, meter, from_, to, window, _tz(tz or customer.timezone), group_by
+    )
 
 
-@router.get("/v1/usage/unassigned", summary="Usage of devices no customer held",
-            response_model=UsageResponse)
+@router.get(
+    "/v1/usage/unassigned",
+    summary="Usage of devices no customer held",
+    response_model=UsageResponse,
+)
 async def unassigned_usage(
     context: ContextDep,
     meter: MeterQ,

@@ -25,12 +25,21 @@ RANGE = (datetime(2026, 11, 1, tzinfo=UTC), datetime(2026, 12, 1, tzinfo=UTC))
 def event(device: str, seq: int, pages: int) -> bytes:
     """An events-topic record: a printer's page counter reading."""
     at = T0 + timedelta(minutes=seq)
-    return TelemetryEvent(
-        device_id=device, seq=seq, sent_at=at, received_at=at,
-        mqtt_topic=f"devices/{device}/telemetry",
-        readings=[Reading(meter="pages_printed", value=Decimal(pages), at=at),
-                  Reading(meter="steps", value=Decimal(1), at=at)],
-    ).model_dump_json().encode()
+    return (
+        TelemetryEvent(
+            device_id=device,
+            seq=seq,
+            sent_at=at,
+            received_at=at,
+            mqtt_topic=f"devices/{device}/telemetry",
+            readings=[
+                Reading(meter="pages_printed", value=Decimal(pages), at=at),
+                Reading(meter="steps", value=Decimal(1), at=at),
+            ],
+        )
+        .model_dump_json()
+        .encode()
+    )
 
 
 async def produce(settings: Settings, records: list[tuple[str, bytes]]) -> None:
@@ -50,15 +59,17 @@ async def usage(store: ClickHouseStore, meter: str) -> tuple[Decimal, int]:
 class TestReplay:
     """Redelivered events add nothing."""
 
-    async def test_duplicates_restart_and_full_replay(self, services: None, settings: Settings,
-                                                      store: ClickHouseStore) -> None:
+    async def test_duplicates_restart_and_full_replay(
+        self, services: None, settings: Settings, store: ClickHouseStore
+    ) -> None:
         """Duplicates in a batch, a restart with new duplicates, and a full replay by a new
         consumer group all leave the totals exactly as the unique messages say."""
         await ensure_topics(settings.kafka.bootstrap, topics(settings))
         await store.put_customer("rp", CustomerSpec(name="Replay"), T0)
         for d in ("rp-1", "rp-2"):
-            await store.put_device(d, DeviceSpec(kind="printer", customer_id="rp",
-                                                 assigned_from=RANGE[0]), T0)
+            await store.put_device(
+                d, DeviceSpec(kind="printer", customer_id="rp", assigned_from=RANGE[0]), T0
+            )
         # 20 messages per device, pages +3 each: 19 deltas * 3 = 57 per device.
         unique = [(d, event(d, s, 1000 + 3 * s)) for d in ("rp-1", "rp-2") for s in range(20)]
         await produce(settings, unique[:30] + unique[5:15])  # duplicates within the backlog
@@ -74,8 +85,13 @@ class TestReplay:
         assert await usage(store, "steps") == (Decimal(40), 40)
 
         # A new consumer group reads the whole topic again, as after losing every commit.
-        replay = settings.model_copy(update={"aggregator": settings.aggregator.model_copy(
-            update={"group_id": settings.aggregator.group_id + "-replay"})})
+        replay = settings.model_copy(
+            update={
+                "aggregator": settings.aggregator.model_copy(
+                    update={"group_id": settings.aggregator.group_id + "-replay"}
+                )
+            }
+        )
         async with run_aggregator(replay, store) as again:
             await wait_for(lambda: _count(again), lambda n: n >= len(unique) + 20)
         assert await usage(store, "pages_printed") == expected

@@ -32,10 +32,14 @@ async def client(store: ClickHouseStore) -> AsyncIterator[httpx.AsyncClient]:
 class TestAuth:
     """Every /v1 route needs the bearer token."""
 
-    @pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong"},
-                                         {"Authorization": "Basic abc"}],
-                             ids=["missing", "wrong", "not-bearer"])
-    async def test_401_with_json_error(self, client: httpx.AsyncClient, headers: dict[str, str]) -> None:
+    @pytest.mark.parametrize(
+        "headers",
+        [{}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic abc"}],
+        ids=["missing", "wrong", "not-bearer"],
+    )
+    async def test_401_with_json_error(
+        self, client: httpx.AsyncClient, headers: dict[str, str]
+    ) -> None:
         """A missing or wrong token is a 401 with a JSON error body."""
         response = await client.get("/v1/meters", headers={"Authorization": "", **headers})
         assert response.status_code == 401
@@ -58,8 +62,13 @@ class TestCatalog:
         put = await client.put("/v1/meters/pages_test", json=body)
         assert put.status_code == 200, put.text
         got = (await client.get("/v1/meters/pages_test")).json()
-        assert got == {"name": "pages_test", "unit": "pages", "kind": "counter",
-                       "aggregation": "sum", "description": ""}
+        assert got == {
+            "name": "pages_test",
+            "unit": "pages",
+            "kind": "counter",
+            "aggregation": "sum",
+            "description": "",
+        }
         names = [m["name"] for m in (await client.get("/v1/meters")).json()["items"]]
         assert "pages_test" in names
 
@@ -72,20 +81,35 @@ class TestCatalog:
 
     async def test_customer_with_bad_timezone_is_422(self, client: httpx.AsyncClient) -> None:
         """An unknown IANA timezone is rejected with a message naming it."""
-        response = await client.put("/v1/customers/bad", json={"name": "B", "timezone": "Mars/Base"})
+        response = await client.put(
+            "/v1/customers/bad", json={"name": "B", "timezone": "Mars/Base"}
+        )
         assert response.status_code == 422
         assert "Mars/Base" in response.json()["error"]["message"]
 
     async def test_device_assignment_history(self, client: httpx.AsyncClient) -> None:
         """Reassigning a device keeps the history; the current holder is the latest."""
         for cid in ("cust-a", "cust-b"):
-            r = await client.put(f"/v1/customers/{cid}", json={"name": cid, "timezone": "UTC",
-                                                                "currency": "EUR"})
+            r = await client.put(
+                f"/v1/customers/{cid}", json={"name": cid, "timezone": "UTC", "currency": "EUR"}
+            )
             assert r.status_code == 200
-        await client.put("/v1/devices/dev-1", json={"kind": "printer", "customer_id": "cust-a",
-                                                    "assigned_from": "2026-11-01T00:00:00Z"})
-        r = await client.put("/v1/devices/dev-1", json={"kind": "printer", "customer_id": "cust-b",
-                                                        "assigned_from": "2026-11-15T00:00:00+01:00"})
+        await client.put(
+            "/v1/devices/dev-1",
+            json={
+                "kind": "printer",
+                "customer_id": "cust-a",
+                "assigned_from": "2026-11-01T00:00:00Z",
+            },
+        )
+        r = await client.put(
+            "/v1/devices/dev-1",
+            json={
+                "kind": "printer",
+                "customer_id": "cust-b",
+                "assigned_from": "2026-11-15T00:00:00+01:00",
+            },
+        )
         body = r.json()
         assert body["customer_id"] == "cust-b"
         assert body["assigned_from"] == "2026-11-14T23:00:00.000Z"
@@ -108,24 +132,46 @@ async def usage_data(client: httpx.AsyncClient, store: ClickHouseStore) -> None:
     """Customer 'ams' in Europe/Amsterdam with two printers and page counts."""
     await client.put("/v1/customers/ams", json={"name": "Ams", "timezone": "Europe/Amsterdam"})
     for device in ("p-1", "p-2"):
-        await client.put(f"/v1/devices/{device}", json={
-            "kind": "printer", "customer_id": "ams", "assigned_from": "2026-11-01T00:00:00Z"})
+        await client.put(
+            f"/v1/devices/{device}",
+            json={"kind": "printer", "customer_id": "ams", "assigned_from": "2026-11-01T00:00:00Z"},
+        )
     base = datetime(2026, 11, 20, 10, tzinfo=UTC)
     rows = []
     for device, values in (("p-1", [100, 110, 130]), ("p-2", [5, 8])):
-        rows += [ReadingRow(device, i + 1, 0, "pages_printed", base + timedelta(days=i),
-                            Decimal(v), base, base, 0) for i, v in enumerate(values)]
+        rows += [
+            ReadingRow(
+                device,
+                i + 1,
+                0,
+                "pages_printed",
+                base + timedelta(days=i),
+                Decimal(v),
+                base,
+                base,
+                0,
+            )
+            for i, v in enumerate(values)
+        ]
     await store.insert_readings(rows)
 
 
 class TestUsage:
     """GET /v1/customers/{id}/usage."""
 
-    async def test_daily_series_and_total(self, client: httpx.AsyncClient, usage_data: None) -> None:
+    async def test_daily_series_and_total(
+        self, client: httpx.AsyncClient, usage_data: None
+    ) -> None:
         """Days align to Amsterdam midnight, empty days are zero, the total is a string."""
-        response = await client.get("/v1/customers/ams/usage", params={
-            "meter": "pages_printed", "from": "2026-11-20T00:00:00+01:00",
-            "to": "2026-11-23T00:00:00+01:00", "window": "day"})
+        response = await client.get(
+            "/v1/customers/ams/usage",
+            params={
+                "meter": "pages_printed",
+                "from": "2026-11-20T00:00:00+01:00",
+                "to": "2026-11-23T00:00:00+01:00",
+                "window": "day",
+            },
+        )
         assert response.status_code == 200, response.text
         body = response.json()
         assert body["total"] == "33"
@@ -139,30 +185,54 @@ class TestUsage:
 
     async def test_group_by_device(self, client: httpx.AsyncClient, usage_data: None) -> None:
         """group_by=device_id splits the series per device."""
-        body = (await client.get("/v1/customers/ams/usage", params={
-            "meter": "pages_printed", "from": "2026-11-01T00:00:00Z", "to": "2026-12-01T00:00:00Z",
-            "window": "month", "group_by": "device_id"})).json()
+        body = (
+            await client.get(
+                "/v1/customers/ams/usage",
+                params={
+                    "meter": "pages_printed",
+                    "from": "2026-11-01T00:00:00Z",
+                    "to": "2026-12-01T00:00:00Z",
+                    "window": "month",
+                    "group_by": "device_id",
+                },
+            )
+        ).json()
         assert {p["device_id"]: p["value"] for p in body["series"]} == {"p-1": "30", "p-2": "3"}
         assert body["total"] == "33"
 
-    async def test_default_range_is_month_to_date(self, client: httpx.AsyncClient,
-                                                  usage_data: None) -> None:
+    async def test_default_range_is_month_to_date(
+        self, client: httpx.AsyncClient, usage_data: None
+    ) -> None:
         """Without from/to the range is the current month (in tz) up to now."""
-        body = (await client.get("/v1/customers/ams/usage", params={"meter": "pages_printed"})).json()
+        body = (
+            await client.get("/v1/customers/ams/usage", params={"meter": "pages_printed"})
+        ).json()
         assert body["from"] == "2026-10-31T23:00:00.000Z"
         assert body["to"] == "2026-11-27T09:00:00.000Z"
         assert body["total"] == "33"
 
-    @pytest.mark.parametrize(("params", "status"), [
-        ({"meter": "nope"}, 404),
-        ({"meter": "pages_printed", "window": "week"}, 422),
-        ({"meter": "pages_printed", "tz": "Nowhere/Land"}, 422),
-        ({"meter": "pages_printed", "from": "2026-11-20T00:00:00Z", "to": "2026-11-19T00:00:00Z"}, 422),
-        ({"meter": "pages_printed", "from": "2026-11-20T00:00:00"}, 422),
-        ({}, 422),
-    ], ids=["unknown-meter", "bad-window", "bad-tz", "to-before-from", "naive-time", "no-meter"])
-    async def test_bad_requests(self, client: httpx.AsyncClient, usage_data: None,
-                                params: dict[str, str], status: int) -> None:
+    @pytest.mark.parametrize(
+        ("params", "status"),
+        [
+            ({"meter": "nope"}, 404),
+            ({"meter": "pages_printed", "window": "week"}, 422),
+            ({"meter": "pages_printed", "tz": "Nowhere/Land"}, 422),
+            (
+                {
+                    "meter": "pages_printed",
+                    "from": "2026-11-20T00:00:00Z",
+                    "to": "2026-11-19T00:00:00Z",
+                },
+                422,
+            ),
+            ({"meter": "pages_printed", "from": "2026-11-20T00:00:00"}, 422),
+            ({}, 422),
+        ],
+        ids=["unknown-meter", "bad-window", "bad-tz", "to-before-from", "naive-time", "no-meter"],
+    )
+    async def test_bad_requests(
+        self, client: httpx.AsyncClient, usage_data: None, params: dict[str, str], status: int
+    ) -> None:
         """Unknown meters are 404, bad parameters 422, each with a JSON error."""
         response = await client.get("/v1/customers/ams/usage", params=params)
         assert response.status_code == status, response.text
@@ -177,4 +247,5 @@ class TestUsage:
         """The OpenAPI document carries request and response examples."""
         spec = (await client.get("/openapi.json")).json()
         text = str(spec)
-        assert "Europe/Amsterdam" in text and "printer-0042" in text
+        assert "Europe/Amsterdam" in text
+        assert "printer-0042" in text

@@ -35,8 +35,13 @@ def _invalid_messages(prefix: str) -> dict[str, tuple[str, bytes]]:
     now = datetime.now(UTC)
 
     def doc(device: str, readings: list[dict[str, object]], **extra: object) -> bytes:
-        body = {"device_id": device, "seq": 1, "sent_at": format_time(now),
-                "readings": readings, **extra}
+        body = {
+            "device_id": device,
+            "seq": 1,
+            "sent_at": format_time(now),
+            "readings": readings,
+            **extra,
+        }
         return json.dumps(body).encode()
 
     def topic(device: str) -> str:
@@ -44,35 +49,66 @@ def _invalid_messages(prefix: str) -> dict[str, tuple[str, bytes]]:
 
     ok_at = format_time(now)
     return {
-        "payload_too_large": (topic("bad-big"), doc("bad-big", [
-            {"meter": "steps", "value": 1, "at": ok_at}], pad="x" * 70_000)),
+        "payload_too_large": (
+            topic("bad-big"),
+            doc("bad-big", [{"meter": "steps", "value": 1, "at": ok_at}], pad="x" * 70_000),
+        ),
         "malformed_json": (topic("bad-json"), b'{"device_id": "bad-json", "seq": '),
-        "schema_violation": (topic("bad-schema"), json.dumps({
-            "device_id": "bad-schema", "sent_at": ok_at, "readings": []}).encode()),
-        "device_mismatch": (topic("bad-victim"), doc("bad-impostor", [
-            {"meter": "steps", "value": 1, "at": ok_at}])),
-        "invalid_value": (topic("bad-value"), doc("bad-value", [
-            {"meter": "steps", "value": "twelve", "at": ok_at}])),
-        "future_timestamp": (topic("bad-future"), doc("bad-future", [
-            {"meter": "steps", "value": 1, "at": format_time(now + timedelta(days=1))}])),
-        "unknown_meter": (topic("bad-meter"), doc("bad-meter", [
-            {"meter": "steps", "value": 1, "at": ok_at},
-            {"meter": "warp_drive", "value": 9, "at": ok_at}])),
-        "negative_value": (topic("bad-negative"), doc("bad-negative", [
-            {"meter": "steps", "value": -5, "at": ok_at}])),
+        "schema_violation": (
+            topic("bad-schema"),
+            json.dumps({"device_id": "bad-schema", "sent_at": ok_at, "readings": []}).encode(),
+        ),
+        "device_mismatch": (
+            topic("bad-victim"),
+            doc("bad-impostor", [{"meter": "steps", "value": 1, "at": ok_at}]),
+        ),
+        "invalid_value": (
+            topic("bad-value"),
+            doc("bad-value", [{"meter": "steps", "value": "twelve", "at": ok_at}]),
+        ),
+        "future_timestamp": (
+            topic("bad-future"),
+            doc(
+                "bad-future",
+                [{"meter": "steps", "value": 1, "at": format_time(now + timedelta(days=1))}],
+            ),
+        ),
+        "unknown_meter": (
+            topic("bad-meter"),
+            doc(
+                "bad-meter",
+                [
+                    {"meter": "steps", "value": 1, "at": ok_at},
+                    {"meter": "warp_drive", "value": 9, "at": ok_at},
+                ],
+            ),
+        ),
+        "negative_value": (
+            topic("bad-negative"),
+            doc("bad-negative", [{"meter": "steps", "value": -5, "at": ok_at}]),
+        ),
     }
 
 
 class TestPipeline:
     """Exact usage end to end, bad input dead-lettered with a reason."""
 
-    async def test_simulated_fleet_reconciles_exactly(self, stack: RunningStack,
-                                                      settings: Settings) -> None:
+    async def test_simulated_fleet_reconciles_exactly(
+        self, stack: RunningStack, settings: Settings
+    ) -> None:
         """Duplicates, counter resets and multi-reading messages reconcile exactly."""
         config = SimulationConfig(
-            customers=3, devices_per_kind=4, rate=120, duration_s=5, seed=7,
-            topic_prefix=settings.mqtt.topic_prefix, api_url=stack.api_url,
-            api_token=ADMIN_TOKEN, prefix="e2e", duplicate_rate=0.15, reset_rate=0.05,
+            customers=3,
+            devices_per_kind=4,
+            rate=120,
+            duration_s=5,
+            seed=7,
+            topic_prefix=settings.mqtt.topic_prefix,
+            api_url=stack.api_url,
+            api_token=ADMIN_TOKEN,
+            prefix="e2e",
+            duplicate_rate=0.15,
+            reset_rate=0.05,
             ticks_per_message=2,
         )
         result = await asyncio.to_thread(Simulator(config).run)
@@ -84,16 +120,20 @@ class TestPipeline:
         assert report.missing == report.double_counted == 0
         assert report.accounted == sum(result.truth.readings.values()) > 0
 
-    async def test_every_invalid_message_is_dead_lettered(self, stack: RunningStack,
-                                                          settings: Settings) -> None:
+    async def test_every_invalid_message_is_dead_lettered(
+        self, stack: RunningStack, settings: Settings
+    ) -> None:
         """Each invalid message lands in the dead-letter topic with its reason, original
         topic and raw payload, and adds no usage."""
         invalid = _invalid_messages(settings.mqtt.topic_prefix)
         acked = await asyncio.to_thread(publish_all, list(invalid.values()), "e2e-invalid")
         assert acked == len(invalid)
         letters = await read_topic(
-            settings.kafka.bootstrap, settings.kafka.dead_letter_topic,
-            until=lambda rs: {r["reason"] for r in rs} >= set(invalid), timeout_s=60)
+            settings.kafka.bootstrap,
+            settings.kafka.dead_letter_topic,
+            until=lambda rs: {r["reason"] for r in rs} >= set(invalid),
+            timeout_s=60,
+        )
         by_reason = {r["reason"]: r for r in letters}
         for reason, (topic, payload) in invalid.items():
             letter = by_reason[reason]
@@ -106,22 +146,36 @@ class TestPipeline:
         assert by_reason["negative_value"]["stage"] == "aggregator"
         assert by_reason["device_mismatch"]["device_id"] == "bad-victim"
 
-    async def test_unregistered_device_shows_as_unassigned(self, stack: RunningStack,
-                                                           settings: Settings) -> None:
+    async def test_unregistered_device_shows_as_unassigned(
+        self, stack: RunningStack, settings: Settings
+    ) -> None:
         """Readings of a device nobody holds are kept and visible as unassigned."""
         now = datetime.now(UTC)
-        body = {"device_id": "orphan-1", "seq": 1, "sent_at": format_time(now),
-                "readings": [{"meter": "pitch_minutes", "value": "42", "at": format_time(now)}]}
+        body = {
+            "device_id": "orphan-1",
+            "seq": 1,
+            "sent_at": format_time(now),
+            "readings": [{"meter": "pitch_minutes", "value": "42", "at": format_time(now)}],
+        }
         topic = f"{settings.mqtt.topic_prefix}devices/orphan-1/telemetry"
-        assert await asyncio.to_thread(publish_all, [(topic, json.dumps(body).encode())],
-                                       "e2e-orphan") == 1
-        async with httpx.AsyncClient(base_url=stack.api_url,
-                                     headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}) as http:
+        assert (
+            await asyncio.to_thread(publish_all, [(topic, json.dumps(body).encode())], "e2e-orphan")
+            == 1
+        )
+        async with httpx.AsyncClient(
+            base_url=stack.api_url, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}
+        ) as http:
 
             async def unassigned() -> dict[str, object]:
-                response = await http.get("/v1/usage/unassigned", params={
-                    "meter": "pitch_minutes", "from": format_time(now - timedelta(minutes=1)),
-                    "to": format_time(now + timedelta(minutes=1)), "group_by": "device_id"})
+                response = await http.get(
+                    "/v1/usage/unassigned",
+                    params={
+                        "meter": "pitch_minutes",
+                        "from": format_time(now - timedelta(minutes=1)),
+                        "to": format_time(now + timedelta(minutes=1)),
+                        "group_by": "device_id",
+                    },
+                )
                 return dict(response.json())
 
             body_out = await wait_for(unassigned, lambda b: b.get("readings") == 1)

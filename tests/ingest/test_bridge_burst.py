@@ -19,8 +19,12 @@ BURST = 20_000
 def message(settings: Settings, i: int) -> tuple[str, bytes]:
     """The i-th valid message, spread over 50 devices."""
     device = f"burst-{i % 50:02d}"
-    body = {"device_id": device, "seq": i, "sent_at": "2026-11-27T09:00:00.000Z",
-            "readings": [{"meter": "door_cycles", "value": 1, "at": "2026-11-27T09:00:00.000Z"}]}
+    body = {
+        "device_id": device,
+        "seq": i,
+        "sent_at": "2026-11-27T09:00:00.000Z",
+        "readings": [{"meter": "door_cycles", "value": 1, "at": "2026-11-27T09:00:00.000Z"}],
+    }
     topic = f"{settings.mqtt.topic_prefix}devices/{device}/telemetry"
     return topic, json.dumps(body).encode()
 
@@ -28,15 +32,19 @@ def message(settings: Settings, i: int) -> tuple[str, bytes]:
 class TestBurst:
     """Nothing is dropped by the broker config or the bridge."""
 
-    async def test_20000_qos1_messages_arrive_complete(self, services: None,
-                                                       settings: Settings) -> None:
+    async def test_20000_qos1_messages_arrive_complete(
+        self, services: None, settings: Settings
+    ) -> None:
         """20,000 QoS 1 messages from one publisher all reach the events topic."""
         messages = [message(settings, i) for i in range(BURST)]
         async with run_bridge(settings):
-            acked = await asyncio.to_thread(publish_all, messages, f"burst-{settings.mqtt.client_id}")
+            acked = await asyncio.to_thread(
+                publish_all, messages, f"burst-{settings.mqtt.client_id}"
+            )
             assert acked == BURST
             records = await read_topic(
-                settings.kafka.bootstrap, settings.kafka.events_topic,
+                settings.kafka.bootstrap,
+                settings.kafka.events_topic,
                 until=lambda rs: len({(r["device_id"], r["seq"]) for r in rs}) >= BURST,
             )
         seen = {(r["device_id"], r["seq"]) for r in records}

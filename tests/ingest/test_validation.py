@@ -79,122 +79,281 @@ LATE = NOW + SKEW + timedelta(milliseconds=1)
 
 REJECTIONS = [
     # invalid_topic
-    pytest.param("devices/printer-0042/status", _payload(_doc()), RejectReason.INVALID_TOPIC,
-                 id="topic-wrong-suffix"),
-    pytest.param("devices/printer-0042/telemetry/extra", _payload(_doc()),
-                 RejectReason.INVALID_TOPIC, id="topic-extra-level"),
-    pytest.param("devices//telemetry", _payload(_doc()), RejectReason.INVALID_TOPIC,
-                 id="topic-empty-device"),
-    pytest.param("devices/a/b/telemetry", _payload(_doc()), RejectReason.INVALID_TOPIC,
-                 id="topic-device-with-slash"),
-    pytest.param("site1/devices/printer-0042/telemetry", _payload(_doc()),
-                 RejectReason.INVALID_TOPIC, id="topic-unexpected-prefix"),
-    pytest.param("/devices/printer-0042/telemetry", _payload(_doc()), RejectReason.INVALID_TOPIC,
-                 id="topic-leading-slash"),
+    pytest.param(
+        "devices/printer-0042/status",
+        _payload(_doc()),
+        RejectReason.INVALID_TOPIC,
+        id="topic-wrong-suffix",
+    ),
+    pytest.param(
+        "devices/printer-0042/telemetry/extra",
+        _payload(_doc()),
+        RejectReason.INVALID_TOPIC,
+        id="topic-extra-level",
+    ),
+    pytest.param(
+        "devices//telemetry", _payload(_doc()), RejectReason.INVALID_TOPIC, id="topic-empty-device"
+    ),
+    pytest.param(
+        "devices/a/b/telemetry",
+        _payload(_doc()),
+        RejectReason.INVALID_TOPIC,
+        id="topic-device-with-slash",
+    ),
+    pytest.param(
+        "site1/devices/printer-0042/telemetry",
+        _payload(_doc()),
+        RejectReason.INVALID_TOPIC,
+        id="topic-unexpected-prefix",
+    ),
+    pytest.param(
+        "/devices/printer-0042/telemetry",
+        _payload(_doc()),
+        RejectReason.INVALID_TOPIC,
+        id="topic-leading-slash",
+    ),
     pytest.param("", _payload(_doc()), RejectReason.INVALID_TOPIC, id="topic-empty"),
     # payload_too_large
-    pytest.param(TOPIC, _padded(MAX_BYTES + 1), RejectReason.PAYLOAD_TOO_LARGE,
-                 id="payload-one-byte-over"),
-    pytest.param(TOPIC, b"x" * (10 * MAX_BYTES), RejectReason.PAYLOAD_TOO_LARGE,
-                 id="payload-huge-garbage"),
+    pytest.param(
+        TOPIC, _padded(MAX_BYTES + 1), RejectReason.PAYLOAD_TOO_LARGE, id="payload-one-byte-over"
+    ),
+    pytest.param(
+        TOPIC, b"x" * (10 * MAX_BYTES), RejectReason.PAYLOAD_TOO_LARGE, id="payload-huge-garbage"
+    ),
     # malformed_json
     pytest.param(TOPIC, b"", RejectReason.MALFORMED_JSON, id="json-empty"),
     pytest.param(TOPIC, b"{not json", RejectReason.MALFORMED_JSON, id="json-garbage"),
     pytest.param(TOPIC, _payload(_doc())[:-1], RejectReason.MALFORMED_JSON, id="json-truncated"),
-    pytest.param(TOPIC, _payload(_doc()) + b"x", RejectReason.MALFORMED_JSON,
-                 id="json-trailing-garbage"),
-    pytest.param(TOPIC, b"{'device_id': 'printer-0042'}", RejectReason.MALFORMED_JSON,
-                 id="json-single-quotes"),
-    pytest.param(TOPIC, _payload(_doc()).replace(b"pages_printed", b"p\xe1ges"),
-                 RejectReason.MALFORMED_JSON, id="non-utf8-latin1-byte"),
-    pytest.param(TOPIC, b'{"device_id":"\xc3\x28"}', RejectReason.MALFORMED_JSON,
-                 id="non-utf8-invalid-sequence"),
+    pytest.param(
+        TOPIC, _payload(_doc()) + b"x", RejectReason.MALFORMED_JSON, id="json-trailing-garbage"
+    ),
+    pytest.param(
+        TOPIC,
+        b"{'device_id': 'printer-0042'}",
+        RejectReason.MALFORMED_JSON,
+        id="json-single-quotes",
+    ),
+    pytest.param(
+        TOPIC,
+        _payload(_doc()).replace(b"pages_printed", b"p\xe1ges"),
+        RejectReason.MALFORMED_JSON,
+        id="non-utf8-latin1-byte",
+    ),
+    pytest.param(
+        TOPIC,
+        b'{"device_id":"\xc3\x28"}',
+        RejectReason.MALFORMED_JSON,
+        id="non-utf8-invalid-sequence",
+    ),
     # schema_violation
     pytest.param(TOPIC, _payload([_doc()]), RejectReason.SCHEMA_VIOLATION, id="json-array"),
     pytest.param(TOPIC, _payload("hello"), RejectReason.SCHEMA_VIOLATION, id="json-string"),
     pytest.param(TOPIC, b"null", RejectReason.SCHEMA_VIOLATION, id="json-null"),
     pytest.param(TOPIC, b"42", RejectReason.SCHEMA_VIOLATION, id="json-number"),
-    pytest.param(TOPIC, _payload(_without("device_id")), RejectReason.SCHEMA_VIOLATION,
-                 id="missing-device-id"),
-    pytest.param(TOPIC, _payload(_without("seq")), RejectReason.SCHEMA_VIOLATION,
-                 id="missing-seq"),
-    pytest.param(TOPIC, _payload(_without("sent_at")), RejectReason.SCHEMA_VIOLATION,
-                 id="missing-sent-at"),
-    pytest.param(TOPIC, _payload(_without("readings")), RejectReason.SCHEMA_VIOLATION,
-                 id="missing-readings"),
-    pytest.param(TOPIC, _payload(_doc(firmware="1.2.3")), RejectReason.SCHEMA_VIOLATION,
-                 id="extra-top-level-field"),
-    pytest.param(TOPIC, _payload(_doc(device_id=42)), RejectReason.SCHEMA_VIOLATION,
-                 id="device-id-not-string"),
-    pytest.param(TOPIC, _payload(_doc(seq=-1)), RejectReason.SCHEMA_VIOLATION,
-                 id="seq-negative"),
-    pytest.param(TOPIC, _payload(_doc(seq=2**63)), RejectReason.SCHEMA_VIOLATION,
-                 id="seq-over-int64"),
-    pytest.param(TOPIC, _payload(_doc(seq=1.5)), RejectReason.SCHEMA_VIOLATION,
-                 id="seq-fractional"),
-    pytest.param(TOPIC, _payload(_doc(seq="abc")), RejectReason.SCHEMA_VIOLATION,
-                 id="seq-word"),
-    pytest.param(TOPIC, _payload(_doc(sent_at="2026-11-27T08:59:59")),
-                 RejectReason.SCHEMA_VIOLATION, id="sent-at-naive"),
-    pytest.param(TOPIC, _payload(_doc(sent_at="yesterday")), RejectReason.SCHEMA_VIOLATION,
-                 id="sent-at-not-a-time"),
-    pytest.param(TOPIC, _payload(_doc(readings=[])), RejectReason.SCHEMA_VIOLATION,
-                 id="readings-empty"),
-    pytest.param(TOPIC, _payload(_doc(readings=_reading())), RejectReason.SCHEMA_VIOLATION,
-                 id="readings-object-not-list"),
-    pytest.param(TOPIC, _payload(_doc(readings=[1])), RejectReason.SCHEMA_VIOLATION,
-                 id="reading-not-object"),
-    pytest.param(TOPIC, _payload(_doc(readings=[_reading_without("meter")])),
-                 RejectReason.SCHEMA_VIOLATION, id="reading-missing-meter"),
-    pytest.param(TOPIC, _payload(_doc(readings=[_reading_without("value")])),
-                 RejectReason.SCHEMA_VIOLATION, id="reading-missing-value"),
-    pytest.param(TOPIC, _payload(_doc(readings=[_reading_without("at")])),
-                 RejectReason.SCHEMA_VIOLATION, id="reading-missing-at"),
-    pytest.param(TOPIC, _payload(_doc(readings=[_reading(unit="pages")])),
-                 RejectReason.SCHEMA_VIOLATION, id="reading-extra-field"),
-    pytest.param(TOPIC, _payload(_doc(readings=[_reading(meter="Pages")])),
-                 RejectReason.SCHEMA_VIOLATION, id="meter-bad-pattern"),
-    pytest.param(TOPIC, _payload(_doc(readings=[_reading(at="2026-11-27T08:59:58")])),
-                 RejectReason.SCHEMA_VIOLATION, id="reading-at-naive"),
-    pytest.param(TOPIC, _payload(_doc(readings=[_reading(meter="m", value=1)] * 1001)),
-                 RejectReason.SCHEMA_VIOLATION, id="too-many-readings"),
-    pytest.param("devices/bad id/telemetry", _payload(_doc(device_id="bad id")),
-                 RejectReason.SCHEMA_VIOLATION, id="device-id-bad-pattern"),
+    pytest.param(
+        TOPIC,
+        _payload(_without("device_id")),
+        RejectReason.SCHEMA_VIOLATION,
+        id="missing-device-id",
+    ),
+    pytest.param(TOPIC, _payload(_without("seq")), RejectReason.SCHEMA_VIOLATION, id="missing-seq"),
+    pytest.param(
+        TOPIC, _payload(_without("sent_at")), RejectReason.SCHEMA_VIOLATION, id="missing-sent-at"
+    ),
+    pytest.param(
+        TOPIC, _payload(_without("readings")), RejectReason.SCHEMA_VIOLATION, id="missing-readings"
+    ),
+    pytest.param(
+        TOPIC,
+        _payload(_doc(firmware="1.2.3")),
+        RejectReason.SCHEMA_VIOLATION,
+        id="extra-top-level-field",
+    ),
+    pytest.param(
+        TOPIC,
+        _payload(_doc(device_id=42)),
+        RejectReason.SCHEMA_VIOLATION,
+        id="device-id-not-string",
+    ),
+    pytest.param(TOPIC, _payload(_doc(seq=-1)), RejectReason.SCHEMA_VIOLATION, id="seq-negative"),
+    pytest.param(
+        TOPIC, _payload(_doc(seq=2**63)), RejectReason.SCHEMA_VIOLATION, id="seq-over-int64"
+    ),
+    pytest.param(
+        TOPIC, _payload(_doc(seq=1.5)), RejectReason.SCHEMA_VIOLATION, id="seq-fractional"
+    ),
+    pytest.param(TOPIC, _payload(_doc(seq="abc")), RejectReason.SCHEMA_VIOLATION, id="seq-word"),
+    pytest.param(
+        TOPIC,
+        _payload(_doc(sent_at="2026-11-27T08:59:59")),
+        RejectReason.SCHEMA_VIOLATION,
+        id="sent-at-naive",
+    ),
+    pytest.param(
+        TOPIC,
+        _payload(_doc(sent_at="yesterday")),
+        RejectReason.SCHEMA_VIOLATION,
+        id="sent-at-not-a-time",
+    ),
+    pytest.param(
+        TOPIC, _payload(_doc(readings=[])), RejectReason.SCHEMA_VIOLATION, id="readings-empty"
+    ),
+    pytest.param(
+        TOPIC,
+        _payload(_doc(readings=_reading())),
+        RejectReason.SCHEMA_VIOLATION,
+        id="readings-object-not-list",
+    ),
+    pytest.param(
+        TOPIC, _payload(_doc(readings=[1])), RejectReason.SCHEMA_VIOLATION, id="reading-not-object"
+    ),
+    pytest.param(
+        TOPIC,
+        _payload(_doc(readings=[_reading_without("meter")])),
+        RejectReason.SCHEMA_VIOLATION,
+        id="reading-missing-meter",
+    ),
+    pytest.param(
+        TOPIC,
+        _payload(_doc(readings=[_reading_without("value")])),
+        RejectReason.SCHEMA_VIOLATION,
+        id="reading-missing-value",
+    ),
+    pytest.param(
+        TOPIC,
+        _payload(_doc(readings=[_reading_without("at")])),
+        RejectReason.SCHEMA_VIOLATION,
+        id="reading-missing-at",
+    ),
+    pytest.param(
+        TOPIC,
+        _payload(_doc(readings=[_reading(unit="pages")])),
+        RejectReason.SCHEMA_VIOLATION,
+        id="reading-extra-field",
+    ),
+    pytest.param(
+        TOPIC,
+        _payload(_doc(readings=[_reading(meter="Pages")])),
+        RejectReason.SCHEMA_VIOLATION,
+        id="meter-bad-pattern",
+    ),
+    pytest.param(
+        TOPIC,
+        _payload(_doc(readings=[_reading(at="2026-11-27T08:59:58")])),
+        RejectReason.SCHEMA_VIOLATION,
+        id="reading-at-naive",
+    ),
+    pytest.param(
+        TOPIC,
+        _payload(_doc(readings=[_reading(meter="m", value=1)] * 1001)),
+        RejectReason.SCHEMA_VIOLATION,
+        id="too-many-readings",
+    ),
+    pytest.param(
+        "devices/bad id/telemetry",
+        _payload(_doc(device_id="bad id")),
+        RejectReason.SCHEMA_VIOLATION,
+        id="device-id-bad-pattern",
+    ),
     # device_mismatch
-    pytest.param(TOPIC, _payload(_doc(device_id="printer-0043")), RejectReason.DEVICE_MISMATCH,
-                 id="device-other"),
-    pytest.param(TOPIC, _payload(_doc(device_id="PRINTER-0042")), RejectReason.DEVICE_MISMATCH,
-                 id="device-case-differs"),
+    pytest.param(
+        TOPIC,
+        _payload(_doc(device_id="printer-0043")),
+        RejectReason.DEVICE_MISMATCH,
+        id="device-other",
+    ),
+    pytest.param(
+        TOPIC,
+        _payload(_doc(device_id="PRINTER-0042")),
+        RejectReason.DEVICE_MISMATCH,
+        id="device-case-differs",
+    ),
     # invalid_value
-    pytest.param(TOPIC, _payload(_doc(readings=[_reading(value="abc")])),
-                 RejectReason.INVALID_VALUE, id="value-non-numeric-string"),
-    pytest.param(TOPIC, _payload(_doc(readings=[_reading(value="NaN")])),
-                 RejectReason.INVALID_VALUE, id="value-nan-string"),
-    pytest.param(TOPIC, _payload(_doc(readings=[_reading(value=float("nan"))])),
-                 RejectReason.INVALID_VALUE, id="value-nan-literal"),
-    pytest.param(TOPIC, _payload(_doc(readings=[_reading(value=float("inf"))])),
-                 RejectReason.INVALID_VALUE, id="value-infinity-literal"),
-    pytest.param(TOPIC, _payload(_doc(readings=[_reading(value="0.1234567891")])),
-                 RejectReason.INVALID_VALUE, id="value-too-many-decimals-string"),
-    pytest.param(TOPIC, _payload(_doc(readings=[_reading(value="X")])).replace(
-        b'"X"', b"0.1234567891"), RejectReason.INVALID_VALUE, id="value-too-many-decimals-number"),
-    pytest.param(TOPIC, _payload(_doc(readings=[_reading(value="1e29")])),
-                 RejectReason.INVALID_VALUE, id="value-out-of-range"),
-    pytest.param(TOPIC, _payload(_doc(readings=[_reading(value=True)])),
-                 RejectReason.INVALID_VALUE, id="value-boolean"),
-    pytest.param(TOPIC, _payload(_doc(readings=[_reading(value=None)])),
-                 RejectReason.INVALID_VALUE, id="value-null"),
-    pytest.param(TOPIC, _payload(_doc(readings=[_reading(), _reading(value="1 2")])),
-                 RejectReason.INVALID_VALUE, id="value-second-reading"),
+    pytest.param(
+        TOPIC,
+        _payload(_doc(readings=[_reading(value="abc")])),
+        RejectReason.INVALID_VALUE,
+        id="value-non-numeric-string",
+    ),
+    pytest.param(
+        TOPIC,
+        _payload(_doc(readings=[_reading(value="NaN")])),
+        RejectReason.INVALID_VALUE,
+        id="value-nan-string",
+    ),
+    pytest.param(
+        TOPIC,
+        _payload(_doc(readings=[_reading(value=float("nan"))])),
+        RejectReason.INVALID_VALUE,
+        id="value-nan-literal",
+    ),
+    pytest.param(
+        TOPIC,
+        _payload(_doc(readings=[_reading(value=float("inf"))])),
+        RejectReason.INVALID_VALUE,
+        id="value-infinity-literal",
+    ),
+    pytest.param(
+        TOPIC,
+        _payload(_doc(readings=[_reading(value="0.1234567891")])),
+        RejectReason.INVALID_VALUE,
+        id="value-too-many-decimals-string",
+    ),
+    pytest.param(
+        TOPIC,
+        _payload(_doc(readings=[_reading(value="X")])).replace(b'"X"', b"0.1234567891"),
+        RejectReason.INVALID_VALUE,
+        id="value-too-many-decimals-number",
+    ),
+    pytest.param(
+        TOPIC,
+        _payload(_doc(readings=[_reading(value="1e29")])),
+        RejectReason.INVALID_VALUE,
+        id="value-out-of-range",
+    ),
+    pytest.param(
+        TOPIC,
+        _payload(_doc(readings=[_reading(value=True)])),
+        RejectReason.INVALID_VALUE,
+        id="value-boolean",
+    ),
+    pytest.param(
+        TOPIC,
+        _payload(_doc(readings=[_reading(value=None)])),
+        RejectReason.INVALID_VALUE,
+        id="value-null",
+    ),
+    pytest.param(
+        TOPIC,
+        _payload(_doc(readings=[_reading(), _reading(value="1 2")])),
+        RejectReason.INVALID_VALUE,
+        id="value-second-reading",
+    ),
     # future_timestamp
-    pytest.param(TOPIC, _payload(_doc(readings=[_reading(at=_iso(LATE))])),
-                 RejectReason.FUTURE_TIMESTAMP, id="reading-at-just-past-skew"),
-    pytest.param(TOPIC, _payload(_doc(sent_at=_iso(LATE))), RejectReason.FUTURE_TIMESTAMP,
-                 id="sent-at-just-past-skew"),
-    pytest.param(TOPIC, _payload(_doc(readings=[_reading(), _reading(at="2027-01-01T00:00:00Z")])),
-                 RejectReason.FUTURE_TIMESTAMP, id="one-reading-far-future"),
-    pytest.param(TOPIC, _payload(_doc(sent_at="2026-11-27T10:05:00.001+01:00")),
-                 RejectReason.FUTURE_TIMESTAMP, id="sent-at-past-skew-with-offset"),
+    pytest.param(
+        TOPIC,
+        _payload(_doc(readings=[_reading(at=_iso(LATE))])),
+        RejectReason.FUTURE_TIMESTAMP,
+        id="reading-at-just-past-skew",
+    ),
+    pytest.param(
+        TOPIC,
+        _payload(_doc(sent_at=_iso(LATE))),
+        RejectReason.FUTURE_TIMESTAMP,
+        id="sent-at-just-past-skew",
+    ),
+    pytest.param(
+        TOPIC,
+        _payload(_doc(readings=[_reading(), _reading(at="2027-01-01T00:00:00Z")])),
+        RejectReason.FUTURE_TIMESTAMP,
+        id="one-reading-far-future",
+    ),
+    pytest.param(
+        TOPIC,
+        _payload(_doc(sent_at="2026-11-27T10:05:00.001+01:00")),
+        RejectReason.FUTURE_TIMESTAMP,
+        id="sent-at-past-skew-with-offset",
+    ),
 ]
 
 
@@ -273,8 +432,9 @@ class TestRejections:
         assert verdict.reason is RejectReason.PAYLOAD_TOO_LARGE
 
 
-def _accept(validator: TelemetryValidator, payload: bytes, *, topic: str = TOPIC,
-            now: datetime = NOW) -> TelemetryEvent:
+def _accept(
+    validator: TelemetryValidator, payload: bytes, *, topic: str = TOPIC, now: datetime = NOW
+) -> TelemetryEvent:
     """Validate and return the accepted event, failing the test on a reject."""
     verdict = validator.validate(topic, payload, now)
     assert isinstance(verdict, Accepted), verdict
@@ -402,12 +562,16 @@ class TestAccepted:
 class TestStrictWireTypes:
     """The validator is as strict as the published JSON Schema."""
 
-    @pytest.mark.parametrize(("doc", "reason"), [
-        (_doc(seq="1017"), RejectReason.SCHEMA_VIOLATION),
-        (_doc(sent_at=1764234000), RejectReason.SCHEMA_VIOLATION),
-        (_doc(sent_at="2026-11-27T10:00:00.123+0100"), RejectReason.SCHEMA_VIOLATION),
-        (_doc(readings=[_reading(value=" 1")]), RejectReason.INVALID_VALUE),
-    ], ids=["seq-as-string", "sent_at-as-number", "offset-without-colon", "value-with-space"])
+    @pytest.mark.parametrize(
+        ("doc", "reason"),
+        [
+            (_doc(seq="1017"), RejectReason.SCHEMA_VIOLATION),
+            (_doc(sent_at=1764234000), RejectReason.SCHEMA_VIOLATION),
+            (_doc(sent_at="2026-11-27T10:00:00.123+0100"), RejectReason.SCHEMA_VIOLATION),
+            (_doc(readings=[_reading(value=" 1")]), RejectReason.INVALID_VALUE),
+        ],
+        ids=["seq-as-string", "sent_at-as-number", "offset-without-colon", "value-with-space"],
+    )
     def test_lenient_shapes_are_rejected(self, doc: dict[str, Any], reason: RejectReason) -> None:
         """Shapes the schema rejects are rejected by the validator too, with a reason."""
         verdict = TelemetryValidator().validate(TOPIC, json.dumps(doc).encode(), NOW)

@@ -69,7 +69,8 @@ class TestParseValue:
             pytest.param("0.100000000000", Decimal("0.1"), id="trailing-zeros-normalize"),
             pytest.param("5.0000000000", Decimal("5"), id="trailing-zeros-integer"),
             pytest.param(
-                "9999999999999999999999999999", Decimal("9999999999999999999999999999"),
+                "9999999999999999999999999999",
+                Decimal("9999999999999999999999999999"),
                 id="large-under-limit",
             ),
             pytest.param(0.1, Decimal("0.1"), id="python-float-by-repr"),
@@ -167,28 +168,34 @@ class TestFormatTime:
         ("value", "expected"),
         [
             pytest.param(
-                datetime(2026, 11, 27, 9, 0, tzinfo=UTC), "2026-11-27T09:00:00.000Z",
+                datetime(2026, 11, 27, 9, 0, tzinfo=UTC),
+                "2026-11-27T09:00:00.000Z",
                 id="utc-whole-second",
             ),
             pytest.param(
-                datetime(2026, 11, 27, 9, 0, 0, 123456, tzinfo=UTC), "2026-11-27T09:00:00.123Z",
+                datetime(2026, 11, 27, 9, 0, 0, 123456, tzinfo=UTC),
+                "2026-11-27T09:00:00.123Z",
                 id="microseconds-truncated",
             ),
             pytest.param(
-                datetime(2026, 11, 27, 9, 0, 0, 999999, tzinfo=UTC), "2026-11-27T09:00:00.999Z",
+                datetime(2026, 11, 27, 9, 0, 0, 999999, tzinfo=UTC),
+                "2026-11-27T09:00:00.999Z",
                 id="truncated-not-rounded",
             ),
             pytest.param(
                 datetime(2026, 11, 27, 10, 30, 5, 7000, tzinfo=timezone(timedelta(hours=1))),
-                "2026-11-27T09:30:05.007Z", id="fixed-offset",
+                "2026-11-27T09:30:05.007Z",
+                id="fixed-offset",
             ),
             pytest.param(
                 datetime(2026, 7, 1, 0, 15, tzinfo=ZoneInfo("Europe/Amsterdam")),
-                "2026-06-30T22:15:00.000Z", id="iana-zone-summer-previous-day",
+                "2026-06-30T22:15:00.000Z",
+                id="iana-zone-summer-previous-day",
             ),
             pytest.param(
                 datetime(2026, 1, 1, 5, 0, tzinfo=ZoneInfo("America/New_York")),
-                "2026-01-01T10:00:00.000Z", id="negative-offset",
+                "2026-01-01T10:00:00.000Z",
+                id="negative-offset",
             ),
         ],
     )
@@ -205,15 +212,16 @@ class TestTelemetry:
         assert message.seq == 1017
         assert message.sent_at == datetime(2026, 11, 27, 9, 0, 0, 123000, tzinfo=UTC)
         assert message.readings == [
-            Reading(meter="pages_printed", value=Decimal("48211"),
-                    at=datetime(2026, 11, 27, 8, 59, 58, tzinfo=UTC))
+            Reading(
+                meter="pages_printed",
+                value=Decimal("48211"),
+                at=datetime(2026, 11, 27, 8, 59, 58, tzinfo=UTC),
+            )
         ]
 
     def test_serializes_to_wire_format(self) -> None:
         """Dumping to JSON gives decimal strings and UTC millisecond timestamps, as on the wire."""
-        message = Telemetry.model_validate(
-            _message(readings=[_reading(value=Decimal("0.10"))])
-        )
+        message = Telemetry.model_validate(_message(readings=[_reading(value=Decimal("0.10"))]))
         dumped = message.model_dump(mode="json")
         assert dumped["sent_at"] == "2026-11-27T09:00:00.123Z"
         assert dumped["readings"] == [
@@ -342,11 +350,14 @@ class TestJsonSchema:
 class TestPrecision:
     """Values keep every digit Decimal(38, 9) can hold."""
 
-    @pytest.mark.parametrize("text", [
-        "12345678901234567890.123456789",
-        "99999999999999999999999999999",
-        "99999999999999999999999999999.999999999",
-    ])
+    @pytest.mark.parametrize(
+        "text",
+        [
+            "12345678901234567890.123456789",
+            "99999999999999999999999999999",
+            "99999999999999999999999999999.999999999",
+        ],
+    )
     def test_large_values_are_exact(self, text: str) -> None:
         """29 integer digits with 9 decimals survive parsing and formatting unchanged."""
         assert format_decimal(parse_value(text)) == text

@@ -18,15 +18,30 @@ T0 = datetime(2026, 11, 10, 12, 0, tzinfo=UTC)
 NOV = (datetime(2026, 11, 1, tzinfo=UTC), datetime(2026, 12, 1, tzinfo=UTC))
 
 
-def row(device: str, seq: int, meter: str, value: str, at: datetime, idx: int = 0,
-        record_ts_ms: int = 0) -> ReadingRow:
+def row(
+    device: str, seq: int, meter: str, value: str, at: datetime, idx: int = 0, record_ts_ms: int = 0
+) -> ReadingRow:
     """A reading row with fixed sent/received times."""
-    return ReadingRow(device_id=device, seq=seq, idx=idx, meter=meter, at=at,
-                      value=Decimal(value), sent_at=at, received_at=at, record_ts_ms=record_ts_ms)
+    return ReadingRow(
+        device_id=device,
+        seq=seq,
+        idx=idx,
+        meter=meter,
+        at=at,
+        value=Decimal(value),
+        sent_at=at,
+        received_at=at,
+        record_ts_ms=record_ts_ms,
+    )
 
 
-async def total(store: ClickHouseStore, customer: str | None, meter: str,
-                start: datetime = NOV[0], end: datetime = NOV[1]) -> tuple[Decimal, int]:
+async def total(
+    store: ClickHouseStore,
+    customer: str | None,
+    meter: str,
+    start: datetime = NOV[0],
+    end: datetime = NOV[1],
+) -> tuple[Decimal, int]:
     """(total, readings) of a meter for a customer over [start, end)."""
     m = await store.get_meter(meter)
     result = await store.usage(UsageQuery(customer, m, start, end, Window.MONTH, "UTC"))
@@ -40,8 +55,7 @@ async def catalog(store: ClickHouseStore) -> ClickHouseStore:
     await store.put_customer("globex", CustomerSpec(name="Globex"), T0)
     await store.put_meter("odo", MeterSpec(unit="km", kind=MeterKind.COUNTER), T0)
     await store.put_meter("clicks", MeterSpec(unit="clicks", kind=MeterKind.DELTA), T0)
-    await store.put_meter("temp", MeterSpec(unit="C", kind=MeterKind.GAUGE,
-                                            aggregation="max"), T0)
+    await store.put_meter("temp", MeterSpec(unit="C", kind=MeterKind.GAUGE, aggregation="max"), T0)
     await store.put_meter("level", MeterSpec(unit="%", kind=MeterKind.GAUGE), T0)
     return store
 
@@ -52,27 +66,31 @@ class TestCounterDeltas:
     @pytest.mark.parametrize(
         ("values", "expected"),
         [
-            (["100"], "0"),                            # the first reading is the baseline
+            (["100"], "0"),  # the first reading is the baseline
             (["100", "110", "125"], "25"),
-            (["100", "110", "4", "10"], "20"),        # reset: 4 counts from zero, then +6
+            (["100", "110", "4", "10"], "20"),  # reset: 4 counts from zero, then +6
             (["100", "100", "100"], "0"),
-            (["5.5", "7.25", "0.5"], "2.25"),          # decimals; reset to 0.5 counts 0.5
-            (["100", "0", "0", "3"], "3"),             # reset to 0 counts 0
+            (["5.5", "7.25", "0.5"], "2.25"),  # decimals; reset to 0.5 counts 0.5
+            (["100", "0", "0", "3"], "3"),  # reset to 0 counts 0
         ],
         ids=["baseline", "increasing", "reset", "flat", "decimals-reset", "reset-to-zero"],
     )
-    async def test_deltas_with_resets(self, catalog: ClickHouseStore, values: list[str],
-                                      expected: str) -> None:
+    async def test_deltas_with_resets(
+        self, catalog: ClickHouseStore, values: list[str], expected: str
+    ) -> None:
         """Usage is the sum of consecutive differences; a lower reading counts from zero."""
         device = f"cnt-{'-'.join(values)}".replace(".", "_")
-        await catalog.put_device(device, DeviceSpec(kind="car", customer_id="globex",
-                                                    assigned_from=NOV[0]), T0)
-        rows = [row(device, i + 1, "odo", v, T0 + timedelta(minutes=i))
-                for i, v in enumerate(values)]
+        await catalog.put_device(
+            device, DeviceSpec(kind="car", customer_id="globex", assigned_from=NOV[0]), T0
+        )
+        rows = [
+            row(device, i + 1, "odo", v, T0 + timedelta(minutes=i)) for i, v in enumerate(values)
+        ]
         await catalog.insert_readings(rows)
         m = await catalog.get_meter("odo")
-        result = await catalog.usage(UsageQuery("globex", m, *NOV, Window.MONTH, "UTC",
-                                                by_device=True))
+        result = await catalog.usage(
+            UsageQuery("globex", m, *NOV, Window.MONTH, "UTC", by_device=True)
+        )
         mine = [b for b in result.buckets if b.device_id == device]
         assert mine[0].value == Decimal(expected)
         assert mine[0].readings == len(values)
@@ -80,10 +98,13 @@ class TestCounterDeltas:
     async def test_out_of_order_arrival(self, catalog: ClickHouseStore) -> None:
         """Readings written out of order give the same usage as in order: no false resets."""
         await catalog.put_customer("ooo", CustomerSpec(name="OOO"), T0)
-        await catalog.put_device("ooo-1", DeviceSpec(kind="car", customer_id="ooo",
-                                                     assigned_from=NOV[0]), T0)
+        await catalog.put_device(
+            "ooo-1", DeviceSpec(kind="car", customer_id="ooo", assigned_from=NOV[0]), T0
+        )
         values = ["10", "20", "35", "50"]
-        rows = [row("ooo-1", i + 1, "odo", v, T0 + timedelta(hours=i)) for i, v in enumerate(values)]
+        rows = [
+            row("ooo-1", i + 1, "odo", v, T0 + timedelta(hours=i)) for i, v in enumerate(values)
+        ]
         for r in [rows[3], rows[1], rows[0], rows[2]]:
             await catalog.insert_readings([r])
         assert await total(catalog, "ooo", "odo") == (Decimal(40), 4)
@@ -91,12 +112,15 @@ class TestCounterDeltas:
     async def test_previous_reading_before_window(self, catalog: ClickHouseStore) -> None:
         """The first delta in a window is measured from the device's reading before it."""
         await catalog.put_customer("win", CustomerSpec(name="Win"), T0)
-        await catalog.put_device("win-1", DeviceSpec(kind="car", customer_id="win",
-                                                     assigned_from=NOV[0]), T0)
-        await catalog.insert_readings([
-            row("win-1", 1, "odo", "100", T0 - timedelta(days=1)),
-            row("win-1", 2, "odo", "130", T0 + timedelta(hours=1)),
-        ])
+        await catalog.put_device(
+            "win-1", DeviceSpec(kind="car", customer_id="win", assigned_from=NOV[0]), T0
+        )
+        await catalog.insert_readings(
+            [
+                row("win-1", 1, "odo", "100", T0 - timedelta(days=1)),
+                row("win-1", 2, "odo", "130", T0 + timedelta(hours=1)),
+            ]
+        )
         assert await total(catalog, "win", "odo", T0, NOV[1]) == (Decimal(30), 1)
 
 
@@ -106,8 +130,9 @@ class TestIdempotentWrites:
     async def test_duplicates_count_once(self, catalog: ClickHouseStore) -> None:
         """The same (device_id, seq, idx) in one batch, a later batch and again adds nothing."""
         await catalog.put_customer("dup", CustomerSpec(name="Dup"), T0)
-        await catalog.put_device("dup-1", DeviceSpec(kind="door", customer_id="dup",
-                                                     assigned_from=NOV[0]), T0)
+        await catalog.put_device(
+            "dup-1", DeviceSpec(kind="door", customer_id="dup", assigned_from=NOV[0]), T0
+        )
         first = [row("dup-1", 1, "clicks", "5", T0), row("dup-1", 2, "clicks", "7", T0)]
         await catalog.insert_readings(first + first)
         await catalog.insert_readings(first)
@@ -117,11 +142,13 @@ class TestIdempotentWrites:
     async def test_first_write_wins(self, catalog: ClickHouseStore) -> None:
         """A resend of a seq with different content keeps the first version (older record)."""
         await catalog.put_customer("fww", CustomerSpec(name="Fww"), T0)
-        await catalog.put_device("fww-1", DeviceSpec(kind="door", customer_id="fww",
-                                                     assigned_from=NOV[0]), T0)
+        await catalog.put_device(
+            "fww-1", DeviceSpec(kind="door", customer_id="fww", assigned_from=NOV[0]), T0
+        )
         await catalog.insert_readings([row("fww-1", 1, "clicks", "5", T0, record_ts_ms=1000)])
-        await catalog.insert_readings([row("fww-1", 1, "clicks", "9", T0 + timedelta(days=1),
-                                           record_ts_ms=2000)])
+        await catalog.insert_readings(
+            [row("fww-1", 1, "clicks", "9", T0 + timedelta(days=1), record_ts_ms=2000)]
+        )
         assert await total(catalog, "fww", "clicks") == (Decimal(5), 1)
 
 
@@ -133,13 +160,15 @@ class TestAttribution:
         await catalog.put_customer("ra", CustomerSpec(name="A"), T0)
         await catalog.put_customer("rb", CustomerSpec(name="B"), T0)
         move = T0 + timedelta(hours=5)
-        await catalog.put_device("re-1", DeviceSpec(kind="door", customer_id="ra",
-                                                    assigned_from=NOV[0]), T0)
-        await catalog.put_device("re-1", DeviceSpec(kind="door", customer_id="rb",
-                                                    assigned_from=move), T0)
-        await catalog.insert_readings([
-            row("re-1", i, "clicks", "1", T0 + timedelta(hours=i)) for i in range(1, 10)
-        ])
+        await catalog.put_device(
+            "re-1", DeviceSpec(kind="door", customer_id="ra", assigned_from=NOV[0]), T0
+        )
+        await catalog.put_device(
+            "re-1", DeviceSpec(kind="door", customer_id="rb", assigned_from=move), T0
+        )
+        await catalog.insert_readings(
+            [row("re-1", i, "clicks", "1", T0 + timedelta(hours=i)) for i in range(1, 10)]
+        )
         assert await total(catalog, "ra", "clicks") == (Decimal(4), 4)
         assert await total(catalog, "rb", "clicks") == (Decimal(5), 5)
 
@@ -151,8 +180,9 @@ class TestAttribution:
         unassigned_before, _ = await total(catalog, None, "clicks")
         assert unassigned_before >= Decimal(3)
         await catalog.put_customer("late", CustomerSpec(name="Late"), T0)
-        await catalog.put_device("un-1", DeviceSpec(kind="door", customer_id="late",
-                                                    assigned_from=NOV[0]), T0)
+        await catalog.put_device(
+            "un-1", DeviceSpec(kind="door", customer_id="late", assigned_from=NOV[0]), T0
+        )
         assert await total(catalog, "late", "clicks") == (Decimal(3), 1)
         unassigned_after, _ = await total(catalog, None, "clicks")
         assert unassigned_after == unassigned_before - 3
@@ -164,13 +194,17 @@ class TestGauges:
     async def test_max_and_latest(self, catalog: ClickHouseStore) -> None:
         """max takes the highest reading; latest the one with the latest reading time."""
         await catalog.put_customer("gg", CustomerSpec(name="G"), T0)
-        await catalog.put_device("gg-1", DeviceSpec(kind="x", customer_id="gg",
-                                                    assigned_from=NOV[0]), T0)
-        await catalog.insert_readings([
-            row("gg-1", 1, "temp", "21.5", T0), row("gg-1", 2, "temp", "-3", T0 + timedelta(1)),
-            row("gg-1", 3, "level", "80", T0 + timedelta(hours=3)),
-            row("gg-1", 4, "level", "70", T0 + timedelta(hours=1)),
-        ])
+        await catalog.put_device(
+            "gg-1", DeviceSpec(kind="x", customer_id="gg", assigned_from=NOV[0]), T0
+        )
+        await catalog.insert_readings(
+            [
+                row("gg-1", 1, "temp", "21.5", T0),
+                row("gg-1", 2, "temp", "-3", T0 + timedelta(1)),
+                row("gg-1", 3, "level", "80", T0 + timedelta(hours=3)),
+                row("gg-1", 4, "level", "70", T0 + timedelta(hours=1)),
+            ]
+        )
         assert await total(catalog, "gg", "temp") == (Decimal("21.5"), 2)
         assert await total(catalog, "gg", "level") == (Decimal(80), 2)
 
@@ -180,18 +214,40 @@ class TestWindows:
 
     async def test_day_buckets_in_amsterdam_across_dst(self, catalog: ClickHouseStore) -> None:
         """A reading at 23:30 UTC belongs to the next Amsterdam day; the DST day is 23 h."""
-        await catalog.put_device("tz-1", DeviceSpec(kind="door", customer_id="acme",
-                                                    assigned_from=datetime(2026, 1, 1, tzinfo=UTC)), T0)
-        await catalog.insert_readings([
-            row("tz-1", 1, "clicks", "1", datetime(2026, 3, 28, 22, 30, tzinfo=UTC)),  # Mar 28 local
-            row("tz-1", 2, "clicks", "2", datetime(2026, 3, 28, 23, 30, tzinfo=UTC)),  # Mar 29 local
-            row("tz-1", 3, "clicks", "4", datetime(2026, 3, 29, 21, 59, tzinfo=UTC)),  # Mar 29 local
-            row("tz-1", 4, "clicks", "8", datetime(2026, 3, 29, 22, 0, tzinfo=UTC)),   # Mar 30 local
-        ])
+        await catalog.put_device(
+            "tz-1",
+            DeviceSpec(
+                kind="door", customer_id="acme", assigned_from=datetime(2026, 1, 1, tzinfo=UTC)
+            ),
+            T0,
+        )
+        await catalog.insert_readings(
+            [
+                row(
+                    "tz-1", 1, "clicks", "1", datetime(2026, 3, 28, 22, 30, tzinfo=UTC)
+                ),  # Mar 28 local
+                row(
+                    "tz-1", 2, "clicks", "2", datetime(2026, 3, 28, 23, 30, tzinfo=UTC)
+                ),  # Mar 29 local
+                row(
+                    "tz-1", 3, "clicks", "4", datetime(2026, 3, 29, 21, 59, tzinfo=UTC)
+                ),  # Mar 29 local
+                row(
+                    "tz-1", 4, "clicks", "8", datetime(2026, 3, 29, 22, 0, tzinfo=UTC)
+                ),  # Mar 30 local
+            ]
+        )
         m = await catalog.get_meter("clicks")
-        result = await catalog.usage(UsageQuery(
-            "acme", m, datetime(2026, 3, 28, tzinfo=UTC), datetime(2026, 3, 31, tzinfo=UTC),
-            Window.DAY, "Europe/Amsterdam"))
+        result = await catalog.usage(
+            UsageQuery(
+                "acme",
+                m,
+                datetime(2026, 3, 28, tzinfo=UTC),
+                datetime(2026, 3, 31, tzinfo=UTC),
+                Window.DAY,
+                "Europe/Amsterdam",
+            )
+        )
         got = {b.bucket: b.value for b in result.buckets}
         assert got == {
             datetime(2026, 3, 27, 23, tzinfo=UTC): Decimal(1),
@@ -218,5 +274,14 @@ class TestCatalog:
     async def test_default_meters_exist(self, catalog: ClickHouseStore) -> None:
         """The five device kinds' meters are created at start."""
         names = {m.name for m in await catalog.list_meters()}
-        assert {"distance_km", "steps", "door_cycles", "slam_force_n", "pages_printed",
-                "toner_pct", "odometer_km", "passengers", "pitch_minutes"} <= names
+        assert {
+            "distance_km",
+            "steps",
+            "door_cycles",
+            "slam_force_n",
+            "pages_printed",
+            "toner_pct",
+            "odometer_km",
+            "passengers",
+            "pitch_minutes",
+        } <= names

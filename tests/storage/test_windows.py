@@ -19,7 +19,12 @@ KOLKATA = "Asia/Kolkata"
 
 
 def utc(
-    year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0,
+    year: int,
+    month: int,
+    day: int,
+    hour: int = 0,
+    minute: int = 0,
+    second: int = 0,
     microsecond: int = 0,
 ) -> datetime:
     """A UTC datetime from its fields."""
@@ -67,15 +72,20 @@ class TestDayWindows:
         """The days before and after the change are 24 hours, the change day 25."""
         result = windows(utc(2026, 10, 23, 22), utc(2026, 10, 26, 23), Window.DAY, AMS)
         assert [w.end - w.start for w in result] == [
-            timedelta(hours=24), timedelta(hours=25), timedelta(hours=24)
+            timedelta(hours=24),
+            timedelta(hours=25),
+            timedelta(hours=24),
         ]
 
     @pytest.mark.parametrize(
         ("at", "expected"),
         [
             pytest.param(utc(2026, 3, 28, 23), utc(2026, 3, 28, 23), id="exactly-at-start"),
-            pytest.param(utc(2026, 3, 28, 22, 59, 59, 999000), utc(2026, 3, 27, 23),
-                         id="last-ms-of-previous-day"),
+            pytest.param(
+                utc(2026, 3, 28, 22, 59, 59, 999000),
+                utc(2026, 3, 27, 23),
+                id="last-ms-of-previous-day",
+            ),
             pytest.param(utc(2026, 3, 29, 1), utc(2026, 3, 28, 23), id="just-after-gap"),
             pytest.param(utc(2026, 3, 29, 21, 59), utc(2026, 3, 28, 23), id="last-minute-of-day"),
             pytest.param(utc(2026, 3, 29, 22), utc(2026, 3, 29, 22), id="next-day-start"),
@@ -114,7 +124,8 @@ class TestHourWindows:
             (utc(2026, 10, 25, 1), utc(2026, 10, 25, 2)),
         ]
         assert [w.start.astimezone(zone).utcoffset() for w in two_am] == [
-            timedelta(hours=2), timedelta(hours=1)
+            timedelta(hours=2),
+            timedelta(hours=1),
         ]
 
     @pytest.mark.parametrize(
@@ -241,11 +252,18 @@ class TestClippingAndLimits:
 # Zones with DST at 02:00/03:00 (Amsterdam, New York, Sydney), DST at local midnight
 # (Santiago), a half-hour offset (Kolkata), a 45-minute offset (Kathmandu), and UTC.
 ZONES = [
-    AMS, "America/New_York", "Australia/Sydney", "America/Santiago", KOLKATA,
-    "Asia/Kathmandu", "UTC", "Australia/Lord_Howe",
+    AMS,
+    "America/New_York",
+    "Australia/Sydney",
+    "America/Santiago",
+    KOLKATA,
+    "Asia/Kathmandu",
+    "UTC",
+    "Australia/Lord_Howe",
 ]
 instants_2026 = st.datetimes(
-    min_value=datetime(2026, 1, 1), max_value=datetime(2026, 12, 31, 23, 59, 59, 999999),
+    min_value=datetime(2026, 1, 1),
+    max_value=datetime(2026, 12, 31, 23, 59, 59, 999999),
     timezones=st.just(UTC),
 )
 
@@ -284,9 +302,10 @@ class TestHalfHourDst:
     def test_lord_howe_fall_back_hours_advance(self) -> None:
         """Australia/Lord_Howe's 30-minute fall-back does not stall hour windows."""
         start = datetime(2026, 4, 4, 14, 0, tzinfo=UTC)
-        spans = windows(start, datetime(2026, 4, 4, 16, 0, tzinfo=UTC), Window.HOUR,
-                        "Australia/Lord_Howe")
+        spans = windows(
+            start, datetime(2026, 4, 4, 16, 0, tzinfo=UTC), Window.HOUR, "Australia/Lord_Howe"
+        )
         assert spans[0].start == start
         assert spans[-1].end == datetime(2026, 4, 4, 16, 0, tzinfo=UTC)
-        assert all(a.end == b.start for a, b in zip(spans, spans[1:], strict=False))
+        assert all(a.end == b.start for a, b in itertools.pairwise(spans))
         assert len(spans) <= 4
