@@ -38,3 +38,18 @@ def configure(level: str = "info", fmt: str = "console") -> None:
     root.setLevel(level.upper())
     for noisy in ("aiokafka", "uvicorn.access", "httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+    if root.level > logging.DEBUG:
+        handler.addFilter(_drop_transient_kafka_noise)
+
+
+# aiokafka logs these at error/warning level while a fresh broker creates its internal
+# offsets topic, and on every rebalance; they are retried and resolve on their own.
+_TRANSIENT = ("GroupCoordinatorNotAvailableError", "Marking the coordinator dead",
+              "NotCoordinatorForGroupError")
+
+
+def _drop_transient_kafka_noise(record: logging.LogRecord) -> bool:
+    if not record.name.startswith("aiokafka"):
+        return True
+    message = record.getMessage()
+    return not any(marker in message for marker in _TRANSIENT)
