@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from fastapi import FastAPI
-from prometheus_client import make_asgi_app
+from fastapi import FastAPI, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from api import errors
 from api.deps import ApiContext
@@ -25,5 +25,10 @@ def create_app(context: ApiContext) -> FastAPI:
     errors.install(app)
     for module in (health, meters, customers, devices, usage):
         app.include_router(module.router)
-    app.mount("/metrics", make_asgi_app())
+
+    @app.get("/metrics", include_in_schema=False)
+    def metrics() -> Response:
+        """Prometheus metrics of this process (bridge and aggregator too when in-process)."""
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
     return app

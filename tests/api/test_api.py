@@ -45,6 +45,12 @@ class TestAuth:
         assert response.status_code == 401
         assert response.json()["error"]["code"] == "unauthorized"
 
+    async def test_metrics_are_open(self, client: httpx.AsyncClient) -> None:
+        """/metrics serves Prometheus text with Telemeter's metrics, without a redirect."""
+        response = await client.get("/metrics", headers={"Authorization": ""})
+        assert response.status_code == 200
+        assert "telemeter_aggregator_rows_written_total" in response.text
+
     async def test_health_needs_no_token(self, client: httpx.AsyncClient) -> None:
         """/healthz and /readyz are open; readyz checks the store."""
         assert (await client.get("/healthz", headers={"Authorization": ""})).status_code == 200
