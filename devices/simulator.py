@@ -104,9 +104,23 @@ class SimulationConfig:
     ticks_per_message: int = 1
     seq_start: int | None = None  # default: epoch milliseconds, so reruns never reuse a seq
     register: bool = True
+    late_fraction: float = 0.0  # devices offline for the run, flushing newest-first at the end
+    reassign: int = 0  # devices moved to another customer halfway through
+    client_id: str | None = None  # MQTT client id (persistent session); default from prefix+seed
+    ack_timeout_s: float = 60.0  # how long to wait for the broker's acknowledgements at the end
 
 
 @dataclass
+class _Counts:
+    """What the simulator published."""
+
+    sent: int = 0
+    duplicates: int = 0
+    resets: int = 0
+    readings: int = 0
+
+
+@dataclass(eq=False)
 class SimDevice:
     """One simulated device and its private state."""
 
@@ -159,6 +173,8 @@ class SimulationResult:
     readings_sent: int
     truth: Truth
     customers: dict[str, str]
+    late_messages: int = 0
+    reassignments: list[tuple[str, str, str, datetime]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         """The ground-truth document."""
@@ -191,12 +207,15 @@ class Publisher:
     """A QoS-aware paho publisher that counts broker acknowledgements."""
 
     def __init__(self, host: str, port: int, client_id: str) -> None:
+        # A persistent session (clean_session=False, stable id) and automatic reconnects:
+        # QoS 1 messages not yet acknowledged are resent after a broker restart.
         self._client = paho.Client(
             callback_api_version=CallbackAPIVersion.VERSION2,
             client_id=client_id,
             protocol=paho.MQTTv311,
-            clean_session=True,
+            clean_session=False,
         )
+        self._client.reconnect_delay_set(min_delay=1, max_delay=2)
         self._client.max_inflight_messages_set(1000)
         self._client.max_queued_messages_set(0)
         self._acked = 0
@@ -267,84 +286,125 @@ class Simulator:
                 http.put(f"/v1/devices/{d.device_id}", json=body).raise_for_status()
 
     def run(self) -> SimulationResult:
-        """Register (optionally), publish for ``duration_s`` at ``rate``, wait for the broker's
-        acknowledgements, and return the ground truth."""
+        """Register (optionally), publish for ``duration_s`` at ``rate``, flush what offline
+        devices buffered, wait for the broker's acknowledgements, and return the truth."""
         cfg = self.config
         if cfg.register:
             self.register()
-        publisher = Publisher(
-            cfg.mqtt_host, cfg.mqtt_port, f"{cfg.prefix}-simulator-{self._rng.randrange(1 << 30)}"
-        )
+        client_id = cfg.client_id or f"{cfg.prefix}-simulator-{cfg.seed}"
+        publisher = Publisher(cfg.mqtt_host, cfg.mqtt_port, client_id)
         truth = Truth()
-        sent = duplicates = resets = readings_sent = 0
+        stats = _Counts()
         recent: list[tuple[str, bytes]] = []
+        buffered: list[tuple[str, bytes]] = []
+        offline = set(self._rng.sample(self.devices, int(len(self.devices) * cfg.late_fraction)))
         window_from = self._clock().replace(microsecond=0) + timedelta(seconds=1)
+        reassignments: list[tuple[str, str, str, datetime]] = []
         try:
-            # Baselines for counters, stamped just before the window.
-            for d in self.devices:
-                counters = [
-                    m for m in KINDS[d.kind] if DEFAULT_METERS[m.name].kind is MeterKind.COUNTER
-                ]
-                if not counters:
-                    continue
-                at = window_from - timedelta(milliseconds=500)
-                readings = []
-                for m in counters:
-                    d.counters[m.name] = Decimal(self._rng.randint(1000, 90000))
-                    readings.append(
-                        {
-                            "meter": m.name,
-                            "value": format_decimal(d.counters[m.name]),
-                            "at": format_time(at),
-                        }
-                    )
-                self._publish(publisher, d, readings)
-                sent += 1
-                readings_sent += len(readings)
+            self._publish_baselines(publisher, window_from, stats)
             while self._clock() < window_from:
                 time.sleep(0.01)
             started = time.monotonic()
             ticks = 0
             while (elapsed := time.monotonic() - started) < cfg.duration_s:
+                if cfg.reassign and not reassignments and elapsed >= cfg.duration_s / 2:
+                    reassignments = self._reassign(cfg.reassign)
                 due = int(elapsed * cfg.rate) + 1
                 while ticks < due:
                     d = self.devices[ticks % len(self.devices)]
                     ticks += 1
                     readings, reset_count = self._tick(d, truth)
-                    resets += reset_count
-                    recent.append(self._publish(publisher, d, readings))
-                    sent += 1
-                    readings_sent += len(readings)
+                    stats.resets += reset_count
+                    stats.readings += len(readings)
+                    stats.sent += 1
+                    message = self._message(d, readings)
+                    if d in offline:  # an offline device keeps its messages for later
+                        buffered.append(message)
+                        continue
+                    publisher.publish(*message, cfg.qos)
+                    recent.append(message)
                     del recent[:-50]
                     if cfg.duplicate_rate and self._rng.random() < cfg.duplicate_rate:
-                        topic, payload = self._rng.choice(recent)
-                        publisher.publish(topic, payload, cfg.qos)
-                        duplicates += 1
+                        publisher.publish(*self._rng.choice(recent), cfg.qos)
+                        stats.duplicates += 1
                 if self._progress:
-                    self._progress(sent + duplicates, publisher.acked, cfg.qos)
+                    self._progress(stats.sent + stats.duplicates, publisher.acked, cfg.qos)
                 time.sleep(0.005)
             window_to = self._clock() + timedelta(seconds=1)
-            deadline = time.monotonic() + 60
-            while (
-                cfg.qos > 0 and publisher.acked < sent + duplicates and time.monotonic() < deadline
-            ):
+            # Back online: the buffered messages arrive after newer ones, newest first.
+            for message in reversed(buffered):
+                publisher.publish(*message, cfg.qos)
+            total = stats.sent + stats.duplicates
+            deadline = time.monotonic() + cfg.ack_timeout_s
+            while cfg.qos > 0 and publisher.acked < total and time.monotonic() < deadline:
                 time.sleep(0.02)
             if self._progress:
-                self._progress(sent + duplicates, publisher.acked, cfg.qos)
+                self._progress(total, publisher.acked, cfg.qos)
             acked = publisher.acked
         finally:
             publisher.close()
         return SimulationResult(
             window_from=window_from,
             window_to=window_to,
-            messages_sent=sent + duplicates,
+            messages_sent=stats.sent + stats.duplicates,
             messages_acked=acked,
-            duplicates_sent=duplicates,
-            resets=resets,
-            readings_sent=readings_sent,
+            duplicates_sent=stats.duplicates,
+            resets=stats.resets,
+            readings_sent=stats.readings,
             truth=truth,
             customers=self.customers,
+            late_messages=len(buffered),
+            reassignments=reassignments,
         )
+
+    def _publish_baselines(self, publisher: Publisher, window_from: datetime,
+                           stats: _Counts) -> None:
+        """One reading per counter meter, stamped just before the window: the baseline."""
+        at = format_time(window_from - timedelta(milliseconds=500))
+        for d in self.devices:
+            counters = [m for m in KINDS[d.kind]
+                        if DEFAULT_METERS[m.name].kind is MeterKind.COUNTER]
+            if not counters:
+                continue
+            readings = []
+            for m in counters:
+                d.counters[m.name] = Decimal(self._rng.randint(1000, 90000))
+                readings.append(
+                    {"meter": m.name, "value": format_decimal(d.counters[m.name]), "at": at}
+                )
+            publisher.publish(*self._message(d, readings), self.config.qos)
+            stats.sent += 1
+
+    def _reassign(self, count: int) -> list[tuple[str, str, str, datetime]]:
+        """Move ``count`` devices to the next customer from a millisecond on which no reading
+        is stamped: earlier readings stay with the old customer, later ones go to the new."""
+        moved = []
+        customers = list(self.customers)
+        at = self._clock().replace(microsecond=self._clock().microsecond // 1000 * 1000)
+        at += timedelta(milliseconds=1)
+        while self._clock() <= at + timedelta(milliseconds=1):
+            time.sleep(0.001)
+        for d in self._rng.sample(self.devices, min(count, len(self.devices))):
+            new = customers[(customers.index(d.customer_id) + 1) % len(customers)]
+            body = {"kind": d.kind, "customer_id": new, "assigned_from": format_time(at)}
+            self._put_with_retry(f"/v1/devices/{d.device_id}", body)
+            moved.append((d.device_id, d.customer_id, new, at))
+            d.customer_id = new
+        return moved
+
+    def _put_with_retry(self, path: str, body: dict[str, Any], timeout_s: float = 180) -> None:
+        """PUT through the API, retrying while it is unreachable (it may be restarting)."""
+        headers = {"Authorization": f"Bearer {self.config.api_token}"}
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                httpx.put(self.config.api_url + path, json=body, headers=headers,
+                          timeout=10).raise_for_status()
+                return
+            except httpx.HTTPError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
 
     def _tick(self, d: SimDevice, truth: Truth) -> tuple[list[dict[str, str]], int]:
         """Advance a device by ``ticks_per_message`` ticks; return the readings and resets."""
@@ -374,9 +434,8 @@ class Simulator:
                 truth.add(d.customer_id, m.name, amount, at, d.seq + 1)
         return readings, resets
 
-    def _publish(
-        self, publisher: Publisher, d: SimDevice, readings: list[dict[str, str]]
-    ) -> tuple[str, bytes]:
+    def _message(self, d: SimDevice, readings: list[dict[str, str]]) -> tuple[str, bytes]:
+        """The next message of a device: (topic, payload)."""
         d.seq += 1
         body = {
             "device_id": d.device_id,
@@ -386,5 +445,4 @@ class Simulator:
         }
         topic = f"{self.config.topic_prefix}devices/{d.device_id}/telemetry"
         payload = json.dumps(body, separators=(",", ":")).encode()
-        publisher.publish(topic, payload, self.config.qos)
         return topic, payload

@@ -36,6 +36,7 @@ class InboundMessage:
     payload: bytes
     mid: int
     qos: int
+    connection: int  # which connection delivered it; acks never cross a reconnect
 
 
 class MqttSubscriber:
@@ -57,6 +58,7 @@ class MqttSubscriber:
         self._max_in_flight = max_in_flight
         self._slots = threading.BoundedSemaphore(max_in_flight)
         self._subscribed = threading.Event()
+        self._connection = 0
         self._accepting = True
         self._on_message: Callable[[InboundMessage], object] | None = None
         self._client = paho.Client(
@@ -102,8 +104,13 @@ class MqttSubscriber:
             raise MqttUnavailable(f"no subscription to {self._topic} within {timeout_s}s")
 
     def ack(self, message: InboundMessage) -> None:
-        """Acknowledge a message to the broker (only after Kafka acknowledged it)."""
-        if message.qos > 0:
+        """Acknowledge a message to the broker (only after Kafka acknowledged it).
+
+        A message delivered on an earlier connection is not acknowledged: after a reconnect
+        the broker redelivers it (and packet ids may be reused for other messages, so an old
+        id could acknowledge a message we have not forwarded yet). The redelivered copy is
+        forwarded again; downstream deduplication on (device_id, seq) absorbs it."""
+        if message.qos > 0 and message.connection == self._connection:
             self._client.ack(message.mid, message.qos)
         self._slots.release()
 
@@ -139,7 +146,9 @@ class MqttSubscriber:
         if reason.is_failure:
             log.warning("mqtt_connect_refused", reason=str(reason))
             return
-        log.info("mqtt_connected", session_present=flags.session_present, topic=self._topic)
+        self._connection += 1
+        log.info("mqtt_connected", session_present=flags.session_present, topic=self._topic,
+                 connection=self._connection)
         # Subscribing again on a resumed session is harmless and covers a lost session.
         result, _mid = client.subscribe(self._topic, qos=1)
         if result == MQTTErrorCode.MQTT_ERR_SUCCESS:
@@ -160,4 +169,4 @@ class MqttSubscriber:
         if not self._accepting or self._on_message is None:
             return
         self._slots.acquire()  # blocks the network thread when we are full: backpressure
-        self._on_message(InboundMessage(msg.topic, bytes(msg.payload), msg.mid, msg.qos))
+        self._on_message(InboundMessage(msg.topic, bytes(msg.payload), msg.mid, msg.qos, self._connection))

@@ -8,7 +8,15 @@ from enum import StrEnum
 from typing import Annotated, Generic, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_serializer, field_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_serializer,
+    field_validator,
+    model_validator,
+)
 
 from schemas.telemetry import DeviceId, MeterName, format_decimal, format_time, to_utc
 
@@ -57,6 +65,24 @@ class MeterSpec(BaseModel):
     kind: MeterKind
     aggregation: Aggregation | None = None
     description: Annotated[str, Field(max_length=500)] = ""
+    rollover_max: Annotated[
+        Decimal | None,
+        Field(
+            gt=0,
+            description="counter meters only: the largest value the counter shows before it "
+            "wraps to 0 (e.g. 4294967295 for a 32-bit counter). A lower reading after one in "
+            "the upper half of the range is a wrap and counts rollover_max - previous + value "
+            "+ 1; a lower reading otherwise is a reset and counts value.",
+        ),
+    ] = None
+
+    @model_validator(mode="after")
+    def _rollover_needs_counter(self) -> MeterSpec:
+        if self.rollover_max is not None and self.kind is not MeterKind.COUNTER:
+            raise ValueError("rollover_max applies to counter meters only")
+        if self.kind is not MeterKind.GAUGE and self.aggregation not in (None, Aggregation.SUM):
+            raise ValueError(f"{self.kind.value} meters aggregate by sum")
+        return self
 
     def resolved_aggregation(self) -> Aggregation:
         """delta and counter meters sum; gauges default to the latest level."""
@@ -73,6 +99,11 @@ class Meter(BaseModel):
     kind: MeterKind
     aggregation: Aggregation
     description: str = ""
+    rollover_max: Decimal | None = None
+
+    @field_serializer("rollover_max")
+    def _rollover_str(self, value: Decimal | None) -> str | None:
+        return None if value is None else format_decimal(value)
 
 
 class CustomerSpec(BaseModel):

@@ -20,6 +20,7 @@ TABLES: dict[str, str] = {
             kind LowCardinality(String),
             aggregation LowCardinality(String),
             description String,
+            rollover_max Nullable(Decimal(38, 9)),
             updated_at DateTime64(3, 'UTC')
         ) ENGINE = ReplacingMergeTree(updated_at) ORDER BY name
     """,
@@ -62,3 +63,9 @@ TABLES: dict[str, str] = {
         ) ENGINE = ReplacingMergeTree(ver) ORDER BY (device_id, seq, idx)
     """,
 }
+
+# Columns added after a table was first released; applied at start, idempotent.
+MIGRATIONS: list[str] = [
+    "ALTER TABLE {db}.meters ADD COLUMN IF NOT EXISTS rollover_max Nullable(Decimal(38, 9)) "
+    "AFTER description",
+]

@@ -32,7 +32,7 @@ from schemas.catalog import (
 from schemas.telemetry import EXACT
 from schemas.usage import Window
 from storage.errors import Conflict, NotFound, StoreUnavailable
-from storage.schema import TABLES
+from storage.schema import MIGRATIONS, TABLES
 
 T = TypeVar("T")
 _DB_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
@@ -93,6 +93,17 @@ class UsageResult:
     updated_at: datetime | None = None
 
 
+def _meter(r: Sequence[Any]) -> Meter:
+    return Meter(
+        name=r[0],
+        unit=r[1],
+        kind=MeterKind(r[2]),
+        aggregation=Aggregation(r[3]),
+        description=r[4],
+        rollover_max=r[5],
+    )
+
+
 def _utc(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
@@ -148,6 +159,8 @@ class ClickHouseStore:
         await self._run(self._client.command, f"CREATE DATABASE IF NOT EXISTS {self._db}")
         for ddl in TABLES.values():
             await self._run(self._client.command, ddl.format(db=self._db))
+        for ddl in MIGRATIONS:
+            await self._run(self._client.command, ddl.format(db=self._db))
 
     async def ensure_default_meters(self, now: datetime) -> list[str]:
         """Create the default meters that do not exist yet; never overwrites. Returns the
@@ -180,6 +193,7 @@ class ClickHouseStore:
             kind=spec.kind,
             aggregation=spec.resolved_aggregation(),
             description=spec.description,
+            rollover_max=spec.rollover_max,
         )
         await self._run(
             self._client.insert,
@@ -191,47 +205,39 @@ class ClickHouseStore:
                     meter.kind.value,
                     meter.aggregation.value,
                     meter.description,
+                    meter.rollover_max,
                     now,
                 ]
             ],
-            column_names=["name", "unit", "kind", "aggregation", "description", "updated_at"],
+            column_names=[
+                "name",
+                "unit",
+                "kind",
+                "aggregation",
+                "description",
+                "rollover_max",
+                "updated_at",
+            ],
         )
         return meter
 
     async def list_meters(self) -> list[Meter]:
         """All meters, by name."""
-        rows = await self._rows(
-            f"SELECT name, unit, kind, aggregation, description FROM {self._db}.meters FINAL "
-            "ORDER BY name"
+        rows = await self._rows(f"{self._meter_select()} ORDER BY name")
+        return [_meter(r) for r in rows]
+
+    def _meter_select(self) -> str:
+        return (
+            "SELECT name, unit, kind, aggregation, description, rollover_max "
+            f"FROM {self._db}.meters FINAL"
         )
-        return [
-            Meter(
-                name=r[0],
-                unit=r[1],
-                kind=MeterKind(r[2]),
-                aggregation=Aggregation(r[3]),
-                description=r[4],
-            )
-            for r in rows
-        ]
 
     async def find_meter(self, name: str) -> Meter | None:
         """One meter, or None."""
         rows = await self._rows(
-            f"SELECT name, unit, kind, aggregation, description FROM {self._db}.meters FINAL "
-            "WHERE name = {name:String}",
-            {"name": name},
+            f"{self._meter_select()} WHERE name = {{name:String}}", {"name": name}
         )
-        if not rows:
-            return None
-        r = rows[0]
-        return Meter(
-            name=r[0],
-            unit=r[1],
-            kind=MeterKind(r[2]),
-            aggregation=Aggregation(r[3]),
-            description=r[4],
-        )
+        return _meter(rows[0]) if rows else None
 
     async def get_meter(self, name: str) -> Meter:
         """One meter, or NotFound."""
@@ -415,10 +421,16 @@ class ClickHouseStore:
         if q.meter.kind is MeterKind.COUNTER:
             # Earlier readings are needed for the first delta in range, so no lower bound.
             lower = ""
+            # first reading: 0 (baseline); rise: the difference; drop: a wrap when a
+            # rollover_max is set and the previous reading was in the upper half, else a reset.
             qty = (
                 "if(count() OVER w = 1, toDecimal128(0, 9), "
-                "if(value >= lagInFrame(value) OVER w, value - lagInFrame(value) OVER w, value))"
+                "if(value >= lagInFrame(value) OVER w, value - lagInFrame(value) OVER w, "
+                "if({rollover:Decimal(38, 9)} > 0 "
+                "AND lagInFrame(value) OVER w * 2 > {rollover:Decimal(38, 9)}, "
+                "{rollover:Decimal(38, 9)} - lagInFrame(value) OVER w + value + 1, value)))"
             )
+            params["rollover"] = q.meter.rollover_max or Decimal(0)
             window = (
                 "WINDOW w AS (PARTITION BY device_id ORDER BY at, seq, idx "
                 "ROWS BETWEEN 1 PRECEDING AND CURRENT ROW)"

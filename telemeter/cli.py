@@ -39,13 +39,23 @@ def _settings() -> Settings:
         raise SystemExit(2) from exc
 
 
-async def _until_signalled() -> None:
+async def _until_signalled() -> int:
+    """Wait for SIGINT/SIGTERM (exit 0) or a component failure (exit 1)."""
+    from telemeter.components import on_component_failure
+
     stop = asyncio.Event()
+    failed: list[BaseException] = []
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    def fail(exc: BaseException) -> None:
+        failed.append(exc)
+        stop.set()
+
+    on_component_failure(fail)
     await stop.wait()
-    log.info("shutting_down")
+    log.info("shutting_down", reason="component failed" if failed else "signal")
+    return 1 if failed else 0
 
 
 def _run(main: Callable[[], Coroutine[Any, Any, int | None]]) -> int:
@@ -57,9 +67,9 @@ def _run(main: Callable[[], Coroutine[Any, Any, int | None]]) -> int:
 
 async def _serve(
     component: Callable[[Settings], contextlib.AbstractAsyncContextManager[Any]], settings: Settings
-) -> None:
+) -> int:
     async with component(settings):
-        await _until_signalled()
+        return await _until_signalled()
 
 
 def cmd_up(settings: Settings, _args: argparse.Namespace) -> int:
@@ -84,16 +94,21 @@ def cmd_bridge(settings: Settings, _args: argparse.Namespace) -> int:
     return _run(lambda: _serve(run_bridge, settings))
 
 
-def cmd_aggregator(settings: Settings, _args: argparse.Namespace) -> int:
-    """Run the aggregator alone (Prometheus metrics on aggregator.metrics_port)."""
-    from telemeter.components import open_store, run_aggregator
+def cmd_aggregator(settings: Settings, args: argparse.Namespace) -> int:
+    """Run the aggregator (metrics on aggregator.metrics_port); --api also serves the API
+    from this process, which embedded chDB needs (one process per data directory)."""
+    from telemeter.components import open_store, run_aggregator, run_api
 
     _serve_metrics(settings.aggregator.metrics_port)
 
     @contextlib.asynccontextmanager
     async def component(s: Settings) -> AsyncIterator[None]:
         async with open_store(s) as store, run_aggregator(s, store):
-            yield
+            if args.api:
+                async with run_api(s, store):
+                    yield
+            else:
+                yield
 
     return _run(lambda: _serve(component, settings))
 
@@ -244,12 +259,14 @@ def build_parser() -> argparse.ArgumentParser:
     for name, fn in (
         ("up", cmd_up),
         ("bridge", cmd_bridge),
-        ("aggregator", cmd_aggregator),
         ("api", cmd_api),
         ("topics", cmd_topics),
         ("check-config", cmd_check_config),
     ):
         sub.add_parser(name, help=(fn.__doc__ or "").strip()).set_defaults(fn=fn)
+    agg = sub.add_parser("aggregator", help=(cmd_aggregator.__doc__ or "").strip())
+    agg.add_argument("--api", action="store_true", help="also serve the HTTP API")
+    agg.set_defaults(fn=cmd_aggregator)
     sim = sub.add_parser("simulate", help=cmd_simulate.__doc__)
     _add_sim_options(sim, duration=30, per_kind=20, rate=200)
     sim.add_argument("--no-reconcile", action="store_true", help="only publish")

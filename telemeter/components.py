@@ -10,6 +10,7 @@ import socket
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import structlog
 import uvicorn
@@ -31,6 +32,35 @@ Clock = Callable[[], datetime]
 def utc_now() -> datetime:
     """The default clock."""
     return datetime.now(UTC)
+
+
+class ComponentFailed(Exception):
+    """A component's task ended with an error it could not retry."""
+
+
+_failures: list[Callable[[BaseException], None]] = []
+
+
+def on_component_failure(callback: Callable[[BaseException], None]) -> None:
+    """Register what to do when a component dies (the CLI stops the process, non-zero)."""
+    _failures.append(callback)
+
+
+def supervise(task: asyncio.Task[Any]) -> asyncio.Task[Any]:
+    """Log a component task that ends with an error and tell the registered callbacks, so a
+    dead worker never leaves a process that looks alive."""
+
+    def done(t: asyncio.Task[Any]) -> None:
+        if t.cancelled() or t.exception() is None:
+            return
+        error = t.exception()
+        assert error is not None
+        log.critical("component_failed", component=t.get_name(), error=repr(error))
+        for callback in _failures:
+            callback(error)
+
+    task.add_done_callback(done)
+    return task
 
 
 def topics(settings: Settings) -> list[TopicSpec]:
@@ -86,7 +116,7 @@ async def run_bridge(settings: Settings, clock: Clock = utc_now) -> AsyncIterato
         keepalive_s=int(m.keepalive.total_seconds()),
         max_in_flight=b.max_in_flight,
     )
-    task = asyncio.create_task(bridge.run(subscriber), name="bridge")
+    task = supervise(asyncio.create_task(bridge.run(subscriber), name="bridge"))
     try:
         await subscriber.start(bridge.submit)
         log.info("bridge_started", subscription=m.topic_filter, kafka=settings.kafka.bootstrap)
@@ -128,7 +158,7 @@ async def run_aggregator(
         max_batch=a.max_batch,
         max_wait_ms=int(a.max_wait.total_seconds() * 1000),
     )
-    task = asyncio.create_task(aggregator.run(), name="aggregator")
+    task = supervise(asyncio.create_task(aggregator.run(), name="aggregator"))
     log.info("aggregator_started", topic=settings.kafka.events_topic, group=a.group_id)
     try:
         yield aggregator

@@ -74,6 +74,7 @@ class TestCatalog:
             "kind": "counter",
             "aggregation": "sum",
             "description": "",
+            "rollover_max": None,
         }
         names = [m["name"] for m in (await client.get("/v1/meters")).json()["items"]]
         assert "pages_test" in names

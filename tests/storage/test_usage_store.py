@@ -95,6 +95,42 @@ class TestCounterDeltas:
         assert mine[0].value == Decimal(expected)
         assert mine[0].readings == len(values)
 
+    @pytest.mark.parametrize(
+        ("values", "expected"),
+        [
+            (["4294967290", "4294967295", "3"], "9"),  # wrap: +5, then 295->3 is +4
+            (["1000", "5"], "5"),  # drop from the lower half: a reset, counts from zero
+            (["4294967000", "4294967295", "0"], "296"),  # 295 -> 0 is one step
+        ],
+        ids=["wrap", "reset-below-half", "wrap-to-zero"],
+    )
+    async def test_rollover(
+        self, catalog: ClickHouseStore, values: list[str], expected: str
+    ) -> None:
+        """A 32-bit counter wrapping past its maximum counts the steps across the wrap."""
+        if await catalog.find_meter("pages32") is None:
+            spec = MeterSpec(unit="pages", kind=MeterKind.COUNTER, rollover_max=Decimal(2**32 - 1))
+            await catalog.put_meter("pages32", spec, T0)
+        device = f"wrap-{values[-1]}-{len(values)}-{values[0][:3]}"
+        await catalog.put_device(
+            device, DeviceSpec(kind="printer", customer_id="globex", assigned_from=NOV[0]), T0
+        )
+        rows = [
+            row(device, i + 1, "pages32", v, T0 + timedelta(minutes=i))
+            for i, v in enumerate(values)
+        ]
+        await catalog.insert_readings(rows)
+        m = await catalog.get_meter("pages32")
+        result = await catalog.usage(
+            UsageQuery("globex", m, *NOV, Window.MONTH, "UTC", by_device=True)
+        )
+        assert [b.value for b in result.buckets if b.device_id == device] == [Decimal(expected)]
+
+    async def test_rollover_only_for_counters(self) -> None:
+        """rollover_max on a delta meter is refused when the meter is defined."""
+        with pytest.raises(ValueError, match="counter meters only"):
+            MeterSpec(unit="x", kind=MeterKind.DELTA, rollover_max=Decimal(10))
+
     async def test_out_of_order_arrival(self, catalog: ClickHouseStore) -> None:
         """Readings written out of order give the same usage as in order: no false resets."""
         await catalog.put_customer("ooo", CustomerSpec(name="OOO"), T0)
