@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 SERVICES := deploy/services.sh
 
 .DEFAULT_GOAL := help
-.PHONY: help install services-up services-down services-status demo up simulate test test-fast lint bench clean
+.PHONY: help install services-up services-down services-status demo up simulate chaos test lint bench clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -42,6 +42,10 @@ up: services-up ## Run bridge + aggregator + API in the foreground (API on 127.0
 
 simulate: install ## Simulate devices against a running `make up` and reconcile
 	$(BIN)/telemeter simulate $(SIM_ARGS)
+
+chaos: install ## Kill/restart every component 24 times over 5.5 min under load; reconcile exactly
+	@$(SERVICES) up
+	$(BIN)/telemeter chaos $(CHAOS_ARGS)
 
 test: install ## Install what is missing, start services, run the whole test suite
 	$(BIN)/pytest $(PYTEST_ARGS)

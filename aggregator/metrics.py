@@ -20,3 +20,12 @@ FRESHNESS = Histogram(
     "from a message's sent_at to its readings being written to the store",
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300),
 )
+DEAD_LETTERS_RECORDED = Counter(
+    "telemeter_dead_letters_recorded_total",
+    "dead letters written to the store by the dead-letter recorder",
+    ["reason"],
+)
+DEAD_LETTERS_UNREADABLE = Counter(
+    "telemeter_dead_letters_unreadable_total",
+    "records on the dead-letter topic that are not dead letters (logged and skipped)",
+)

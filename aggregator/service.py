@@ -29,7 +29,8 @@ import structlog
 from pydantic import ValidationError
 
 from aggregator import metrics
-from schemas.catalog import Meter, MeterKind
+from aggregator.rules import check_catalog
+from schemas.catalog import Meter
 from schemas.dead_letter import DeadLetter, RejectReason
 from schemas.telemetry import TelemetryEvent
 from storage.store import ReadingRow
@@ -66,24 +67,43 @@ class DeadLetterSink(Protocol):
     async def publish(self, topic: str, key: bytes | None, value: bytes) -> None: ...
 
 
-class MeterCatalog:
-    """Cached meter definitions, refreshed when a message names a meter we do not know
-    (at most once per ``min_refresh_s``), so a newly created meter is picked up quickly."""
+def _wall_ms() -> int:
+    return time.time_ns() // 1_000_000
 
-    def __init__(self, lookup: MeterLookup, min_refresh_s: float = 1.0) -> None:
+
+class MeterCatalog:
+    """Cached meter definitions, read again when a message names a meter we do not know:
+    always when the message was produced after the last read began, otherwise at most once
+    per ``min_refresh_s``. So a message published after its meter was created -- a replayed
+    dead letter, a device's resend -- is never refused by a stale cache, while a backlog of
+    older messages naming unknown meters costs at most one read per ``min_refresh_s``.
+    (Produced-at is the Kafka record timestamp: the producer's clock, so clock skew between
+    hosts narrows or widens the guarantee by that skew.)"""
+
+    def __init__(
+        self,
+        lookup: MeterLookup,
+        min_refresh_s: float = 1.0,
+        wall_clock_ms: Callable[[], int] = _wall_ms,
+    ) -> None:
         self._lookup = lookup
         self._meters: dict[str, Meter] = {}
         self._refreshed = float("-inf")
+        self._read_began_ms = -1
         self._min_refresh_s = min_refresh_s
+        self._wall_clock_ms = wall_clock_ms
 
-    async def resolve(self, names: set[str]) -> dict[str, Meter]:
-        """The known meters among ``names``."""
-        if (
-            not names <= self._meters.keys()
-            and time.monotonic() - self._refreshed >= self._min_refresh_s
+    async def resolve(self, names: set[str], produced_ms: int | None = None) -> dict[str, Meter]:
+        """The known meters among ``names``; ``produced_ms`` is when the newest message that
+        names them was produced (its Kafka timestamp), if known."""
+        if not names <= self._meters.keys() and (
+            time.monotonic() - self._refreshed >= self._min_refresh_s
+            or (produced_ms is not None and produced_ms >= self._read_began_ms)
         ):
+            began = self._wall_clock_ms()
             self._meters = {m.name: m for m in await self._lookup.list_meters()}
             self._refreshed = time.monotonic()
+            self._read_began_ms = began
         return {n: self._meters[n] for n in names if n in self._meters}
 
 
@@ -175,10 +195,11 @@ class UsageAggregator:
                     )
                 )
         names = {r.meter for _, e in events for r in e.readings}
-        meters = await self._catalog.resolve(names)
+        produced_ms = max((record.timestamp_ms for record, _ in events), default=None)
+        meters = await self._catalog.resolve(names, produced_ms)
         rows: list[ReadingRow] = []
         for record, event in events:
-            problem = _check(event, meters)
+            problem = check_catalog(event, meters)
             if problem is not None:
                 letters.append(self._letter(record, event, *problem))
                 continue
@@ -229,23 +250,3 @@ class UsageAggregator:
             seq=event.seq,
             rejected_at=self._clock(),
         )
-
-
-def _check(event: TelemetryEvent, meters: dict[str, Meter]) -> tuple[RejectReason, str] | None:
-    """Catalog checks. A message is accepted or rejected whole, so a replay after the
-    cause is fixed counts exactly once."""
-    for i, reading in enumerate(event.readings):
-        meter = meters.get(reading.meter)
-        if meter is None:
-            return (
-                RejectReason.UNKNOWN_METER,
-                f"readings[{i}]: meter {reading.meter!r} is not defined "
-                f"(define it with PUT /v1/meters/{reading.meter})",
-            )
-        if meter.kind is not MeterKind.GAUGE and reading.value < 0:
-            return (
-                RejectReason.NEGATIVE_VALUE,
-                f"readings[{i}]: {meter.kind.value} meter {meter.name!r} got negative "
-                f"value {reading.value}",
-            )
-    return None

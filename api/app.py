@@ -7,7 +7,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from api import errors
 from api.deps import ApiContext
-from api.routes import customers, devices, health, meters, usage
+from api.routes import customers, dead_letters, devices, health, meters, usage
 
 DESCRIPTION = """
 Telemeter turns device telemetry into exact, per-customer usage.
@@ -23,7 +23,7 @@ def create_app(context: ApiContext) -> FastAPI:
     app = FastAPI(title="Telemeter", version="0.1.0", description=DESCRIPTION)
     app.state.context = context
     errors.install(app)
-    for module in (health, meters, customers, devices, usage):
+    for module in (health, meters, customers, devices, usage, dead_letters):
         app.include_router(module.router)
 
     @app.get("/metrics", include_in_schema=False)

@@ -4,24 +4,34 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from ingest.validation import TelemetryValidator
 from storage.store import ClickHouseStore
+
+EventReplay = Callable[[bytes, bytes], Awaitable[None]]
+"""Publish one event (key, value) to the events topic; returns once Kafka acknowledged it."""
 
 
 @dataclass
 class ApiContext:
-    """What the routes need, built once by the composition root."""
+    """What the routes need, built once by the composition root.
+
+    ``validator`` must carry the bridge's settings (topic prefix, payload limit, clock
+    skew) so that a replay applies the rules the bridge applies. ``replay`` publishes to
+    the events topic; without it (an API running without Kafka) replays answer 503."""
 
     store: ClickHouseStore
     admin_token: str
     clock: Callable[[], datetime]
     kafka_check: Callable[[], Awaitable[None]] | None = None
+    validator: TelemetryValidator = field(default_factory=TelemetryValidator)
+    replay: EventReplay | None = None
 
 
 def get_context(request: Request) -> ApiContext:

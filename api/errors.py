@@ -17,8 +17,24 @@ def error_body(code: str, message: str, **extra: object) -> dict[str, object]:
     return {"error": {"code": code, "message": message, **extra}}
 
 
+class ApiProblem(Exception):
+    """A refusal decided in a route, with its own status, code and extra fields (e.g. a
+    replay that is still invalid: 409 with the reason and detail)."""
+
+    def __init__(self, status: int, code: str, message: str, **extra: object) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.extra = extra
+
+
 def install(app: FastAPI) -> None:
     """Register the exception handlers."""
+
+    @app.exception_handler(ApiProblem)
+    async def _problem(_r: Request, exc: ApiProblem) -> JSONResponse:
+        return JSONResponse(error_body(exc.code, exc.message, **exc.extra), status_code=exc.status)
 
     @app.exception_handler(NotFound)
     async def _not_found(_r: Request, exc: NotFound) -> JSONResponse:

@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Telemeter local infrastructure: Mosquitto (MQTT) + Apache Kafka (KRaft, single node).
 #
-# Usage: deploy/services.sh up|down|status|start-mosquitto|stop-mosquitto|
-#                           restart-mosquitto|start-kafka|stop-kafka|kill-kafka|fetch-kafka
+# Usage: deploy/services.sh up|down|status|start-mosquitto|stop-mosquitto|restart-mosquitto|
+#                           kill-mosquitto|start-kafka|stop-kafka|kill-kafka|fetch-kafka
 #
 #   up                 install missing packages, fetch Kafka, start both, wait until ready
 #   down               stop what this script started (SIGTERM, 30 s, then SIGKILL)
 #   status             one line per service; exit 0 only if both are reachable
 #   start-mosquitto / stop-mosquitto / restart-mosquitto (graceful, same persistence)
+#   kill-mosquitto     kill -9 our Mosquitto (to measure what a broker crash loses)
 #   start-kafka / stop-kafka
 #   kill-kafka         kill -9 our Kafka (chaos tests); start-kafka reuses its data dir
 #   fetch-kafka        download Kafka jars from Maven Central into the shared cache
@@ -360,6 +361,23 @@ stop_kafka() {
     rm -f "$KAFKA_PID"
 }
 
+kill_mosquitto() {
+    local pid i
+    if ! pid=$(mosq_pid); then
+        log "mosquitto: not running (nothing started here), nothing to kill"
+        rm -f "$MOSQ_PID"
+        return 0
+    fi
+    kill -KILL "$pid"
+    for ((i = 0; i < 50; i++)); do
+        pid_alive "$pid" || break
+        sleep 0.1
+    done
+    pid_alive "$pid" && die "mosquitto: pid $pid survived SIGKILL"
+    rm -f "$MOSQ_PID"
+    log "mosquitto: killed with SIGKILL (pid $pid); persistence kept"
+}
+
 kill_kafka() {
     local pid i
     if ! pid=$(kafka_pid); then
@@ -416,7 +434,7 @@ main() {
     [[ $# -eq 1 ]] || usage
     case $1 in
         up|down|status|start-mosquitto|stop-mosquitto|restart-mosquitto|\
-        start-kafka|stop-kafka|kill-kafka|fetch-kafka) ;;
+        kill-mosquitto|start-kafka|stop-kafka|kill-kafka|fetch-kafka) ;;
         -h|--help|help) usage ;;
         *) usage ;;
     esac
@@ -436,6 +454,7 @@ main() {
         start-mosquitto)   start_mosquitto ;;
         stop-mosquitto)    stop_mosquitto ;;
         restart-mosquitto) stop_mosquitto; start_mosquitto ;;
+        kill-mosquitto)    kill_mosquitto ;;
         start-kafka)       start_kafka ;;
         stop-kafka)        stop_kafka ;;
         kill-kafka)        kill_kafka ;;

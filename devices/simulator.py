@@ -357,13 +357,15 @@ class Simulator:
             reassignments=reassignments,
         )
 
-    def _publish_baselines(self, publisher: Publisher, window_from: datetime,
-                           stats: _Counts) -> None:
+    def _publish_baselines(
+        self, publisher: Publisher, window_from: datetime, stats: _Counts
+    ) -> None:
         """One reading per counter meter, stamped just before the window: the baseline."""
         at = format_time(window_from - timedelta(milliseconds=500))
         for d in self.devices:
-            counters = [m for m in KINDS[d.kind]
-                        if DEFAULT_METERS[m.name].kind is MeterKind.COUNTER]
+            counters = [
+                m for m in KINDS[d.kind] if DEFAULT_METERS[m.name].kind is MeterKind.COUNTER
+            ]
             if not counters:
                 continue
             readings = []
@@ -398,8 +400,9 @@ class Simulator:
         deadline = time.monotonic() + timeout_s
         while True:
             try:
-                httpx.put(self.config.api_url + path, json=body, headers=headers,
-                          timeout=10).raise_for_status()
+                httpx.put(
+                    self.config.api_url + path, json=body, headers=headers, timeout=10
+                ).raise_for_status()
                 return
             except httpx.HTTPError:
                 if time.monotonic() > deadline:

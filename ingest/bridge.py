@@ -86,6 +86,7 @@ class TelemetryBridge:
         self._pending = 0
         self._retries: set[asyncio.Task[None]] = set()
         self._idle = asyncio.Event()
+        self.forwarded = 0  # valid messages this instance put into Kafka
         self._stopping = False
 
     def submit(self, message: InboundMessage) -> None:
@@ -144,6 +145,7 @@ class TelemetryBridge:
         metrics.PRODUCE_LATENCY.observe(time.perf_counter() - item.started)
         if item.topic == self._events_topic:
             metrics.FORWARDED.inc()
+            self.forwarded += 1
 
     def _settled(self) -> None:
         metrics.IN_FLIGHT.dec()

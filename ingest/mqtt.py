@@ -147,8 +147,12 @@ class MqttSubscriber:
             log.warning("mqtt_connect_refused", reason=str(reason))
             return
         self._connection += 1
-        log.info("mqtt_connected", session_present=flags.session_present, topic=self._topic,
-                 connection=self._connection)
+        log.info(
+            "mqtt_connected",
+            session_present=flags.session_present,
+            topic=self._topic,
+            connection=self._connection,
+        )
         # Subscribing again on a resumed session is harmless and covers a lost session.
         result, _mid = client.subscribe(self._topic, qos=1)
         if result == MQTTErrorCode.MQTT_ERR_SUCCESS:
@@ -169,4 +173,6 @@ class MqttSubscriber:
         if not self._accepting or self._on_message is None:
             return
         self._slots.acquire()  # blocks the network thread when we are full: backpressure
-        self._on_message(InboundMessage(msg.topic, bytes(msg.payload), msg.mid, msg.qos, self._connection))
+        self._on_message(
+            InboundMessage(msg.topic, bytes(msg.payload), msg.mid, msg.qos, self._connection)
+        )

@@ -83,3 +83,78 @@ class DeadLetter(BaseModel):
     def payload(self) -> bytes:
         """The original payload bytes."""
         return base64.b64decode(self.payload_b64)
+
+
+class DeadLetterStatus(StrEnum):
+    """Where a recorded dead letter stands."""
+
+    OPEN = "open"  # rejected, not replayed (or rejected again after a replay)
+    REPLAYED = "replayed"  # published to the events topic again by POST .../replay
+
+
+class RecordedDeadLetter(DeadLetter):
+    """A dead letter as stored by the recorder and served by ``GET /v1/dead-letters``."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": "5f1c0e3a9b7d4c2e8a6f1b3d",
+                    "reason": "unknown_meter",
+                    "detail": "readings[0]: meter 'warp_drive' is not defined "
+                    "(define it with PUT /v1/meters/warp_drive)",
+                    "stage": "aggregator",
+                    "mqtt_topic": "devices/printer-0042/telemetry",
+                    "device_id": "printer-0042",
+                    "seq": 1017,
+                    "rejected_at": "2026-11-27T09:00:00.250Z",
+                    "status": "open",
+                    "replayed_at": None,
+                    "payload_text": '{"device_id":"printer-0042","seq":1017,'
+                    '"sent_at":"2026-11-27T09:00:00.123Z","readings":[{"meter":"warp_drive",'
+                    '"value":"9","at":"2026-11-27T08:59:58.000Z"}]}',
+                    "payload_b64": "eyJkZXZpY2VfaWQiOiJwcmludGVyLTAwNDIiLCJzZXEiOjEwMTcsInNlbnRf"
+                    "YXQiOiIyMDI2LTExLTI3VDA5OjAwOjAwLjEyM1oiLCJyZWFkaW5ncyI6W3sibWV0ZXIiOiJ3YXJw"
+                    "X2RyaXZlIiwidmFsdWUiOiI5IiwiYXQiOiIyMDI2LTExLTI3VDA4OjU5OjU4LjAwMFoifV19",
+                }
+            ]
+        }
+    )
+
+    status: DeadLetterStatus = DeadLetterStatus.OPEN
+    replayed_at: AwareDatetime | None = None
+
+    @field_serializer("replayed_at")
+    def _replayed_str(self, value: datetime | None) -> str | None:
+        return None if value is None else format_time(value)
+
+
+class ReplayAccepted(BaseModel):
+    """The answer of ``POST /v1/dead-letters/{id}/replay``: the message passed the bridge's
+    and the catalog's checks and Kafka acknowledged it on the events topic."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": "5f1c0e3a9b7d4c2e8a6f1b3d",
+                    "status": "replayed",
+                    "device_id": "printer-0042",
+                    "seq": 1017,
+                    "readings": 1,
+                    "replayed_at": "2026-11-27T09:12:00.000Z",
+                }
+            ]
+        }
+    )
+
+    id: str
+    status: DeadLetterStatus
+    device_id: str
+    seq: int
+    readings: int
+    replayed_at: AwareDatetime
+
+    @field_serializer("replayed_at")
+    def _replayed_str(self, value: datetime) -> str:
+        return format_time(value)

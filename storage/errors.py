@@ -2,7 +2,7 @@
 
 StoreError
 ├── StoreUnavailable   (retriable: the database could not be reached or failed)
-├── NotFound           (a catalog entry does not exist)
+├── NotFound           (a catalog entry or a dead letter does not exist)
 └── Conflict           (a change would contradict what is stored)
 """
 
@@ -20,7 +20,7 @@ class StoreUnavailable(StoreError):
 
 
 class NotFound(StoreError):
-    """A catalog entry does not exist."""
+    """A catalog entry or a dead letter does not exist."""
 
 
 class Conflict(StoreError):

@@ -8,6 +8,12 @@
   holder at the reading's time with an ``ASOF JOIN`` at query time, so late readings
   and later reassignments land with the right customer.
 - ``meters``, ``customers``, ``devices``: the catalog, last write wins (``updated_at``).
+- ``dead_letters``: the dead-letter topic as a table, one row per dead letter ``id``
+  (``ReplacingMergeTree(ver)``, read with ``FINAL``). ``ver`` is the time of the event the
+  row describes -- its rejection (``open``) or its replay (``replayed``, odd, so it wins a
+  tie) -- so recording the same rejection again never reopens a replayed letter, while a
+  rejection that happens after the replay (the replayed message was refused again) does.
+  The result does not depend on the order in which rows are written.
 """
 
 from __future__ import annotations
@@ -61,6 +67,24 @@ TABLES: dict[str, str] = {
             written_at DateTime64(3, 'UTC') DEFAULT now64(3),
             ver UInt64
         ) ENGINE = ReplacingMergeTree(ver) ORDER BY (device_id, seq, idx)
+    """,
+    "dead_letters": """
+        CREATE TABLE IF NOT EXISTS {db}.dead_letters (
+            id String,
+            reason LowCardinality(String),
+            detail String,
+            stage LowCardinality(String),
+            mqtt_topic String,
+            device_id Nullable(String),
+            seq Nullable(Int64),          -- NULL also when the payload's seq is out of range
+            payload_b64 String,
+            payload_text Nullable(String),
+            rejected_at DateTime64(3, 'UTC'),
+            status LowCardinality(String), -- 'open' | 'replayed'
+            replayed_at Nullable(DateTime64(3, 'UTC')),
+            updated_at DateTime64(3, 'UTC') DEFAULT now64(3),
+            ver UInt64                     -- 2 * event ms (+1 for a replay): the latest event wins
+        ) ENGINE = ReplacingMergeTree(ver) ORDER BY id
     """,
 }
 

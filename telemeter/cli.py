@@ -48,6 +48,7 @@ async def _until_signalled() -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+
     def fail(exc: BaseException) -> None:
         failed.append(exc)
         stop.set()
@@ -97,13 +98,22 @@ def cmd_bridge(settings: Settings, _args: argparse.Namespace) -> int:
 def cmd_aggregator(settings: Settings, args: argparse.Namespace) -> int:
     """Run the aggregator (metrics on aggregator.metrics_port); --api also serves the API
     from this process, which embedded chDB needs (one process per data directory)."""
-    from telemeter.components import open_store, run_aggregator, run_api
+    from telemeter.components import (
+        open_store,
+        run_aggregator,
+        run_api,
+        run_dead_letter_recorder,
+    )
 
     _serve_metrics(settings.aggregator.metrics_port)
 
     @contextlib.asynccontextmanager
     async def component(s: Settings) -> AsyncIterator[None]:
-        async with open_store(s) as store, run_aggregator(s, store):
+        async with (
+            open_store(s) as store,
+            run_aggregator(s, store),
+            run_dead_letter_recorder(s, store),
+        ):
             if args.api:
                 async with run_api(s, store):
                     yield
@@ -205,6 +215,26 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     return _run(main)
 
 
+def cmd_chaos(settings: Settings, args: argparse.Namespace) -> int:
+    """Kill and restart bridge, aggregator, Kafka and Mosquitto while devices publish; then
+    reconcile exactly."""
+    from telemeter.chaos import ChaosConfig, ChaosRun, chaos_settings
+
+    config = ChaosConfig(duration_s=args.duration, kills=args.kills, seed=args.seed, rate=args.rate)
+    report = ChaosRun(config, chaos_settings(settings, config)).run()
+    text = report.summary()
+    print(text)
+    out = config.work_dir / "report.txt"
+    out.write_text(
+        text
+        + "\n\nkills (seconds into the run, component):\n"
+        + "\n".join(f"  {at:7.1f}s {name}" for at, name in report.kills)
+        + "\n"
+    )
+    print(f"report: {out}")
+    return 0 if report.exact else 1
+
+
 def _add_sim_options(
     p: argparse.ArgumentParser, *, duration: float, per_kind: int, rate: float
 ) -> None:
@@ -271,6 +301,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sim_options(sim, duration=30, per_kind=20, rate=200)
     sim.add_argument("--no-reconcile", action="store_true", help="only publish")
     sim.set_defaults(fn=cmd_simulate)
+    chaos = sub.add_parser("chaos", help=(cmd_chaos.__doc__ or "").strip())
+    chaos.add_argument("--duration", type=float, default=330, help="seconds of load (330)")
+    chaos.add_argument("--kills", type=int, default=24, help="kills/restarts in total (24)")
+    chaos.add_argument("--seed", type=int, default=1, help="random seed of the schedule (1)")
+    chaos.add_argument("--rate", type=float, default=150, help="messages/s (150)")
+    chaos.set_defaults(fn=cmd_chaos)
     demo = sub.add_parser("demo", help=cmd_demo.__doc__)
     _add_sim_options(demo, duration=30, per_kind=60, rate=300)
     demo.set_defaults(fn=cmd_demo)

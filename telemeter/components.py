@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import socket
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
@@ -15,15 +16,23 @@ from typing import Any
 import structlog
 import uvicorn
 
+from aggregator.dead_letters import DeadLetterRecorder
 from aggregator.service import MeterCatalog, UsageAggregator
 from api.app import create_app
-from api.deps import ApiContext
+from api.deps import ApiContext, EventReplay
 from ingest.bridge import TelemetryBridge
 from ingest.mqtt import MqttSubscriber
 from ingest.validation import TelemetryValidator
 from storage.store import ClickHouseStore
 from telemeter.config import Settings
-from telemeter.kafka import KafkaEventSource, KafkaHealth, KafkaPublisher, TopicSpec, ensure_topics
+from telemeter.kafka import (
+    KafkaEventSource,
+    KafkaHealth,
+    KafkaPublisher,
+    KafkaUnavailable,
+    TopicSpec,
+    ensure_topics,
+)
 
 log = structlog.get_logger(__name__)
 Clock = Callable[[], datetime]
@@ -171,7 +180,45 @@ async def run_aggregator(
         log.info("aggregator_stopped")
 
 
-def api_context(settings: Settings, store: ClickHouseStore, clock: Clock = utc_now) -> ApiContext:
+@contextlib.asynccontextmanager
+async def run_dead_letter_recorder(
+    settings: Settings, store: ClickHouseStore
+) -> AsyncIterator[DeadLetterRecorder]:
+    """Dead-letter topic -> the store's ``dead_letters`` table, until the context exits."""
+    await ensure_topics(settings.kafka.bootstrap, topics(settings))
+    a = settings.aggregator
+    group = f"{a.group_id}-dead-letters"
+    source = KafkaEventSource(
+        settings.kafka.bootstrap,
+        settings.kafka.dead_letter_topic,
+        group,
+        client_id=f"{group}-{socket.gethostname()}",
+    )
+    await source.start()
+    recorder = DeadLetterRecorder(
+        source=source,
+        store=store,
+        max_batch=a.max_batch,
+        max_wait_ms=int(a.max_wait.total_seconds() * 1000),
+    )
+    task = supervise(asyncio.create_task(recorder.run(), name="dead-letter-recorder"))
+    log.info("dead_letter_recorder_started", topic=settings.kafka.dead_letter_topic, group=group)
+    try:
+        yield recorder
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await source.stop()
+        log.info("dead_letter_recorder_stopped")
+
+
+def api_context(
+    settings: Settings,
+    store: ClickHouseStore,
+    clock: Clock = utc_now,
+    replay: EventReplay | None = None,
+) -> ApiContext:
     """The API's dependencies; says loudly when the dev default token is in use."""
     token, is_default = settings.admin_token()
     if is_default:
@@ -181,11 +228,18 @@ def api_context(settings: Settings, store: ClickHouseStore, clock: Clock = utc_n
             hint="set TELEMETER_API__ADMIN_TOKEN; outside dev (TELEMETER_ENV=prod) "
             "a token is required",
         )
+    b = settings.bridge
     return ApiContext(
         store=store,
         admin_token=token.get_secret_value(),
         clock=clock,
         kafka_check=KafkaHealth(settings.kafka.bootstrap).check,
+        validator=TelemetryValidator(
+            topic_prefix=settings.mqtt.topic_prefix,
+            max_payload_bytes=b.max_payload_bytes,
+            max_future_skew=b.max_future_skew,
+        ),
+        replay=replay,
     )
 
 
@@ -194,7 +248,16 @@ async def run_api(
     settings: Settings, store: ClickHouseStore, clock: Clock = utc_now
 ) -> AsyncIterator[str]:
     """uvicorn serving the API; yields its base URL once it accepts connections."""
-    app = create_app(api_context(settings, store, clock))
+    # Replays publish to the events topic. Without Kafka the API still serves everything
+    # else and answers replays with 503.
+    replays = KafkaPublisher(settings.kafka.bootstrap, client_id="telemeter-api-replay")
+    replay: EventReplay | None = None
+    try:
+        await replays.start()
+        replay = functools.partial(replays.publish, settings.kafka.events_topic)
+    except KafkaUnavailable as exc:
+        log.warning("api_replay_unavailable", error=str(exc))
+    app = create_app(api_context(settings, store, clock, replay))
     config = uvicorn.Config(
         app,
         host=settings.api.host,
@@ -217,3 +280,4 @@ async def run_api(
     finally:
         server.should_exit = True
         await task
+        await replays.stop()

@@ -36,15 +36,23 @@ class MqttSettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = 1883
     topic_prefix: str = Field("", description="prepended to devices/{id}/telemetry, e.g. 'site1/'")
-    share_group: str = "telemeter"
+    share_group: str = Field(
+        "",
+        description="empty (default): one bridge with a plain persistent subscription, which "
+        "Mosquitto restores after a restart; a name: several bridges split the load through "
+        "$share/<name>/..., but Mosquitto 2.0 does not restore shared subscriptions from "
+        "persistence, so messages published after a broker restart and before the bridges "
+        "reconnect are dropped by the broker",
+    )
     client_id: str = "telemeter-bridge-0"
     session_expiry: timedelta = timedelta(days=7)
     keepalive: timedelta = timedelta(seconds=30)
 
     @property
     def topic_filter(self) -> str:
-        """The shared subscription every bridge instance joins."""
-        return f"$share/{self.share_group}/{self.topic_prefix}devices/+/telemetry"
+        """What the bridge subscribes to: plain, or shared when a share group is set."""
+        plain = f"{self.topic_prefix}devices/+/telemetry"
+        return f"$share/{self.share_group}/{plain}" if self.share_group else plain
 
 
 class StoreSettings(BaseModel):

@@ -44,8 +44,11 @@ def configure(level: str = "info", fmt: str = "console") -> None:
 
 # aiokafka logs these at error/warning level while a fresh broker creates its internal
 # offsets topic, and on every rebalance; they are retried and resolve on their own.
-_TRANSIENT = ("GroupCoordinatorNotAvailableError", "Marking the coordinator dead",
-              "NotCoordinatorForGroupError")
+_TRANSIENT = (
+    "GroupCoordinatorNotAvailableError",
+    "Marking the coordinator dead",
+    "NotCoordinatorForGroupError",
+)
 
 
 def _drop_transient_kafka_noise(record: logging.LogRecord) -> bool:

@@ -7,10 +7,19 @@ import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+from aggregator.dead_letters import DeadLetterRecorder
 from aggregator.service import UsageAggregator
 from ingest.bridge import TelemetryBridge
 from storage.store import ClickHouseStore
-from telemeter.components import Clock, open_store, run_aggregator, run_api, run_bridge, utc_now
+from telemeter.components import (
+    Clock,
+    open_store,
+    run_aggregator,
+    run_api,
+    run_bridge,
+    run_dead_letter_recorder,
+    utc_now,
+)
 from telemeter.config import Settings
 
 
@@ -21,6 +30,7 @@ class RunningStack:
     store: ClickHouseStore
     bridge: TelemetryBridge
     aggregator: UsageAggregator
+    dead_letters: DeadLetterRecorder
     api_url: str
 
 
@@ -30,7 +40,14 @@ async def run_stack(settings: Settings, clock: Clock = utc_now) -> AsyncIterator
     async with (
         open_store(settings, clock) as store,
         run_aggregator(settings, store, clock) as aggregator,
+        run_dead_letter_recorder(settings, store) as dead_letters,
         run_api(settings, store, clock) as url,
         run_bridge(settings, clock) as bridge,
     ):
-        yield RunningStack(store=store, bridge=bridge, aggregator=aggregator, api_url=url)
+        yield RunningStack(
+            store=store,
+            bridge=bridge,
+            aggregator=aggregator,
+            dead_letters=dead_letters,
+            api_url=url,
+        )

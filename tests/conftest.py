@@ -64,9 +64,7 @@ def make_settings(request: pytest.FixtureRequest, store_dsn: str) -> SettingsFac
             "kafka": KafkaSettings(
                 events_topic=f"t.{tag}.events", dead_letter_topic=f"t.{tag}.dead-letters"
             ),
-            "mqtt": MqttSettings(
-                topic_prefix=f"t/{tag}/", share_group=f"g_{tag}", client_id=f"bridge-{tag}"
-            ),
+            "mqtt": MqttSettings(topic_prefix=f"t/{tag}/", client_id=f"bridge-{tag}"),
             "store": StoreSettings(dsn=store_dsn, database=f"t_{tag}"),
             "aggregator": AggregatorSettings(group_id=f"agg-{tag}"),
             "api": ApiSettings(port=free_port(), admin_token=ADMIN_TOKEN),

@@ -1,0 +1,1 @@
+"""Measurements of Telemeter and of the services it runs on (make bench)."""
