@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from datetime import timedelta
 
 from pydantic import BaseModel, Field
@@ -11,6 +12,11 @@ class AggregatorSettings(BaseModel):
     """Consumer group and batching of the Kafka -> ClickHouse aggregator."""
 
     group_id: str = "telemeter-aggregator"
+    instance_id: str = Field(
+        default_factory=lambda: f"{socket.gethostname()}-aggregator-0",
+        description="static consumer-group member id, stable across restarts of this process "
+        "(a restarted aggregator takes its partitions back at once); distinct per process",
+    )
     max_batch: int = Field(20_000, ge=1, description="records per fetch and per insert")
     max_wait: timedelta = Field(timedelta(milliseconds=200), description="fetch wait per batch")
     metrics_port: int = Field(9102, description="Prometheus /metrics when run as its own process")

@@ -255,6 +255,7 @@ stop_mosquitto() {
     local pid
     if pid=$(mosq_pid); then
         stop_pid "$pid" mosquitto
+        wait_port_closed "$MQTT_PORT" mosquitto
     else
         log "mosquitto: not running (nothing started here)"
     fi
@@ -355,10 +356,20 @@ stop_kafka() {
     local pid
     if pid=$(kafka_pid); then
         stop_pid "$pid" kafka
+        wait_port_closed "$KAFKA_PORT" kafka
     else
         log "kafka: not running (nothing started here)"
     fi
     rm -f "$KAFKA_PID"
+}
+
+wait_port_closed() {  # port name -> wait (up to 10 s) until nothing accepts on the port
+    local i
+    for ((i = 0; i < 100; i++)); do
+        port_open "$1" || return 0
+        sleep 0.1
+    done
+    die "$2: port $HOST:$1 still accepts connections after the process died"
 }
 
 kill_mosquitto() {
@@ -374,6 +385,7 @@ kill_mosquitto() {
         sleep 0.1
     done
     pid_alive "$pid" && die "mosquitto: pid $pid survived SIGKILL"
+    wait_port_closed "$MQTT_PORT" mosquitto
     rm -f "$MOSQ_PID"
     log "mosquitto: killed with SIGKILL (pid $pid); persistence kept"
 }
@@ -391,6 +403,9 @@ kill_kafka() {
         sleep 0.2
     done
     pid_alive "$pid" && die "kafka: pid $pid survived SIGKILL"
+    # The listening socket can outlive the pid for a moment; a start-kafka that still saw
+    # the port open would "reuse" a broker that is gone.
+    wait_port_closed "$KAFKA_PORT" kafka
     rm -f "$KAFKA_PID"
     log "kafka: killed with SIGKILL (pid $pid); data kept in $KAFKA_DATA"
 }

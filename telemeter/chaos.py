@@ -166,6 +166,10 @@ def _services(*args: str) -> None:
     subprocess.run([str(SERVICES), *args], check=True, capture_output=True)  # noqa: S603
 
 
+def _services_up() -> bool:
+    return subprocess.run([str(SERVICES), "status"], capture_output=True).returncode == 0  # noqa: S603
+
+
 class ChaosRun:
     """Starts the processes, runs the simulator and the kill schedule, reconciles."""
 
@@ -208,6 +212,8 @@ class ChaosRun:
             _services("start-kafka")
         else:
             _services("restart-mosquitto")
+        # Whatever was hit, everything must be back before the next hit.
+        _wait(_services_up, "Mosquitto and Kafka")
 
     def run(self) -> ChaosReport:
         """The whole run; processes are stopped whatever happens."""

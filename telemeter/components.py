@@ -152,6 +152,7 @@ async def run_aggregator(
         settings.kafka.events_topic,
         settings.aggregator.group_id,
         client_id=f"{settings.aggregator.group_id}-{socket.gethostname()}",
+        instance_id=settings.aggregator.instance_id,
     )
     dead_letters = KafkaPublisher(settings.kafka.bootstrap, client_id="telemeter-aggregator-dlq")
     await source.start()
@@ -193,6 +194,7 @@ async def run_dead_letter_recorder(
         settings.kafka.dead_letter_topic,
         group,
         client_id=f"{group}-{socket.gethostname()}",
+        instance_id=a.instance_id,
     )
     await source.start()
     recorder = DeadLetterRecorder(

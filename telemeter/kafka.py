@@ -137,12 +137,23 @@ class KafkaEventSource:
     """Consumer-group member with manual commits: ``fetch`` a batch, process it, then
     ``commit`` what was fetched."""
 
-    def __init__(self, bootstrap: str, topic: str, group_id: str, client_id: str) -> None:
+    def __init__(
+        self,
+        bootstrap: str,
+        topic: str,
+        group_id: str,
+        client_id: str,
+        instance_id: str | None = None,
+    ) -> None:
         self._topic = topic
+        # A stable instance id makes this a static group member: after a crash the restarted
+        # process takes its partitions back at once instead of waiting for the dead
+        # member's session to expire (30 s).
         self._consumer = AIOKafkaConsumer(
             topic,
             bootstrap_servers=bootstrap,
             group_id=group_id,
+            group_instance_id=instance_id,
             client_id=client_id,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
