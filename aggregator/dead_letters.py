@@ -15,7 +15,6 @@ replayed after it (see ``storage.schema``).
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -23,6 +22,7 @@ import structlog
 from pydantic import ValidationError
 
 from aggregator import metrics
+from aggregator.retry import repeat_with_backoff
 from aggregator.service import EventSource
 from schemas.dead_letter import DeadLetter
 
@@ -57,19 +57,7 @@ class DeadLetterRecorder:
     async def run(self) -> None:
         """Record batches until cancelled. Store or Kafka outages are retried with backoff;
         the batch is neither committed nor skipped meanwhile."""
-        backoff = 0.5
-        while True:
-            try:
-                await self.step()
-                backoff = 0.5
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                if not getattr(exc, "retriable", False):
-                    raise
-                log.warning("dead_letter_recorder_retrying", error=str(exc), backoff_s=backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+        await repeat_with_backoff(self.step, "dead_letter_recorder_retrying")
 
     async def step(self) -> int:
         """One fetch -> record -> commit cycle. Returns the dead letters recorded."""

@@ -19,7 +19,6 @@ survives restarts; late and out-of-order readings land where their timestamps sa
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -29,6 +28,7 @@ import structlog
 from pydantic import ValidationError
 
 from aggregator import metrics
+from aggregator.retry import repeat_with_backoff
 from aggregator.rules import check_catalog
 from schemas.catalog import Meter
 from schemas.dead_letter import DeadLetter, RejectReason
@@ -136,19 +136,7 @@ class UsageAggregator:
     async def run(self) -> None:
         """Process batches until cancelled. Store or Kafka outages are retried with backoff;
         the batch is neither committed nor skipped meanwhile."""
-        backoff = 0.5
-        while True:
-            try:
-                await self.step()
-                backoff = 0.5
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                if not getattr(exc, "retriable", False):
-                    raise
-                log.warning("aggregator_retrying", error=str(exc), backoff_s=backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+        await repeat_with_backoff(self.step, "aggregator_retrying")
 
     async def step(self) -> int:
         """One fetch -> reject -> insert -> commit cycle. Returns the records processed."""

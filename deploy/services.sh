@@ -372,29 +372,11 @@ wait_port_closed() {  # port name -> wait (up to 10 s) until nothing accepts on 
     die "$2: port $HOST:$1 still accepts connections after the process died"
 }
 
-kill_mosquitto() {
-    local pid i
-    if ! pid=$(mosq_pid); then
-        log "mosquitto: not running (nothing started here), nothing to kill"
-        rm -f "$MOSQ_PID"
-        return 0
-    fi
-    kill -KILL "$pid"
-    for ((i = 0; i < 50; i++)); do
-        pid_alive "$pid" || break
-        sleep 0.1
-    done
-    pid_alive "$pid" && die "mosquitto: pid $pid survived SIGKILL"
-    wait_port_closed "$MQTT_PORT" mosquitto
-    rm -f "$MOSQ_PID"
-    log "mosquitto: killed with SIGKILL (pid $pid); persistence kept"
-}
-
-kill_kafka() {
-    local pid i
-    if ! pid=$(kafka_pid); then
-        log "kafka: not running (nothing started here), nothing to kill"
-        rm -f "$KAFKA_PID"
+kill9() {  # name pid-function pidfile port -> SIGKILL our process, wait until it is gone
+    local name=$1 pidfn=$2 pidfile=$3 port=$4 pid i
+    if ! pid=$("$pidfn"); then
+        log "$name: not running (nothing started here), nothing to kill"
+        rm -f "$pidfile"
         return 0
     fi
     kill -KILL "$pid"
@@ -402,13 +384,16 @@ kill_kafka() {
         pid_alive "$pid" || break
         sleep 0.2
     done
-    pid_alive "$pid" && die "kafka: pid $pid survived SIGKILL"
-    # The listening socket can outlive the pid for a moment; a start-kafka that still saw
-    # the port open would "reuse" a broker that is gone.
-    wait_port_closed "$KAFKA_PORT" kafka
-    rm -f "$KAFKA_PID"
-    log "kafka: killed with SIGKILL (pid $pid); data kept in $KAFKA_DATA"
+    pid_alive "$pid" && die "$name: pid $pid survived SIGKILL"
+    # The listening socket can outlive the pid for a moment; a start that still saw the
+    # port open would "reuse" a broker that is gone.
+    wait_port_closed "$port" "$name"
+    rm -f "$pidfile"
+    log "$name: killed with SIGKILL (pid $pid); its data is kept"
 }
+
+kill_mosquitto() { kill9 mosquitto mosq_pid "$MOSQ_PID" "$MQTT_PORT"; }
+kill_kafka() { kill9 kafka kafka_pid "$KAFKA_PID" "$KAFKA_PORT"; }
 
 # --------------------------------------------------------------------------
 # Status
