@@ -1,0 +1,58 @@
+"""``StoreCore``: the clickhouse-connect client and the few primitives every query module
+uses. clickhouse-connect is synchronous (chDB has no async client), so each call runs in a
+worker thread with ``asyncio.to_thread``; ClickHouse errors become ``StoreUnavailable``."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from clickhouse_connect.driver.client import Client
+from clickhouse_connect.driver.exceptions import ClickHouseError
+
+from storage.errors import StoreUnavailable
+
+T = TypeVar("T")
+_DB_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+
+
+def utc(value: datetime) -> datetime:
+    """ClickHouse returns naive UTC datetimes; make them aware."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class StoreCore:
+    """The client, the database name and the query primitives."""
+
+    def __init__(self, client: Client, database: str) -> None:
+        if not _DB_NAME.match(database):
+            raise ValueError(f"invalid database name {database!r}")
+        self._client = client
+        self._db = database
+
+    @property
+    def database(self) -> str:
+        """The ClickHouse database this store writes to."""
+        return self._db
+
+    async def close(self) -> None:
+        """Release the client."""
+        await asyncio.to_thread(self._client.close)
+
+    async def _run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        try:
+            return await asyncio.to_thread(fn, *args, **kwargs)
+        except ClickHouseError as exc:
+            raise StoreUnavailable(str(exc).splitlines()[0][:500]) from exc
+
+    async def _rows(
+        self, sql: str, params: dict[str, Any] | None = None
+    ) -> Sequence[Sequence[Any]]:
+        result = await self._run(self._client.query, sql, parameters=params or {})
+        return result.result_rows
+
+    async def _insert(self, table: str, rows: list[list[Any]], columns: list[str]) -> None:
+        await self._run(self._client.insert, f"{self._db}.{table}", rows, column_names=columns)
