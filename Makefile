@@ -52,7 +52,7 @@ test: install ## Install what is missing, start services, run the whole test sui
 
 lint: install ## ruff and mypy
 	$(BIN)/ruff check .
-	$(BIN)/mypy schemas ingest aggregator api storage devices telemeter
+	$(BIN)/mypy schemas ingest aggregator api storage devices telemeter rating bench
 
 bench: install ## Run the benchmark suite (not built yet: see bench/README.md)
 	@cat bench/README.md; exit 1

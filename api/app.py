@@ -7,7 +7,17 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from api import errors
 from api.deps import ApiContext
-from api.routes import customers, dead_letters, devices, health, meters, usage
+from api.routes import (
+    customers,
+    dead_letters,
+    devices,
+    health,
+    meters,
+    plans,
+    rated_usage,
+    subscriptions,
+    usage,
+)
 
 DESCRIPTION = """
 Telemeter turns device telemetry into exact, per-customer usage.
@@ -23,7 +33,17 @@ def create_app(context: ApiContext) -> FastAPI:
     app = FastAPI(title="Telemeter", version="0.1.0", description=DESCRIPTION)
     app.state.context = context
     errors.install(app)
-    for module in (health, meters, customers, devices, usage, dead_letters):
+    for module in (
+        health,
+        meters,
+        customers,
+        devices,
+        usage,
+        dead_letters,
+        plans,
+        subscriptions,
+        rated_usage,
+    ):
         app.include_router(module.router)
 
     @app.get("/metrics", include_in_schema=False)

@@ -179,4 +179,3 @@ class DeadLetterQueries(StoreCore):
         return letter.model_copy(
             update={"status": DeadLetterStatus.REPLAYED, "replayed_at": replayed_at}
         )
-

@@ -86,6 +86,24 @@ TABLES: dict[str, str] = {
             ver UInt64                     -- 2 * event ms (+1 for a replay): the latest event wins
         ) ENGINE = ReplacingMergeTree(ver) ORDER BY id
     """,
+    "plans": """
+        CREATE TABLE IF NOT EXISTS {db}.plans (
+            plan_id String,
+            version UInt32,
+            spec String,                 -- the plan as JSON (rating.models.PlanSpec)
+            created_at DateTime64(3, 'UTC')
+        ) ENGINE = ReplacingMergeTree(created_at) ORDER BY (plan_id, version)
+    """,
+    "subscriptions": """
+        CREATE TABLE IF NOT EXISTS {db}.subscriptions (
+            customer_id String,
+            start DateTime64(3, 'UTC'),
+            plan_id String,
+            plan_version UInt32,
+            end Nullable(DateTime64(3, 'UTC')),
+            created_at DateTime64(3, 'UTC')
+        ) ENGINE = ReplacingMergeTree(created_at) ORDER BY (customer_id, start)
+    """,
 }
 
 # Columns added after a table was first released; applied at start, idempotent.

@@ -8,12 +8,15 @@ import base64
 import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
 import httpx
 import pytest
 
 from devices.reconcile import reconcile
 from devices.simulator import SimulationConfig, Simulator
+from rating.engine import rate
+from rating.models import PlanSpec
 from schemas.telemetry import format_time
 from telemeter.config import Settings
 from telemeter.stack import RunningStack, run_stack
@@ -119,6 +122,89 @@ class TestPipeline:
         assert report.exact, report.summary()
         assert report.missing == report.double_counted == 0
         assert report.accounted == sum(result.truth.readings.values()) > 0
+
+    async def test_rated_usage_equals_engine_on_ground_truth(
+        self, stack: RunningStack, settings: Settings
+    ) -> None:
+        """Simulated usage priced through the API equals the pricing engine applied to the
+        simulator's ground truth."""
+        config = SimulationConfig(
+            customers=2,
+            devices_per_kind=3,
+            rate=80,
+            duration_s=4,
+            seed=11,
+            topic_prefix=settings.mqtt.topic_prefix,
+            api_url=stack.api_url,
+            api_token=ADMIN_TOKEN,
+            prefix="rated",
+            duplicate_rate=0.1,
+            reset_rate=0.05,
+        )
+        plan = PlanSpec.model_validate(
+            {
+                "name": "Fleet",
+                "currency": "EUR",
+                "billing_period": "month",
+                "base_fee": "25.00",
+                "minimum_commitment": "50.00",
+                "charges": [
+                    {
+                        "meter": "pages_printed",
+                        "model": "graduated",
+                        "included": "100",
+                        "tiers": [
+                            {"up_to": "500", "unit_price": "0.02"},
+                            {"up_to": None, "unit_price": "0.015"},
+                        ],
+                    },
+                    {
+                        "meter": "steps",
+                        "model": "volume",
+                        "tiers": [
+                            {"up_to": "1000", "unit_price": "0.001"},
+                            {"up_to": None, "unit_price": "0.0008"},
+                        ],
+                    },
+                    {"meter": "odometer_km", "model": "per_unit", "unit_price": "0.12"},
+                    {
+                        "meter": "pitch_minutes",
+                        "model": "package",
+                        "package_size": "60",
+                        "package_price": "40.00",
+                    },
+                ],
+            }
+        )
+        headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+        async with httpx.AsyncClient(base_url=stack.api_url, headers=headers) as http:
+            assert (
+                await http.put("/v1/plans/fleet", json=plan.model_dump(mode="json"))
+            ).status_code == 200
+            result = await asyncio.to_thread(Simulator(config).run)
+            report = await asyncio.to_thread(reconcile, stack.api_url, ADMIN_TOKEN, result)
+            assert report.exact, report.summary()
+            for customer in result.customers:
+                r = await http.put(
+                    f"/v1/customers/{customer}/subscription",
+                    json={"plan_id": "fleet", "start": "2026-01-01T00:00:00Z"},
+                )
+                assert r.status_code == 200, r.text
+                rated = (
+                    await http.get(
+                        f"/v1/customers/{customer}/rated-usage",
+                        params={
+                            "from": format_time(result.window_from),
+                            "to": format_time(result.window_to),
+                        },
+                    )
+                ).json()
+                truth = {
+                    m: result.truth.quantities.get((customer, m), Decimal(0))
+                    for m in ("pages_printed", "steps", "odometer_km", "pitch_minutes")
+                }
+                expected = rate(plan, truth)
+                assert rated["rating"] == expected.model_dump(mode="json"), customer
 
     async def test_every_invalid_message_is_dead_lettered(
         self, stack: RunningStack, settings: Settings

@@ -1,0 +1,74 @@
+"""Plans: versioned price lists. ``PUT`` adds a version; old versions stay for the
+subscriptions and invoices that use them."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Body, Path, Query
+
+from api.deps import Admin, ContextDep, StoreDep
+from rating.models import PlanSpec
+from schemas.billing import StoredPlan
+from schemas.catalog import Page
+
+router = APIRouter(prefix="/v1/plans", tags=["pricing"], dependencies=[Admin])
+PlanPath = Annotated[
+    str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$", examples=["printer-pro"])
+]
+
+EXAMPLE = {
+    "name": "Printer Pro",
+    "currency": "EUR",
+    "billing_period": "month",
+    "base_fee": "25.00",
+    "minimum_commitment": "50.00",
+    "charges": [
+        {
+            "meter": "pages_printed",
+            "model": "graduated",
+            "included": "1000",
+            "tiers": [
+                {"up_to": "5000", "unit_price": "0.02"},
+                {"up_to": None, "unit_price": "0.015"},
+            ],
+        },
+        {"meter": "distance_km", "model": "per_unit", "unit_price": "0.12"},
+        {
+            "meter": "pitch_minutes",
+            "model": "package",
+            "package_size": "60",
+            "package_price": "40.00",
+        },
+    ],
+}
+
+
+@router.get("", summary="List plans (latest versions)")
+async def list_plans(store: StoreDep) -> Page[StoredPlan]:
+    """The latest version of every plan."""
+    items = await store.list_plans()
+    return Page[StoredPlan](items=items, count=len(items))
+
+
+@router.get("/{plan_id}", summary="Get a plan")
+async def get_plan(
+    plan_id: PlanPath,
+    store: StoreDep,
+    version: Annotated[int | None, Query(ge=1, description="default: the latest")] = None,
+) -> StoredPlan:
+    """One version of a plan; 404 if it does not exist."""
+    return await store.get_plan(plan_id, version)
+
+
+@router.put("/{plan_id}", summary="Create a plan or add a version")
+async def put_plan(
+    plan_id: PlanPath,
+    spec: Annotated[PlanSpec, Body(examples=[EXAMPLE])],
+    context: ContextDep,
+) -> StoredPlan:
+    """Validate the plan and store it as its next version (1 for a new plan). Every
+    charge's meter must exist."""
+    for charge in spec.charges:
+        await context.store.get_meter(charge.meter)
+    return await context.store.put_plan(plan_id, spec.model_dump(mode="json"), context.clock())

@@ -1,0 +1,224 @@
+"""Rated usage: a customer's usage in a billing period priced by the plan(s) in force, and
+the invoice preview with a projection to the end of an open period."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Annotated, Any
+
+from fastapi import APIRouter, HTTPException, Query
+from pydantic import AwareDatetime, BaseModel
+
+from api.deps import Admin, ContextDep
+from api.routes.customers import CustomerPath
+from rating.engine import rate_segments
+from rating.errors import RatingError
+from rating.models import PlanSpec, Rating
+from schemas.telemetry import format_time, to_utc
+from schemas.usage import Window
+from storage.store import UsageQuery
+from storage.windows import next_window_start, window_start
+
+router = APIRouter(prefix="/v1/customers", tags=["pricing"], dependencies=[Admin])
+_NANO = Decimal("1e-9")  # projected quantities keep the store's 9 decimals
+_PERIOD = re.compile(r"^(\d{4})(?:-(\d{2}))?$")
+
+PeriodQ = Annotated[
+    str | None,
+    Query(
+        description="YYYY-MM (a month) or YYYY (a year) in the customer's timezone; "
+        "default: the current month",
+        examples=["2026-11"],
+    ),
+]
+FromQ = Annotated[AwareDatetime | None, Query(alias="from", description="instead of period")]
+ToQ = Annotated[AwareDatetime | None, Query(description="instead of period (exclusive)")]
+
+
+class Segment(BaseModel):
+    """A part of the period under one plan version."""
+
+    plan_id: str
+    plan_version: int
+    start: str
+    end: str
+    fee_fraction: str
+
+
+class RatedUsage(BaseModel):
+    """The priced period."""
+
+    customer_id: str
+    currency: str
+    period_start: str
+    period_end: str
+    tz: str
+    segments: list[Segment]
+    rating: Rating
+    usage_updated_at: str | None
+
+
+class InvoicePreview(RatedUsage):
+    """Rated usage as invoice lines, plus where the open period is heading."""
+
+    elapsed_fraction: str
+    projected: Rating | None
+
+
+@dataclass
+class _Priced:
+    customer_id: str
+    tz: str
+    start: datetime
+    end: datetime
+    segments: list[tuple[PlanSpec, dict[str, Decimal], Decimal, Segment]]
+    updated_at: datetime | None
+
+
+def _bounds(
+    period: str | None, start: datetime | None, end: datetime | None, tz: str, now: datetime
+) -> tuple[datetime, datetime]:
+    if start is not None or end is not None:
+        if start is None or end is None or end <= start:
+            raise HTTPException(422, "give both 'from' and 'to' (to after from), or 'period'")
+        return to_utc(start), to_utc(end)
+    if period is None:
+        first = window_start(now, Window.MONTH, tz)
+        return first, next_window_start(first, Window.MONTH, tz)
+    match = _PERIOD.match(period)
+    if match is None or (match.group(2) and not 1 <= int(match.group(2)) <= 12):
+        raise HTTPException(422, f"period {period!r} is not YYYY-MM or YYYY")
+    year, month = int(match.group(1)), int(match.group(2) or 1)
+    from zoneinfo import ZoneInfo
+
+    first = window_start(datetime(year, month, 1, tzinfo=ZoneInfo(tz)), Window.MONTH, tz)
+    if match.group(2):
+        return first, next_window_start(first, Window.MONTH, tz)
+    following = first
+    for _ in range(12):
+        following = next_window_start(following, Window.MONTH, tz)
+    return first, following
+
+
+async def _price(
+    context: ContextDep,
+    customer_id: str,
+    period: str | None,
+    start: datetime | None,
+    end: datetime | None,
+) -> _Priced:
+    store = context.store
+    customer = await store.get_customer(customer_id)
+    tz = customer.timezone
+    p_start, p_end = _bounds(period, start, end, tz, context.clock())
+    subscriptions = [
+        s
+        for s in await store.list_subscriptions(customer_id)
+        if s.start < p_end and (s.end is None or s.end > p_start)
+    ]
+    if not subscriptions:
+        raise HTTPException(
+            404,
+            f"customer {customer_id!r} has no subscription in "
+            f"{format_time(p_start)}..{format_time(p_end)} (PUT "
+            f"/v1/customers/{customer_id}/subscription)",
+        )
+    total_span = (p_end - p_start).total_seconds()
+    segments = []
+    updated: datetime | None = None
+    for sub in subscriptions:
+        s_start, s_end = max(sub.start, p_start), min(sub.end or p_end, p_end)
+        stored = await store.get_plan(sub.plan_id, sub.plan_version)
+        plan = PlanSpec.model_validate(stored.spec)
+        quantities: dict[str, Decimal] = {}
+        for charge in plan.charges:
+            meter = await store.get_meter(charge.meter)
+            usage = await store.usage(
+                UsageQuery(customer_id, meter, s_start, s_end, Window.MONTH, tz)
+            )
+            quantities[charge.meter] = usage.total
+            if usage.updated_at is not None:
+                updated = usage.updated_at if updated is None else max(updated, usage.updated_at)
+        fraction = Decimal(str((s_end - s_start).total_seconds())) / Decimal(str(total_span))
+        segments.append(
+            (
+                plan,
+                quantities,
+                fraction,
+                Segment(
+                    plan_id=sub.plan_id,
+                    plan_version=sub.plan_version,
+                    start=format_time(s_start),
+                    end=format_time(s_end),
+                    fee_fraction=str(round(fraction, 6)),
+                ),
+            )
+        )
+    return _Priced(customer_id, tz, p_start, p_end, segments, updated)
+
+
+def _rate(segments: list[tuple[PlanSpec, dict[str, Decimal], Decimal, Any]]) -> Rating:
+    try:
+        return rate_segments([(plan, q, f) for plan, q, f, _ in segments])
+    except RatingError as exc:
+        raise HTTPException(422, str(exc)) from exc
+
+
+def _rated(priced: _Priced) -> dict[str, Any]:
+    return {
+        "customer_id": priced.customer_id,
+        "currency": priced.segments[0][0].currency,
+        "period_start": format_time(priced.start),
+        "period_end": format_time(priced.end),
+        "tz": priced.tz,
+        "segments": [seg for *_, seg in priced.segments],
+        "rating": _rate(priced.segments),
+        "usage_updated_at": format_time(priced.updated_at) if priced.updated_at else None,
+    }
+
+
+@router.get("/{customer_id}/rated-usage", summary="Usage priced by the customer's plan")
+async def rated_usage(
+    customer_id: CustomerPath,
+    context: ContextDep,
+    period: PeriodQ = None,
+    from_: FromQ = None,
+    to: ToQ = None,
+) -> RatedUsage:
+    """Per charge: quantity, included, billable, tier breakdown and amount; base fee,
+    minimum-commitment true-up, subtotal and total. The period is computed in the customer's
+    timezone; a plan change inside it prorates fees by time and splits usage by reading time.
+    ``usage_updated_at`` is the freshness of the usage behind the numbers."""
+    return RatedUsage(**_rated(await _price(context, customer_id, period, from_, to)))
+
+
+@router.get("/{customer_id}/invoice-preview", summary="Invoice preview with projection")
+async def invoice_preview(
+    customer_id: CustomerPath, context: ContextDep, period: PeriodQ = None
+) -> InvoicePreview:
+    """The rated usage as invoice lines; for an open period also ``projected``: the total
+    if usage continues at its rate so far until the period ends (fees for the full period)."""
+    priced = await _price(context, customer_id, period, None, None)
+    now = context.clock()
+    span = (priced.end - priced.start).total_seconds()
+    elapsed = min(max((now - priced.start).total_seconds(), 0.0), span) / span
+    projected = None
+    if 0 < elapsed < 1:
+        scale = Decimal(1) / Decimal(str(elapsed))
+        projected = _rate(
+            [
+                (
+                    plan,
+                    {m: (q * scale).quantize(_NANO) for m, q in quantities.items()},
+                    fraction,
+                    seg,
+                )
+                for plan, quantities, fraction, seg in priced.segments
+            ]
+        )
+    return InvoicePreview(
+        **_rated(priced), elapsed_fraction=str(round(Decimal(str(elapsed)), 6)), projected=projected
+    )
