@@ -8,12 +8,14 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from api import errors
 from api.deps import ApiContext
 from api.routes import (
+    api_keys,
     customers,
     dead_letters,
     devices,
     health,
     meters,
     plans,
+    quotes,
     rated_usage,
     subscriptions,
     usage,
@@ -40,9 +42,11 @@ def create_app(context: ApiContext) -> FastAPI:
         devices,
         usage,
         dead_letters,
+        quotes,  # before plans: /v1/plans/compare must win over /v1/plans/{plan_id}
         plans,
         subscriptions,
         rated_usage,
+        api_keys,
     ):
         app.include_router(module.router)
 

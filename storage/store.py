@@ -29,10 +29,12 @@ from schemas.catalog import (
 )
 from schemas.telemetry import EXACT
 from schemas.usage import Window
+from storage.api_keys import ApiKeyQueries
 from storage.core import utc as _utc
 from storage.dead_letters import DeadLetterQueries
 from storage.errors import Conflict, NotFound, StoreUnavailable
 from storage.plans import PlanQueries
+from storage.quotes import QuoteQueries
 from storage.schema import MIGRATIONS, TABLES
 
 T = TypeVar("T")
@@ -105,7 +107,7 @@ def _meter(r: Sequence[Any]) -> Meter:
     )
 
 
-class ClickHouseStore(DeadLetterQueries, PlanQueries):
+class ClickHouseStore(DeadLetterQueries, PlanQueries, QuoteQueries, ApiKeyQueries):
     """The one adapter over ClickHouse: catalog, readings and usage here, dead letters and
     plans in their mixins. Build it with :meth:`connect`; ``close`` is idempotent."""
 
