@@ -24,8 +24,10 @@ from api.routes import (
 DESCRIPTION = """
 Telemeter turns device telemetry into exact, per-customer usage.
 
-Authenticate with `Authorization: Bearer <token>` (the admin token from
-`TELEMETER_API__ADMIN_TOKEN`). Quantities are decimal strings; times are ISO 8601.
+Authenticate with `Authorization: Bearer <token>`: the admin token
+(`TELEMETER_API__ADMIN_TOKEN`) for everything, or a customer's API key
+(`POST /v1/customers/{id}/api-keys`) to read that customer's usage, rated usage and
+invoice preview only. Quantities and money are decimal strings; times are ISO 8601.
 Errors are `{"error": {"code": ..., "message": ...}}`.
 """
 

@@ -1,4 +1,9 @@
-"""FastAPI dependencies as ``Annotated`` aliases: the store, the clock, authentication."""
+"""FastAPI dependencies as ``Annotated`` aliases: the store, the clock, authentication.
+
+Authentication: the admin token may call every ``/v1`` route (``Admin``). A customer API key
+(``storage.api_keys``) may call only the routes marked ``CustomerReader`` -- the usage, rated
+usage and invoice preview of its own customer; anywhere else it is a 403, not a 401, because
+the caller is known but not allowed."""
 
 from __future__ import annotations
 
@@ -8,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Request
+from fastapi import Depends, HTTPException, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from ingest.validation import TelemetryValidator
@@ -50,22 +55,74 @@ def get_store(context: ContextDep) -> ClickHouseStore:
 
 StoreDep = Annotated[ClickHouseStore, Depends(get_store)]
 
-_bearer = HTTPBearer(auto_error=False, description="`Authorization: Bearer <admin token>`")
+_bearer = HTTPBearer(
+    auto_error=False,
+    description="`Authorization: Bearer <admin token>`, or a customer API key `tmk_...` "
+    "(POST /v1/customers/{customer_id}/api-keys) that reads only its own customer's usage, "
+    "rated usage and invoice preview",
+)
+BearerDep = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+_CUSTOMER_SCOPE = "its own customer's usage, rated usage and invoice preview"
 
 
-def require_admin(
-    context: ContextDep,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> None:
-    """401 unless the request carries the admin token."""
+def _token(credentials: HTTPAuthorizationCredentials | None) -> str:
     if credentials is None:
         raise HTTPException(
             401,
             "missing bearer token: send 'Authorization: Bearer <token>'",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    if not hmac.compare_digest(credentials.credentials.encode(), context.admin_token.encode()):
-        raise HTTPException(401, "invalid bearer token", headers={"WWW-Authenticate": "Bearer"})
+    return credentials.credentials
+
+
+def _is_admin(context: ApiContext, token: str) -> bool:
+    return hmac.compare_digest(token.encode(), context.admin_token.encode())
+
+
+def _invalid() -> HTTPException:
+    return HTTPException(
+        401,
+        "invalid bearer token: neither the admin token nor an unrevoked API key",
+        headers={"WWW-Authenticate": "Bearer"},
+    )
+
+
+async def require_admin(context: ContextDep, credentials: BearerDep) -> None:
+    """401 unless the request carries the admin token; 403 for a valid customer API key,
+    which is authenticated but not allowed here."""
+    token = _token(credentials)
+    if _is_admin(context, token):
+        return
+    if await context.store.authenticate_api_key(token) is not None:
+        raise HTTPException(
+            403, f"this key can only read {_CUSTOMER_SCOPE}; this route needs the admin token"
+        )
+    raise _invalid()
+
+
+async def require_customer_reader(
+    context: ContextDep,
+    credentials: BearerDep,
+    customer_id: Annotated[str, Path(description="the customer whose data is read")],
+) -> None:
+    """For the routes a customer may read: the admin token, or an unrevoked API key of the
+    ``{customer_id}`` in the path (401 for no valid credential, 403 for another customer's
+    key)."""
+    token = _token(credentials)
+    if _is_admin(context, token):
+        return
+    key = await context.store.authenticate_api_key(token)
+    if key is None:
+        raise _invalid()
+    if key.customer_id != customer_id:
+        raise HTTPException(
+            403,
+            f"this key belongs to customer {key.customer_id!r}, not {customer_id!r}; it can "
+            f"only read {_CUSTOMER_SCOPE}",
+        )
 
 
 Admin = Depends(require_admin)
+CustomerReader = Depends(require_customer_reader)
+"""The admin token, or the ``{customer_id}``'s own API key (usage, rated usage, invoice
+preview only)."""

@@ -94,6 +94,14 @@ TABLES: dict[str, str] = {
             created_at DateTime64(3, 'UTC')
         ) ENGINE = ReplacingMergeTree(created_at) ORDER BY (plan_id, version)
     """,
+    "quotes": """
+        CREATE TABLE IF NOT EXISTS {db}.quotes (
+            quote_id String,
+            status LowCardinality(String),
+            body String,                 -- the quote as JSON (schemas.quotes.Quote)
+            updated_at DateTime64(3, 'UTC')
+        ) ENGINE = ReplacingMergeTree(updated_at) ORDER BY quote_id
+    """,
     "subscriptions": """
         CREATE TABLE IF NOT EXISTS {db}.subscriptions (
             customer_id String,
@@ -103,6 +111,18 @@ TABLES: dict[str, str] = {
             end Nullable(DateTime64(3, 'UTC')),
             created_at DateTime64(3, 'UTC')
         ) ENGINE = ReplacingMergeTree(created_at) ORDER BY (customer_id, start)
+    """,
+    "api_keys": """
+        CREATE TABLE IF NOT EXISTS {db}.api_keys (
+            key_id String,               -- the <id> of 'tmk_<id>_<random>': lookups by key
+            customer_id String,
+            name String,
+            secret_sha256 String,        -- hex sha256 of the whole token; never the token
+            last4 String,                -- the token's last 4 characters, for display
+            created_at DateTime64(3, 'UTC'),
+            revoked_at Nullable(DateTime64(3, 'UTC')),
+            ver UInt8                    -- 0 created, 1 revoked: revocation always wins
+        ) ENGINE = ReplacingMergeTree(ver) ORDER BY key_id
     """,
 }
 

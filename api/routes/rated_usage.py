@@ -8,21 +8,23 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any
+from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, HTTPException, Query
 from pydantic import AwareDatetime, BaseModel
 
-from api.deps import Admin, ContextDep
+from api.billing import plan_quantities
+from api.deps import ContextDep, CustomerReader
 from api.routes.customers import CustomerPath
 from rating.engine import rate_segments
 from rating.errors import RatingError
 from rating.models import PlanSpec, Rating
 from schemas.telemetry import format_time, to_utc
 from schemas.usage import Window
-from storage.store import UsageQuery
 from storage.windows import next_window_start, window_start
 
-router = APIRouter(prefix="/v1/customers", tags=["pricing"], dependencies=[Admin])
+# Both routes here are readable with the customer's own API key as well as the admin token.
+router = APIRouter(prefix="/v1/customers", tags=["pricing"], dependencies=[CustomerReader])
 _NANO = Decimal("1e-9")  # projected quantities keep the store's 9 decimals
 _PERIOD = re.compile(r"^(\d{4})(?:-(\d{2}))?$")
 
@@ -55,6 +57,8 @@ class RatedUsage(BaseModel):
     currency: str
     period_start: str
     period_end: str
+    period_start_local: str
+    period_end_local: str
     tz: str
     segments: list[Segment]
     rating: Rating
@@ -92,8 +96,6 @@ def _bounds(
     if match is None or (match.group(2) and not 1 <= int(match.group(2)) <= 12):
         raise HTTPException(422, f"period {period!r} is not YYYY-MM or YYYY")
     year, month = int(match.group(1)), int(match.group(2) or 1)
-    from zoneinfo import ZoneInfo
-
     first = window_start(datetime(year, month, 1, tzinfo=ZoneInfo(tz)), Window.MONTH, tz)
     if match.group(2):
         return first, next_window_start(first, Window.MONTH, tz)
@@ -133,15 +135,9 @@ async def _price(
         s_start, s_end = max(sub.start, p_start), min(sub.end or p_end, p_end)
         stored = await store.get_plan(sub.plan_id, sub.plan_version)
         plan = PlanSpec.model_validate(stored.spec)
-        quantities: dict[str, Decimal] = {}
-        for charge in plan.charges:
-            meter = await store.get_meter(charge.meter)
-            usage = await store.usage(
-                UsageQuery(customer_id, meter, s_start, s_end, Window.MONTH, tz)
-            )
-            quantities[charge.meter] = usage.total
-            if usage.updated_at is not None:
-                updated = usage.updated_at if updated is None else max(updated, usage.updated_at)
+        quantities, fresh = await plan_quantities(store, customer_id, plan, s_start, s_end, tz)
+        if fresh is not None:
+            updated = fresh if updated is None else max(updated, fresh)
         fraction = Decimal(str((s_end - s_start).total_seconds())) / Decimal(str(total_span))
         segments.append(
             (
@@ -173,6 +169,8 @@ def _rated(priced: _Priced) -> dict[str, Any]:
         "currency": priced.segments[0][0].currency,
         "period_start": format_time(priced.start),
         "period_end": format_time(priced.end),
+        "period_start_local": priced.start.astimezone(ZoneInfo(priced.tz)).isoformat(),
+        "period_end_local": priced.end.astimezone(ZoneInfo(priced.tz)).isoformat(),
         "tz": priced.tz,
         "segments": [seg for *_, seg in priced.segments],
         "rating": _rate(priced.segments),

@@ -8,14 +8,14 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, HTTPException, Path, Query
 from pydantic import AwareDatetime
 
-from api.deps import Admin, ContextDep
+from api.deps import Admin, ContextDep, CustomerReader
 from schemas.catalog import check_timezone
 from schemas.telemetry import format_decimal, format_time, to_utc
 from schemas.usage import UsagePoint, UsageResponse, Window
 from storage.store import UsageQuery
 from storage.windows import window_start, windows
 
-router = APIRouter(tags=["usage"], dependencies=[Admin])
+router = APIRouter(tags=["usage"])  # auth per route: a customer key may read its own usage
 
 FromQ = Annotated[
     AwareDatetime | None,
@@ -123,6 +123,7 @@ def _tz(value: str) -> str:
     "/v1/customers/{customer_id}/usage",
     summary="A customer's usage of one meter",
     response_model=UsageResponse,
+    dependencies=[CustomerReader],
 )
 async def customer_usage(
     context: ContextDep,
@@ -147,6 +148,7 @@ async def customer_usage(
     "/v1/usage/unassigned",
     summary="Usage of devices no customer held",
     response_model=UsageResponse,
+    dependencies=[Admin],
 )
 async def unassigned_usage(
     context: ContextDep,

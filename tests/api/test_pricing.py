@@ -128,6 +128,8 @@ class TestRatedUsage:
         assert body["rating"]["total"] == expected
         assert body["rating"]["lines"][0]["quantity"] == "20"
         assert body["period_start"] == "2026-10-31T23:00:00.000Z"
+        assert body["period_start_local"] == "2026-11-01T00:00:00+01:00"
+        assert body["period_end_local"] == "2026-12-01T00:00:00+01:00"
         assert body["tz"] == "Europe/Amsterdam"
 
     async def test_period_follows_customer_timezone(
