@@ -24,6 +24,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -85,7 +86,7 @@ def _payload_files(
 def _publish(files: list[tuple[str, Path]]) -> None:
     """Queue every message at QoS 1 (mosquitto_pub -l, one process per device)."""
     procs = [
-        subprocess.Popen(  # noqa: S603 - fixed arguments
+        subprocess.Popen(
             ["mosquitto_pub", "-q", "1", "-t", topic, "-l", "-i", f"pub-{secrets.token_hex(4)}"],
             stdin=path.open("rb"),
         )
@@ -158,11 +159,14 @@ async def _stop(consumer: AIOKafkaConsumer) -> None:
 
 def _bridge_settings(tag: str, share_group: str, client: str) -> Settings:
     return Settings(
-        _env_file=None,  # type: ignore[call-arg]
+        _env_file=None,
         kafka=KafkaSettings(events_topic=f"{tag}.events", dead_letter_topic=f"{tag}.dlq"),
         mqtt=MqttSettings(
-            topic_prefix=f"{tag}/", share_group=share_group, client_id=client, session_expiry=3600
-        ),  # type: ignore[arg-type]
+            topic_prefix=f"{tag}/",
+            share_group=share_group,
+            client_id=client,
+            session_expiry=timedelta(hours=1),
+        ),
     )
 
 
@@ -231,7 +235,7 @@ async def run_baseline(n: int, devices: int) -> Result:
             "-i",
             client,
             "-t",
-            f"{tag}/devices/+/telemetry",  # noqa: S603,S607
+            f"{tag}/devices/+/telemetry",
             "-E",
         ],
         check=True,
@@ -247,7 +251,7 @@ async def run_baseline(n: int, devices: int) -> Result:
         seconds = await _wait_for(topic, n, timeout_s=600)
     finally:
         pipeline.wait(timeout=60)
-    return Result("baseline: mosquitto_sub | kcat -P", n, seconds, None)
+    return Result("baseline: mosquitto_sub \\| kcat -P", n, seconds, None)
 
 
 def _until(check: object, timeout_s: float) -> None:

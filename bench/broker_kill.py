@@ -99,8 +99,8 @@ def measure(rate: float, duration_s: float, mode: str) -> Outcome:
         with lock:
             mids[info.mid] = i
         if not killed and time.monotonic() - started >= duration_s / 2:
-            subprocess.run([str(SERVICES), "kill-mosquitto"], check=True, capture_output=True)  # noqa: S603
-            subprocess.run([str(SERVICES), "start-mosquitto"], check=True, capture_output=True)  # noqa: S603
+            subprocess.run([str(SERVICES), "kill-mosquitto"], check=True, capture_output=True)
+            subprocess.run([str(SERVICES), "start-mosquitto"], check=True, capture_output=True)
             killed = True
     _settle(lambda: len(acked), total, stall_s=10)
     if mode == "offline":
@@ -132,7 +132,7 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=2000, help="messages/s (2000)")
     parser.add_argument("--duration", type=float, default=8, help="seconds (8)")
     args = parser.parse_args()
-    subprocess.run([str(SERVICES), "up"], check=True, capture_output=True)  # noqa: S603
+    subprocess.run([str(SERVICES), "up"], check=True, capture_output=True)
     print("| subscriber | sent | acked by broker | received | acked but lost |")
     print("|---|---|---|---|---|")
     for mode in ("live", "offline"):
