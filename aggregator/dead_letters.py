@@ -83,8 +83,12 @@ class DeadLetterRecorder:
                     offset=record.offset,
                     error=str(exc).splitlines()[0],
                 )
-        await self._store.record_dead_letters(letters)  # 2. idempotent insert
-        await self._source.commit()  # 3. offsets only after the letters are stored
+        try:
+            await self._store.record_dead_letters(letters)  # 2. idempotent insert
+            await self._source.commit()  # 3. offsets only after the letters are stored
+        except BaseException:
+            self._source.rewind()  # retried, never skipped
+            raise
         self.batches += 1
         self.records += len(letters)
         for letter in letters:

@@ -25,7 +25,6 @@ from datetime import datetime
 from typing import Protocol
 
 import structlog
-from pydantic import ValidationError
 
 from aggregator import metrics
 from aggregator.retry import repeat_with_backoff
@@ -47,6 +46,8 @@ class EventSource(Protocol):
     async def commit(self) -> None: ...
 
     def lag(self) -> int: ...
+
+    def rewind(self) -> None: ...
 
 
 class ReadingSink(Protocol):
@@ -144,15 +145,20 @@ class UsageAggregator:
         if not records:
             metrics.LAG.set(self._source.lag())
             return 0
-        rows, letters = await self._transform(records)
-        for letter in letters:  # 2. dead letters acknowledged before the commit
-            await self._dead_letters.publish(
-                self._dlq_topic,
-                letter.device_id.encode() if letter.device_id else None,
-                letter.model_dump_json().encode(),
-            )
-        written = await self._sink.insert_readings(rows)  # 3. idempotent insert
-        await self._source.commit()  # 4. offsets only after the data is stored
+        try:
+            rows, letters = await self._transform(records)
+            for letter in letters:  # 2. dead letters acknowledged before the commit
+                await self._dead_letters.publish(
+                    self._dlq_topic,
+                    letter.device_id.encode() if letter.device_id else None,
+                    letter.model_dump_json().encode(),
+                )
+            written = await self._sink.insert_readings(rows)  # 3. idempotent insert
+            await self._source.commit()  # 4. offsets only after the data is stored
+        except BaseException:
+            # The batch is retried, never skipped: the next fetch starts at its first record.
+            self._source.rewind()
+            raise
         now = self._clock()
         for row in rows:
             metrics.FRESHNESS.observe(max(0.0, (now - row.sent_at).total_seconds()))
@@ -173,7 +179,7 @@ class UsageAggregator:
         for record in records:
             try:
                 events.append((record, TelemetryEvent.model_validate_json(record.value)))
-            except ValidationError as exc:  # only a foreign producer could write these
+            except ValueError as exc:  # only a foreign producer could write these
                 letters.append(
                     self._letter(
                         record,

@@ -51,7 +51,18 @@ class TelemetryValidator:
         self._skew = max_future_skew
 
     def validate(self, topic: str, payload: bytes, now: datetime) -> Accepted | Rejected:
-        """Accept the message or say, with a reason code, why not."""
+        """Accept the message or say, with a reason code, why not. Never raises: input that
+        trips anything unforeseen is rejected too, so one message can never stop the bridge
+        (it would be redelivered first after every restart)."""
+        try:
+            return self._validate(topic, payload, now)
+        except Exception as exc:
+            return Rejected(
+                RejectReason.SCHEMA_VIOLATION,
+                f"message could not be processed: {type(exc).__name__}: {exc}"[:500],
+            )
+
+    def _validate(self, topic: str, payload: bytes, now: datetime) -> Accepted | Rejected:
         match = self._topic.match(topic)
         if match is None:
             return Rejected(
@@ -67,7 +78,7 @@ class TelemetryValidator:
             )
         try:
             doc = json.loads(payload.decode("utf-8"), parse_float=Decimal)
-        except (ValueError, UnicodeDecodeError) as exc:
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
             return Rejected(
                 RejectReason.MALFORMED_JSON, f"not valid UTF-8 JSON: {exc}", topic_device
             )

@@ -12,6 +12,8 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, field_serializer
 
 from schemas.telemetry import format_time
 
+MAX_KEPT_PAYLOAD = 16 * 1024  # bytes of a rejected payload kept in its dead letter
+
 
 class RejectReason(StrEnum):
     """Why a message was rejected. Stable codes: dashboards and replays key on them."""
@@ -63,6 +65,14 @@ class DeadLetter(BaseModel):
         """Make a dead letter whose id is stable for the same topic and payload, so a
         redelivered reject is recognisably the same dead letter."""
         digest = hashlib.sha256(mqtt_topic.encode() + b"\x00" + payload).hexdigest()[:24]
+        if len(payload) > MAX_KEPT_PAYLOAD:
+            # Keep a bounded head: the letter must fit in one Kafka record (1 MiB), and a
+            # payload this large cannot be replayed anyway.
+            detail = (
+                f"{detail} [payload of {len(payload)} bytes, sha256 "
+                f"{hashlib.sha256(payload).hexdigest()}; first {MAX_KEPT_PAYLOAD} kept]"
+            )
+            payload = payload[:MAX_KEPT_PAYLOAD]
         try:
             text: str | None = payload.decode("utf-8")
         except UnicodeDecodeError:

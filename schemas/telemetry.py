@@ -97,8 +97,13 @@ def format_decimal(value: Decimal) -> str:
 
 
 def to_utc(value: datetime) -> datetime:
-    """Convert an aware datetime to UTC, truncated to milliseconds (the stored precision)."""
-    value = value.astimezone(UTC)
+    """Convert an aware datetime to UTC, truncated to milliseconds (the stored precision).
+    Raises ValueError (not OverflowError) for instants outside the representable range, so
+    validation reports it as bad input."""
+    try:
+        value = value.astimezone(UTC)
+    except OverflowError as exc:
+        raise ValueError(f"{value.isoformat()} is out of range") from exc
     return value.replace(microsecond=value.microsecond // 1000 * 1000)
 
 

@@ -258,7 +258,8 @@ class ClickHouseStore(DeadLetterQueries, PlanQueries, QuoteQueries, ApiKeyQuerie
 
     async def put_device(self, device_id: str, spec: DeviceSpec, now: datetime) -> Device:
         """Create or update a device and record who holds it from ``assigned_from`` (default:
-        now). The customer must exist."""
+        now). The customer must exist. A body without ``customer_id`` (e.g. only a new kind)
+        leaves the assignment history alone; ``"customer_id": null`` unassigns."""
         if spec.customer_id is not None:
             await self.get_customer(spec.customer_id)
         await self._run(
@@ -269,7 +270,8 @@ class ClickHouseStore(DeadLetterQueries, PlanQueries, QuoteQueries, ApiKeyQuerie
         )
         current = await self._assignments(device_id)
         holder = current[-1].customer_id if current else None
-        if spec.customer_id != holder or spec.assigned_from is not None:
+        named = "customer_id" in spec.model_fields_set
+        if named and (spec.customer_id != holder or spec.assigned_from is not None):
             valid_from = spec.assigned_from or now
             await self._run(
                 self._client.insert,

@@ -164,6 +164,7 @@ class KafkaEventSource:
         )
         self._pending: dict[TopicPartition, int] = {}
         self._positions: dict[TopicPartition, int] = {}
+        self._batch_start: dict[TopicPartition, int] = {}
         self._started = False
 
     async def start(self) -> None:
@@ -190,14 +191,28 @@ class KafkaEventSource:
         except KafkaError as exc:
             raise KafkaUnavailable(f"fetch failed: {exc!r}") from exc
         records: list[EventRecord] = []
+        self._batch_start = {}
         for tp, messages in batches.items():
             for m in messages:
                 records.append(
                     EventRecord(m.topic, m.partition, m.offset, m.key, m.value, m.timestamp)
                 )
             if messages:
+                self._batch_start[tp] = messages[0].offset
                 self._pending[tp] = self._positions[tp] = messages[-1].offset + 1
         return records
+
+    def rewind(self) -> None:
+        """Forget the last fetch: seek back to its first records so the next ``fetch``
+        returns them again, and drop their offsets from what ``commit`` would commit. Called
+        when processing a batch failed, so a retry never skips past it."""
+        assigned = self._consumer.assignment()
+        for tp, first in self._batch_start.items():
+            self._pending.pop(tp, None)
+            if tp in assigned:
+                self._consumer.seek(tp, first)
+                self._positions[tp] = first
+        self._batch_start = {}
 
     async def commit(self) -> None:
         """Commit the offsets after everything fetched so far. A commit refused because of a
@@ -214,11 +229,13 @@ class KafkaEventSource:
             raise KafkaUnavailable(f"commit failed: {exc!r}") from exc
 
     def lag(self) -> int:
-        """Records between what was last fetched and the end of the assigned partitions."""
+        """Records between what was last fetched and the end of the assigned partitions
+        (partitions moved away by a rebalance are not ours to report)."""
         total = 0
-        for tp, position in self._positions.items():
+        for tp in self._consumer.assignment():
+            position = self._positions.get(tp)
             end = self._consumer.highwater(tp)
-            if end is not None:
+            if position is not None and end is not None:
                 total += max(0, end - position)
         return total
 

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 import pytest
 
+from aggregator.service import MeterCatalog, UsageAggregator
 from schemas.catalog import CustomerSpec, DeviceSpec
 from schemas.telemetry import Reading, TelemetryEvent
 from schemas.usage import Window
-from storage.store import ClickHouseStore, UsageQuery
+from storage.errors import StoreUnavailable
+from storage.store import ClickHouseStore, ReadingRow, UsageQuery
 from telemeter.components import run_aggregator, topics
 from telemeter.config import Settings
-from telemeter.kafka import KafkaPublisher, ensure_topics
+from telemeter.kafka import KafkaEventSource, KafkaPublisher, ensure_topics
 from tests.support import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -100,3 +105,70 @@ class TestReplay:
 
 async def _count(aggregator: object) -> int:
     return int(aggregator.records)  # type: ignore[attr-defined]
+
+
+class FlakySink:
+    """The real store, except that the first insert fails as a store outage would."""
+
+    def __init__(self, store: ClickHouseStore) -> None:
+        self.store = store
+        self.failures = 0
+
+    async def insert_readings(self, rows: list[ReadingRow]) -> int:
+        """Fail once, then insert for real."""
+        if self.failures == 0:
+            self.failures += 1
+            raise StoreUnavailable("simulated outage")
+        return await self.store.insert_readings(rows)
+
+
+class TestStoreOutage:
+    """A batch that fails to store is retried, never skipped."""
+
+    async def test_failed_insert_is_retried_not_committed(
+        self, services: None, make_settings: Any, store: ClickHouseStore
+    ) -> None:
+        """After an insert failure the aggregator retries the same batch; every message of
+        it and of later batches is counted once."""
+        settings = make_settings()
+        await ensure_topics(settings.kafka.bootstrap, topics(settings))
+        await store.put_customer("rp", CustomerSpec(name="Replay"), T0)
+        await store.put_device(
+            "flaky-1", DeviceSpec(kind="printer", customer_id="rp", assigned_from=RANGE[0]), T0
+        )
+        await produce(settings, [("flaky-1", event("flaky-1", s, 1000 + s)) for s in range(10)])
+        source = KafkaEventSource(
+            settings.kafka.bootstrap,
+            settings.kafka.events_topic,
+            settings.aggregator.group_id,
+            "flaky",
+        )
+        sink = FlakySink(store)
+        async with KafkaPublisher(settings.kafka.bootstrap, client_id="flaky-dlq") as dlq:
+            await source.start()
+            aggregator = UsageAggregator(
+                source=source,
+                sink=sink,
+                catalog=MeterCatalog(store),
+                dead_letters=dlq,
+                dead_letter_topic=settings.kafka.dead_letter_topic,
+                clock=lambda: T0,
+                max_batch=4,
+                max_wait_ms=500,
+            )
+            task = asyncio.create_task(aggregator.run())
+            try:
+                await wait_for(lambda: _readings(store, "flaky-1"), lambda n: n >= 10)
+            finally:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+                await source.stop()
+        assert sink.failures == 1
+        assert await _readings(store, "flaky-1") == 10
+
+
+async def _readings(store: ClickHouseStore, device: str) -> int:
+    m = await store.get_meter("steps")
+    r = await store.usage(UsageQuery("rp", m, *RANGE, Window.MONTH, "UTC", by_device=True))
+    return sum(b.readings for b in r.buckets if b.device_id == device)

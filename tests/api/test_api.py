@@ -124,6 +124,28 @@ class TestCatalog:
         listed = (await client.get("/v1/devices", params={"customer_id": "cust-b"})).json()
         assert [d["device_id"] for d in listed["items"]] == ["dev-1"]
 
+    async def test_kind_only_update_keeps_the_assignment(self, client: httpx.AsyncClient) -> None:
+        """PUT with only a new kind does not unassign the device; an explicit null does."""
+        await client.put("/v1/customers/keep", json={"name": "Keep", "timezone": "UTC"})
+        await client.put(
+            "/v1/devices/keep-1",
+            json={"kind": "door", "customer_id": "keep", "assigned_from": "2026-11-01T00:00:00Z"},
+        )
+        body = (await client.put("/v1/devices/keep-1", json={"kind": "door-v2"})).json()
+        assert (body["kind"], body["customer_id"]) == ("door-v2", "keep")
+        assert len(body["assignments"]) == 1
+        body = (
+            await client.put(
+                "/v1/devices/keep-1",
+                json={
+                    "kind": "door-v2",
+                    "customer_id": None,
+                    "assigned_from": "2026-11-20T00:00:00Z",
+                },
+            )
+        ).json()
+        assert body["customer_id"] is None
+
     async def test_unknown_things_are_404(self, client: httpx.AsyncClient) -> None:
         """Unknown customer, meter or device: 404 with a hint how to create it."""
         for path in ("/v1/customers/nope", "/v1/meters/nope", "/v1/devices/nope"):

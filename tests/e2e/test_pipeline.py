@@ -17,6 +17,7 @@ from devices.reconcile import reconcile
 from devices.simulator import SimulationConfig, Simulator
 from rating.engine import rate
 from rating.models import PlanSpec
+from schemas.dead_letter import MAX_KEPT_PAYLOAD
 from schemas.telemetry import format_time
 from telemeter.config import Settings
 from telemeter.stack import RunningStack, run_stack
@@ -226,11 +227,14 @@ class TestPipeline:
             assert letter["mqtt_topic"] == topic, reason
             assert letter["detail"], reason
             if letter["stage"] == "bridge":
-                assert base64.b64decode(letter["payload_b64"]) == payload, reason
+                kept = payload[:MAX_KEPT_PAYLOAD]  # large payloads keep their head only
+                assert base64.b64decode(letter["payload_b64"]) == kept, reason
         assert by_reason["unknown_meter"]["stage"] == "aggregator"
         assert "warp_drive" in by_reason["unknown_meter"]["detail"]
         assert by_reason["negative_value"]["stage"] == "aggregator"
         assert by_reason["device_mismatch"]["device_id"] == "bad-victim"
+        big = invalid["payload_too_large"][1]
+        assert f"payload of {len(big)} bytes" in by_reason["payload_too_large"]["detail"]
 
     async def test_unregistered_device_shows_as_unassigned(
         self, stack: RunningStack, settings: Settings

@@ -583,3 +583,22 @@ class TestStrictWireTypes:
         verdict = TelemetryValidator().validate(TOPIC, json.dumps(_doc()).encode("utf-16"), NOW)
         assert isinstance(verdict, Rejected)
         assert verdict.reason is RejectReason.MALFORMED_JSON
+
+
+class TestNeverRaises:
+    """Whatever the payload, the validator answers instead of raising."""
+
+    @pytest.mark.parametrize(
+        "payload",
+        [
+            b"[" * 5000,
+            json.dumps(_doc(sent_at="0001-01-01T00:00:00+01:00")).encode(),
+            json.dumps(_doc(readings=[_reading(at="9999-12-31T23:59:59-01:00")])).encode(),
+        ],
+        ids=["deep-nesting", "year-1-with-offset", "year-9999-with-offset"],
+    )
+    def test_pathological_payloads_are_rejected(self, payload: bytes) -> None:
+        """Deeply nested JSON and timestamps at the edge of the calendar are rejected."""
+        verdict = TelemetryValidator().validate(TOPIC, payload, NOW)
+        assert isinstance(verdict, Rejected)
+        assert verdict.reason in (RejectReason.MALFORMED_JSON, RejectReason.SCHEMA_VIOLATION)
