@@ -177,17 +177,28 @@ async def compare_plans(
     customer_id: Annotated[str, Query(examples=["acme"])],
     plans: Annotated[str, Query(description="comma-separated plan ids", examples=["basic,pro"])],
 ) -> Comparison:
-    """Price the customer's actual usage of its last complete month on the latest version
-    of each plan, cheapest first, so inside sales can move it to the right plan."""
+    """Price the customer's actual usage of its last complete billing period (a month, or a
+    year for yearly plans) on the latest version of each plan, cheapest first, so inside
+    sales can move it to the right plan."""
     store = context.store
     customer = await store.get_customer(customer_id)
     tz = customer.timezone
-    current_start, _ = period_bounds(context.clock(), BillingPeriod.MONTH, tz)
-    start, end = period_bounds(current_start - timedelta(seconds=1), BillingPeriod.MONTH, tz)
-    costs = []
+    candidates = []
     for plan_id in dict.fromkeys(p.strip() for p in plans.split(",") if p.strip()):
         stored = await store.get_plan(plan_id)
-        plan = PlanSpec.model_validate(stored.spec)
+        candidates.append((plan_id, stored.version, PlanSpec.model_validate(stored.spec)))
+    periods = {plan.billing_period for _, _, plan in candidates}
+    if len(periods) > 1:
+        raise HTTPException(
+            422,
+            "compare plans with the same billing period (all monthly or "
+            "all yearly): their totals are for different spans otherwise",
+        )
+    kind = periods.pop() if periods else BillingPeriod.MONTH
+    current_start, _ = period_bounds(context.clock(), kind, tz)
+    start, end = period_bounds(current_start - timedelta(seconds=1), kind, tz)
+    costs = []
+    for plan_id, version, plan in candidates:
         if plan.currency != customer.currency:
             raise HTTPException(
                 422,
@@ -195,11 +206,14 @@ async def compare_plans(
                 f"customer {customer_id!r} in {customer.currency}",
             )
         quantities, _ = await plan_quantities(store, customer_id, plan, start, end, tz)
-        rating = rate(plan, quantities)
+        try:
+            rating = rate(plan, quantities)
+        except RatingError as exc:
+            raise HTTPException(422, f"plan {plan_id!r}: {exc}") from exc
         costs.append(
             PlanCost(
                 plan_id=plan_id,
-                plan_version=stored.version,
+                plan_version=version,
                 total=rating.model_dump(mode="json")["total"],
                 rating=rating,
             )

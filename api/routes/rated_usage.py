@@ -13,15 +13,15 @@ from zoneinfo import ZoneInfo
 from fastapi import APIRouter, HTTPException, Query
 from pydantic import AwareDatetime, BaseModel
 
-from api.billing import plan_quantities
+from api.billing import period_bounds, plan_quantities
 from api.deps import ContextDep, CustomerReader
 from api.routes.customers import CustomerPath
 from rating.engine import rate_segments
 from rating.errors import RatingError
-from rating.models import PlanSpec, Rating
+from rating.models import BillingPeriod, PlanSpec, Rating
+from schemas.catalog import Aggregation
+from schemas.quotes import parse_time
 from schemas.telemetry import format_time, to_utc
-from schemas.usage import Window
-from storage.windows import next_window_start, window_start
 
 # Both routes here are readable with the customer's own API key as well as the admin token.
 router = APIRouter(prefix="/v1/customers", tags=["pricing"], dependencies=[CustomerReader])
@@ -82,27 +82,30 @@ class _Priced:
     updated_at: datetime | None
 
 
-def _bounds(
-    period: str | None, start: datetime | None, end: datetime | None, tz: str, now: datetime
-) -> tuple[datetime, datetime]:
+def _requested(
+    period: str | None, start: datetime | None, end: datetime | None, tz: str
+) -> tuple[datetime, datetime, BillingPeriod] | None:
+    """The range asked for (and the kind of period named), or None for "the current one"."""
     if start is not None or end is not None:
         if start is None or end is None or end <= start:
             raise HTTPException(422, "give both 'from' and 'to' (to after from), or 'period'")
-        return to_utc(start), to_utc(end)
+        try:
+            return to_utc(start), to_utc(end), BillingPeriod.MONTH
+        except ValueError as exc:
+            raise HTTPException(422, str(exc)) from exc
     if period is None:
-        first = window_start(now, Window.MONTH, tz)
-        return first, next_window_start(first, Window.MONTH, tz)
+        return None
     match = _PERIOD.match(period)
-    if match is None or (match.group(2) and not 1 <= int(match.group(2)) <= 12):
-        raise HTTPException(422, f"period {period!r} is not YYYY-MM or YYYY")
+    if (
+        match is None
+        or not 1970 <= int(match.group(1)) <= 2999
+        or (match.group(2) and not 1 <= int(match.group(2)) <= 12)
+    ):
+        raise HTTPException(422, f"period {period!r} is not YYYY-MM or YYYY (1970-2999)")
     year, month = int(match.group(1)), int(match.group(2) or 1)
-    first = window_start(datetime(year, month, 1, tzinfo=ZoneInfo(tz)), Window.MONTH, tz)
-    if match.group(2):
-        return first, next_window_start(first, Window.MONTH, tz)
-    following = first
-    for _ in range(12):
-        following = next_window_start(following, Window.MONTH, tz)
-    return first, following
+    kind = BillingPeriod.MONTH if match.group(2) else BillingPeriod.YEAR
+    first, following = period_bounds(datetime(year, month, 1, 12, tzinfo=ZoneInfo(tz)), kind, tz)
+    return first, following, kind
 
 
 async def _price(
@@ -112,15 +115,31 @@ async def _price(
     start: datetime | None,
     end: datetime | None,
 ) -> _Priced:
+    """Price the requested range. Each plan is charged per its own billing period: the range
+    must be one such period (``period=YYYY-MM`` for monthly plans, ``YYYY`` for yearly ones)
+    or lie inside one (``from``/``to``); fees are prorated by the share of the plan's period
+    that each plan was in force."""
     store = context.store
     customer = await store.get_customer(customer_id)
     tz = customer.timezone
-    p_start, p_end = _bounds(period, start, end, tz, context.clock())
-    subscriptions = [
-        s
-        for s in await store.list_subscriptions(customer_id)
-        if s.start < p_end and (s.end is None or s.end > p_start)
-    ]
+    now = context.clock()
+    history = await store.list_subscriptions(customer_id)
+    requested = _requested(period, start, end, tz)
+    if requested is None:  # the current period of the plan in force now (or the latest)
+        active = [s for s in history if s.start <= now] or history
+        if not active:
+            raise HTTPException(
+                404,
+                f"customer {customer_id!r} has no subscription (PUT "
+                f"/v1/customers/{customer_id}/subscription)",
+            )
+        current = PlanSpec.model_validate(
+            (await store.get_plan(active[-1].plan_id, active[-1].plan_version)).spec
+        )
+        p_start, p_end = period_bounds(now, current.billing_period, tz)
+    else:
+        p_start, p_end, _ = requested
+    subscriptions = [s for s in history if s.start < p_end and (s.end is None or s.end > p_start)]
     if not subscriptions:
         raise HTTPException(
             404,
@@ -128,17 +147,28 @@ async def _price(
             f"{format_time(p_start)}..{format_time(p_end)} (PUT "
             f"/v1/customers/{customer_id}/subscription)",
         )
-    total_span = (p_end - p_start).total_seconds()
     segments = []
     updated: datetime | None = None
     for sub in subscriptions:
         s_start, s_end = max(sub.start, p_start), min(sub.end or p_end, p_end)
         stored = await store.get_plan(sub.plan_id, sub.plan_version)
         plan = PlanSpec.model_validate(stored.spec)
+        plan_start, plan_end = period_bounds(s_start, plan.billing_period, tz)
+        if s_end > plan_end or (
+            requested is not None and period is not None and requested[2] != plan.billing_period
+        ):
+            raise HTTPException(
+                422,
+                f"plan {sub.plan_id!r} bills per {plan.billing_period.value}: "
+                "ask for one such period (period=YYYY-MM for monthly plans, "
+                "YYYY for yearly ones) or a from/to range inside one",
+            )
         quantities, fresh = await plan_quantities(store, customer_id, plan, s_start, s_end, tz)
         if fresh is not None:
             updated = fresh if updated is None else max(updated, fresh)
-        fraction = Decimal(str((s_end - s_start).total_seconds())) / Decimal(str(total_span))
+        fraction = Decimal(str((s_end - s_start).total_seconds())) / Decimal(
+            str((plan_end - plan_start).total_seconds())
+        )
         segments.append(
             (
                 plan,
@@ -198,25 +228,45 @@ async def invoice_preview(
     customer_id: CustomerPath, context: ContextDep, period: PeriodQ = None
 ) -> InvoicePreview:
     """The rated usage as invoice lines; for an open period also ``projected``: the total
-    if usage continues at its rate so far until the period ends (fees for the full period)."""
+    if usage continues at its rate so far until the period ends. Each plan segment is
+    projected on its own: a finished segment stays as it is, the running one is scaled by
+    its length over its elapsed part, one that has not started has no usage yet; only summed
+    meters are scaled (a gauge's max or latest level is not)."""
     priced = await _price(context, customer_id, period, None, None)
     now = context.clock()
     span = (priced.end - priced.start).total_seconds()
     elapsed = min(max((now - priced.start).total_seconds(), 0.0), span) / span
     projected = None
     if 0 < elapsed < 1:
-        scale = Decimal(1) / Decimal(str(elapsed))
-        projected = _rate(
-            [
+        ahead = []
+        for plan, quantities, fraction, seg in priced.segments:
+            s_start, s_end = parse_time(seg.start), parse_time(seg.end)
+            if s_end <= now:
+                ahead.append((plan, quantities, fraction, seg))
+                continue
+            if s_start >= now:
+                scale = Decimal(0)
+            else:
+                scale = Decimal(str((s_end - s_start).total_seconds())) / Decimal(
+                    str((now - s_start).total_seconds())
+                )
+            summed = {
+                c.meter
+                for c in plan.charges
+                if (await context.store.get_meter(c.meter)).aggregation is Aggregation.SUM
+            }
+            ahead.append(
                 (
                     plan,
-                    {m: (q * scale).quantize(_NANO) for m, q in quantities.items()},
+                    {
+                        m: (q * scale).quantize(_NANO) if m in summed else q
+                        for m, q in quantities.items()
+                    },
                     fraction,
                     seg,
                 )
-                for plan, quantities, fraction, seg in priced.segments
-            ]
-        )
+            )
+        projected = _rate(ahead)
     return InvoicePreview(
         **_rated(priced), elapsed_fraction=str(round(Decimal(str(elapsed)), 6)), projected=projected
     )

@@ -306,3 +306,161 @@ class TestRatedUsage:
         assert r.status_code == 404
         bad = await client.get("/v1/customers/nosub/rated-usage", params={"period": "2026-13"})
         assert bad.status_code == 422
+
+
+class TestBillingPeriods:
+    """Each plan is charged per its own billing period."""
+
+    async def _customer(
+        self, client: httpx.AsyncClient, store: ClickHouseStore, cid: str, plan: dict[str, object]
+    ) -> None:
+        await client.put(f"/v1/plans/{cid}", json=plan)
+        r = await client.put(f"/v1/customers/{cid}", json={"name": cid, "timezone": "UTC"})
+        assert r.status_code == 200
+        await client.put(
+            f"/v1/devices/{cid}-door",
+            json={"kind": "door", "customer_id": cid, "assigned_from": "2026-01-01T00:00:00Z"},
+        )
+        await store.insert_readings(
+            [
+                ReadingRow(
+                    f"{cid}-door",
+                    1,
+                    0,
+                    "door_cycles",
+                    datetime(2026, 11, 5, tzinfo=UTC),
+                    Decimal(10),
+                    NOW,
+                    NOW,
+                    0,
+                )
+            ]
+        )
+        r = await client.put(
+            f"/v1/customers/{cid}/subscription",
+            json={"plan_id": cid, "start": "2026-01-01T00:00:00Z"},
+        )
+        assert r.status_code == 200, r.text
+
+    async def test_yearly_plan_is_billed_per_year(
+        self, client: httpx.AsyncClient, store: ClickHouseStore
+    ) -> None:
+        """A yearly plan answers period=2026 with its full fee and refuses a month."""
+        await self._customer(
+            client,
+            store,
+            "yearly",
+            {
+                "name": "y",
+                "currency": "EUR",
+                "billing_period": "year",
+                "base_fee": "1200.00",
+                "charges": [{"meter": "door_cycles", "model": "per_unit", "unit_price": "1.00"}],
+            },
+        )
+        year = (
+            await client.get("/v1/customers/yearly/rated-usage", params={"period": "2026"})
+        ).json()
+        assert (year["rating"]["base_fee"], year["rating"]["total"]) == ("1200.00", "1210.00")
+        month = await client.get("/v1/customers/yearly/rated-usage", params={"period": "2026-11"})
+        assert month.status_code == 422
+        default = (await client.get("/v1/customers/yearly/rated-usage")).json()
+        assert default["period_start"] == "2026-01-01T00:00:00.000Z"
+
+    async def test_range_prorates_fee_by_plan_period(
+        self, client: httpx.AsyncClient, store: ClickHouseStore
+    ) -> None:
+        """A from/to range of 3 days in a 30-day month gets a tenth of the monthly fee."""
+        await self._customer(
+            client,
+            store,
+            "ranged",
+            {
+                "name": "r",
+                "currency": "EUR",
+                "billing_period": "month",
+                "base_fee": "30.00",
+                "charges": [{"meter": "door_cycles", "model": "per_unit", "unit_price": "1.00"}],
+            },
+        )
+        body = (
+            await client.get(
+                "/v1/customers/ranged/rated-usage",
+                params={"from": "2026-11-04T00:00:00Z", "to": "2026-11-07T00:00:00Z"},
+            )
+        ).json()
+        assert (body["rating"]["base_fee"], body["rating"]["total"]) == ("3.00", "13.00")
+        across = await client.get(
+            "/v1/customers/ranged/rated-usage",
+            params={"from": "2026-10-30T00:00:00Z", "to": "2026-11-02T00:00:00Z"},
+        )
+        assert across.status_code == 422
+
+    @pytest.mark.parametrize("period", ["0000", "9999-12", "2026-00"])
+    async def test_out_of_range_periods_are_422(
+        self, client: httpx.AsyncClient, period: str
+    ) -> None:
+        """Periods outside 1970-2999 or with a month 00 are rejected, not a server error."""
+        r = await client.get("/v1/customers/ranged/rated-usage", params={"period": period})
+        assert r.status_code == 422
+
+    async def test_projection_keeps_finished_segments(
+        self, client: httpx.AsyncClient, store: ClickHouseStore
+    ) -> None:
+        """With a plan change on the 11th and the clock on the 20th, the finished first
+        segment is not extrapolated; the running one is scaled by its own elapsed part."""
+        cid = "proj-change"
+        for plan, price in (("proj-a", "1.00"), ("proj-b", "2.00")):
+            await client.put(
+                f"/v1/plans/{plan}",
+                json={
+                    "name": plan,
+                    "currency": "EUR",
+                    "billing_period": "month",
+                    "charges": [{"meter": "door_cycles", "model": "per_unit", "unit_price": price}],
+                },
+            )
+        await client.put(f"/v1/customers/{cid}", json={"name": cid, "timezone": "UTC"})
+        await client.put(
+            f"/v1/devices/{cid}-door",
+            json={"kind": "door", "customer_id": cid, "assigned_from": "2026-01-01T00:00:00Z"},
+        )
+        await store.insert_readings(
+            [
+                ReadingRow(
+                    f"{cid}-door",
+                    1,
+                    0,
+                    "door_cycles",
+                    datetime(2026, 11, 5, tzinfo=UTC),
+                    Decimal(100),
+                    NOW,
+                    NOW,
+                    0,
+                ),
+                ReadingRow(
+                    f"{cid}-door",
+                    2,
+                    0,
+                    "door_cycles",
+                    datetime(2026, 11, 15, tzinfo=UTC),
+                    Decimal(19),
+                    NOW,
+                    NOW,
+                    0,
+                ),
+            ]
+        )
+        await client.put(
+            f"/v1/customers/{cid}/subscription",
+            json={"plan_id": "proj-a", "start": "2026-11-01T00:00:00Z"},
+        )
+        await client.put(
+            f"/v1/customers/{cid}/subscription",
+            json={"plan_id": "proj-b", "start": "2026-11-11T00:00:00Z"},
+        )
+        body = (await client.get(f"/v1/customers/{cid}/invoice-preview")).json()
+        # actual: 100 * 1.00 + 19 * 2.00 = 138; projected: segment b runs 11th..1st (20 days),
+        # 9.5 days elapsed at NOW: 19 * 20 / 9.5 = 40 cycles * 2.00 = 80, plus the finished 100
+        assert body["rating"]["total"] == "138.00"
+        assert body["projected"]["total"] == "180.00"

@@ -13,10 +13,11 @@ from decimal import Decimal
 import httpx
 import pytest
 
+from api.billing import period_bounds
 from devices.reconcile import reconcile
 from devices.simulator import SimulationConfig, Simulator
 from rating.engine import rate
-from rating.models import PlanSpec
+from rating.models import BillingPeriod, PlanSpec
 from schemas.dead_letter import MAX_KEPT_PAYLOAD
 from schemas.telemetry import format_time
 from telemeter.config import Settings
@@ -204,7 +205,12 @@ class TestPipeline:
                     m: result.truth.quantities.get((customer, m), Decimal(0))
                     for m in ("pages_printed", "steps", "odometer_km", "pitch_minutes")
                 }
-                expected = rate(plan, truth)
+                start, end = period_bounds(
+                    result.window_from, BillingPeriod.MONTH, result.customers[customer]
+                )
+                share = Decimal(str((result.window_to - result.window_from).total_seconds()))
+                share /= Decimal(str((end - start).total_seconds()))
+                expected = rate(plan, truth, fee_fraction=share)
                 assert rated["rating"] == expected.model_dump(mode="json"), customer
 
     async def test_every_invalid_message_is_dead_lettered(
