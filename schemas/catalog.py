@@ -43,7 +43,10 @@ class Aggregation(StrEnum):
 
 
 def check_timezone(name: str) -> str:
-    """Accept only IANA timezone names."""
+    """Accept only IANA timezone names (not the tz database's ``right/`` and ``posix/``
+    variants, which ClickHouse does not know)."""
+    if name.startswith(("right/", "posix/")) or name in ("localtime", "Factory"):
+        raise ValueError(f"unknown IANA timezone {name!r} (e.g. 'Europe/Amsterdam')")
     try:
         ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError) as exc:

@@ -9,10 +9,10 @@ from fastapi import APIRouter, HTTPException, Path, Query
 from pydantic import AwareDatetime
 
 from api.deps import Admin, ContextDep, CustomerReader
-from schemas.catalog import check_timezone
+from schemas.catalog import Aggregation, check_timezone
 from schemas.telemetry import format_decimal, format_time, to_utc
 from schemas.usage import UsagePoint, UsageResponse, Window
-from storage.store import UsageQuery
+from storage.store import UsageBucket, UsageQuery
 from storage.windows import window_start, windows
 
 router = APIRouter(tags=["usage"])  # auth per route: a customer key may read its own usage
@@ -71,23 +71,31 @@ async def _usage(
         )
     )
     by_start = {window_start(s.start, window, tz): s for s in spans}
+    # ClickHouse buckets by its own tz rules; file each bucket under the API's window that
+    # contains its start (they agree except around odd DST shifts such as Lord Howe's 30
+    # minutes) and merge buckets that land in the same window.
+    merged: dict[tuple[datetime, str | None], UsageBucket] = {}
+    for b in result.buckets:
+        slot = (window_start(b.bucket, window, tz), b.device_id)
+        merged[slot] = _merge(merged.get(slot), b, meter.aggregation)
     series: list[UsagePoint] = []
     if group_by == "device_id":
-        for b in result.buckets:
-            span = by_start[b.bucket]
+        for (key, device_id), b in sorted(
+            merged.items(), key=lambda kv: (kv[0][0], kv[0][1] or "")
+        ):
+            span = by_start[key]
             series.append(
                 UsagePoint(
                     start=format_time(span.start),
                     end=format_time(span.end),
                     value=format_decimal(b.value),
                     readings=b.readings,
-                    device_id=b.device_id,
+                    device_id=device_id,
                 )
             )
     else:
-        found = {b.bucket: b for b in result.buckets}
         for key, span in by_start.items():
-            found_bucket = found.get(key)
+            found_bucket = merged.get((key, None))
             series.append(
                 UsagePoint(
                     start=format_time(span.start),
@@ -162,3 +170,30 @@ async def unassigned_usage(
     """Readings of devices that had no customer at the reading's time. They are kept, and
     move to a customer when an assignment covering their time is made."""
     return await _usage(context, None, meter, from_, to, window, _tz(tz or "UTC"), group_by)
+
+
+def _merge(into: UsageBucket | None, b: UsageBucket, aggregation: Aggregation) -> UsageBucket:
+    """Combine two buckets of one window by the meter's aggregation."""
+    if into is None:
+        return b
+    if aggregation is Aggregation.SUM:
+        value = into.value + b.value
+    elif aggregation is Aggregation.MAX:
+        value = max(into.value, b.value)
+    elif aggregation is Aggregation.MIN:
+        value = min(into.value, b.value)
+    else:
+        newer = b if (b.latest_at or b.bucket) >= (into.latest_at or into.bucket) else into
+        value = newer.value
+    latest = (
+        max(x for x in (into.latest_at, b.latest_at) if x is not None)
+        if (into.latest_at or b.latest_at)
+        else None
+    )
+    return UsageBucket(
+        bucket=into.bucket,
+        device_id=into.device_id,
+        value=value,
+        readings=into.readings + b.readings,
+        latest_at=latest,
+    )

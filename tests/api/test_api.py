@@ -267,6 +267,48 @@ class TestUsage:
         assert response.status_code == status, response.text
         assert response.json()["error"]["message"]
 
+    async def test_half_hour_dst_hours_add_up(
+        self, client: httpx.AsyncClient, store: ClickHouseStore, usage_data: None
+    ) -> None:
+        """Hour windows across Lord Howe's 30-minute fall-back: no error, series sums to total."""
+        base = datetime(2026, 4, 4, 13, 50, tzinfo=UTC)
+        await client.put(
+            "/v1/devices/lh-1",
+            json={"kind": "door", "customer_id": "ams", "assigned_from": "2026-01-01T00:00:00Z"},
+        )
+        await store.insert_readings(
+            [
+                ReadingRow(
+                    "lh-1",
+                    i,
+                    0,
+                    "door_cycles",
+                    base + timedelta(minutes=10 * i),
+                    Decimal(1),
+                    base,
+                    base,
+                    0,
+                )
+                for i in range(18)
+            ]
+        )
+        for group_by in ({}, {"group_by": "device_id"}):
+            r = await client.get(
+                "/v1/customers/ams/usage",
+                params={
+                    "meter": "door_cycles",
+                    "from": "2026-04-04T13:00:00Z",
+                    "to": "2026-04-04T17:00:00Z",
+                    "window": "hour",
+                    "tz": "Australia/Lord_Howe",
+                    **group_by,
+                },
+            )
+            assert r.status_code == 200, r.text
+            body = r.json()
+            assert body["total"] == "18"
+            assert sum(int(p["value"]) for p in body["series"]) == 18
+
     async def test_unknown_customer_is_404(self, client: httpx.AsyncClient) -> None:
         """Usage of a customer that does not exist is a 404."""
         response = await client.get("/v1/customers/ghost/usage", params={"meter": "pages_printed"})
