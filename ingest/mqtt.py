@@ -8,6 +8,7 @@ when Kafka is slow we stop taking messages and the broker holds them (backpressu
 from __future__ import annotations
 
 import asyncio
+import collections
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -61,6 +62,13 @@ class MqttSubscriber:
         self._connection = 0
         self._accepting = True
         self._on_message: Callable[[InboundMessage], object] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        # Hand-off from paho's thread to the event loop in bursts: one wake-up of the loop
+        # per burst instead of one per message (the per-message wake-up cost ~6% of the
+        # bridge's CPU in the profile).
+        self._inbox: collections.deque[InboundMessage] = collections.deque()
+        self._inbox_lock = threading.Lock()
+        self._drain_scheduled = False
         self._client = paho.Client(
             callback_api_version=CallbackAPIVersion.VERSION2,
             client_id=client_id,
@@ -80,8 +88,8 @@ class MqttSubscriber:
         event loop. Returns once the subscription is in place."""
         if self._started:
             return
-        loop = asyncio.get_running_loop()
-        self._on_message = lambda m: loop.call_soon_threadsafe(on_message, m)
+        self._loop = asyncio.get_running_loop()
+        self._on_message = on_message
         props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         props.SessionExpiryInterval = self._session_expiry_s
         props.ReceiveMaximum = self._max_in_flight
@@ -173,6 +181,20 @@ class MqttSubscriber:
         if not self._accepting or self._on_message is None:
             return
         self._slots.acquire()  # blocks the network thread when we are full: backpressure
-        self._on_message(
-            InboundMessage(msg.topic, bytes(msg.payload), msg.mid, msg.qos, self._connection)
-        )
+        message = InboundMessage(msg.topic, bytes(msg.payload), msg.mid, msg.qos, self._connection)
+        with self._inbox_lock:
+            self._inbox.append(message)
+            wake = not self._drain_scheduled
+            self._drain_scheduled = True
+        if wake and self._loop is not None:
+            self._loop.call_soon_threadsafe(self._drain)
+
+    def _drain(self) -> None:
+        """On the event loop: hand every queued message to the handler, in arrival order."""
+        with self._inbox_lock:
+            batch = list(self._inbox)
+            self._inbox.clear()
+            self._drain_scheduled = False
+        assert self._on_message is not None
+        for message in batch:
+            self._on_message(message)
