@@ -55,6 +55,25 @@ def _recorded(row: Sequence[Any]) -> RecordedDeadLetter:
     )
 
 
+def _row(letter: DeadLetter, status: DeadLetterStatus, replayed_at: datetime | None) -> list[Any]:
+    """The values of ``_DEAD_LETTER_COLUMNS`` for one letter."""
+    return [
+        letter.id,
+        letter.reason.value,
+        letter.detail,
+        letter.stage,
+        letter.mqtt_topic,
+        letter.device_id,
+        # The payload is kept whole; a seq the column cannot hold is only not indexed.
+        letter.seq if letter.seq is not None and letter.seq in _INT64 else None,
+        letter.payload_b64,
+        letter.payload_text,
+        letter.rejected_at,
+        status.value,
+        replayed_at,
+    ]
+
+
 class DeadLetterQueries(StoreCore):
     """The ``dead_letters`` table."""
 
@@ -72,19 +91,7 @@ class DeadLetterQueries(StoreCore):
                 latest[letter.id] = letter
         data = [
             [
-                letter.id,
-                letter.reason.value,
-                letter.detail,
-                letter.stage,
-                letter.mqtt_topic,
-                letter.device_id,
-                # The payload is kept whole; a seq the column cannot hold is only not indexed.
-                letter.seq if letter.seq is not None and letter.seq in _INT64 else None,
-                letter.payload_b64,
-                letter.payload_text,
-                letter.rejected_at,
-                DeadLetterStatus.OPEN.value,
-                None,
+                *_row(letter, DeadLetterStatus.OPEN, None),
                 _dead_letter_ver(letter.rejected_at, replay=False),
             ]
             for letter in latest.values()
@@ -156,24 +163,7 @@ class DeadLetterQueries(StoreCore):
         await self._run(
             self._client.insert,
             f"{self._db}.dead_letters",
-            [
-                [
-                    letter.id,
-                    letter.reason.value,
-                    letter.detail,
-                    letter.stage,
-                    letter.mqtt_topic,
-                    letter.device_id,
-                    letter.seq,
-                    letter.payload_b64,
-                    letter.payload_text,
-                    letter.rejected_at,
-                    DeadLetterStatus.REPLAYED.value,
-                    replayed_at,
-                    replayed_at,
-                    ver,
-                ]
-            ],
+            [[*_row(letter, DeadLetterStatus.REPLAYED, replayed_at), replayed_at, ver]],
             column_names=[*_DEAD_LETTER_COLUMNS, "updated_at", "ver"],
         )
         return letter.model_copy(

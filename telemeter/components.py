@@ -72,6 +72,13 @@ def supervise(task: asyncio.Task[Any]) -> asyncio.Task[Any]:
     return task
 
 
+async def _cancel(task: asyncio.Task[Any]) -> None:
+    """Cancel a component's task and wait until it has stopped."""
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
 def topics(settings: Settings) -> list[TopicSpec]:
     """The topics Telemeter owns."""
     k = settings.kafka
@@ -134,9 +141,7 @@ async def run_bridge(settings: Settings, clock: Clock = utc_now) -> AsyncIterato
         subscriber.pause()
         await bridge.drain()
         await subscriber.stop()
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await _cancel(task)
         await publisher.stop()
         log.info("bridge_stopped")
 
@@ -173,9 +178,7 @@ async def run_aggregator(
     try:
         yield aggregator
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await _cancel(task)
         await source.stop()
         await dead_letters.stop()
         log.info("aggregator_stopped")
@@ -208,9 +211,7 @@ async def run_dead_letter_recorder(
     try:
         yield recorder
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await _cancel(task)
         await source.stop()
         log.info("dead_letter_recorder_stopped")
 
