@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import functools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -48,10 +48,16 @@ class _Item:
 
 
 class EventPublisher(Protocol):
-    """Where records go. ``send`` returns an awaitable that completes once the record is
-    durably acknowledged, or raises an error whose ``retriable`` flag says whether to retry."""
+    """Where records go. Each returned future completes once its records are durably
+    acknowledged, or fails with an error whose ``retriable`` flag says whether to retry."""
 
     async def send(self, topic: str, key: bytes | None, value: bytes) -> asyncio.Future[Any]: ...
+
+    async def send_many(
+        self, topic: str, records: Sequence[tuple[bytes | None, bytes]]
+    ) -> list[tuple[asyncio.Future[Any], list[int]]]:
+        """Many records in order; one future per group of records (by index)."""
+        ...
 
 
 class MessageSource(Protocol):
@@ -74,6 +80,7 @@ class TelemetryBridge:
         dead_letter_topic: str,
         clock: Callable[[], datetime],
         retry_backoff_s: float = 0.5,
+        max_burst: int = 2000,
     ) -> None:
         self._validator = validator
         self._publisher = publisher
@@ -81,6 +88,7 @@ class TelemetryBridge:
         self._dlq_topic = dead_letter_topic
         self._clock = clock
         self._backoff = retry_backoff_s
+        self._max_burst = max_burst
         self._queue: asyncio.Queue[tuple[InboundMessage, float]] = asyncio.Queue()
         self._source: MessageSource | None = None
         self._pending = 0
@@ -91,8 +99,6 @@ class TelemetryBridge:
 
     def submit(self, message: InboundMessage) -> None:
         """Take one message (called on the event loop by the MQTT adapter)."""
-        metrics.RECEIVED.inc()
-        metrics.IN_FLIGHT.inc()
         self._pending += 1
         self._idle.clear()
         self._queue.put_nowait((message, time.perf_counter()))
@@ -103,25 +109,45 @@ class TelemetryBridge:
         return self._pending
 
     async def run(self, source: MessageSource) -> None:
-        """Forward until cancelled. One loop enqueues records in arrival order (so one
-        device's messages keep their order in its partition); acknowledgements are handled
-        as Kafka confirms them."""
+        """Forward until cancelled. One loop takes whatever has arrived (a burst), routes it
+        and hands it to Kafka in arrival order (so one device's messages keep their order
+        in its partition); acknowledgements are handled as Kafka confirms each batch."""
         self._source = source
+        queue = self._queue
         try:
             while True:
-                message, started = await self._queue.get()
-                topic, key, value = self._route(message)
-                item = _Item(message, started, topic, key, value)
-                try:
-                    future = await self._publisher.send(topic, key, value)
-                except Exception as exc:
-                    self._log_failure(exc, 0)
-                    self._spawn_retry(item)
-                    continue
-                future.add_done_callback(functools.partial(self._delivered, item))
+                burst = [await queue.get()]
+                while len(burst) < self._max_burst and not queue.empty():
+                    burst.append(queue.get_nowait())
+                metrics.RECEIVED.inc(len(burst))
+                metrics.IN_FLIGHT.inc(len(burst))
+                now = self._clock()  # one clock reading per burst
+                by_topic: dict[str, list[_Item]] = {}
+                for message, started in burst:
+                    topic, key, value = self._route(message, now)
+                    by_topic.setdefault(topic, []).append(
+                        _Item(message, started, topic, key, value)
+                    )
+                for topic, items in by_topic.items():
+                    await self._send(topic, items)
         finally:
             for task in list(self._retries):
                 task.cancel()
+
+    async def _send(self, topic: str, items: list[_Item]) -> None:
+        try:
+            sent = await self._publisher.send_many(topic, [(i.key, i.value) for i in items])
+        except Exception as exc:
+            # Batches enqueued before the failure may still arrive: a record can then reach
+            # Kafka twice, which downstream deduplication absorbs. Nothing is acked twice:
+            # only the retry acknowledges.
+            self._log_failure(exc, 0)
+            for item in items:
+                self._spawn_retry(item)
+            return
+        for future, indexes in sent:
+            group = [items[i] for i in indexes]
+            future.add_done_callback(functools.partial(self._delivered, group))
 
     async def drain(self, timeout_s: float = 10) -> None:
         """Wait (bounded) until every taken message has been acknowledged, then stop
@@ -131,25 +157,32 @@ class TelemetryBridge:
                 await asyncio.wait_for(self._idle.wait(), timeout_s)
         self._stopping = True
 
-    def _delivered(self, item: _Item, future: asyncio.Future[Any]) -> None:
+    def _delivered(self, items: list[_Item], future: asyncio.Future[Any]) -> None:
         if future.cancelled() or future.exception() is not None:
             self._log_failure(future.exception() or asyncio.CancelledError(), 0)
-            self._spawn_retry(item)
+            for item in items:
+                self._spawn_retry(item)
             return
-        self._acknowledge(item)
+        self._acknowledge(items)
 
-    def _acknowledge(self, item: _Item) -> None:
+    def _acknowledge(self, items: list[_Item]) -> None:
         assert self._source is not None
-        self._source.ack(item.message)
-        self._settled()
-        metrics.PRODUCE_LATENCY.observe(time.perf_counter() - item.started)
-        if item.topic == self._events_topic:
-            metrics.FORWARDED.inc()
-            self.forwarded += 1
+        ack, observe = self._source.ack, metrics.PRODUCE_LATENCY.observe
+        now = time.perf_counter()
+        forwarded = 0
+        for item in items:
+            ack(item.message)
+            observe(now - item.started)
+            if item.topic == self._events_topic:
+                forwarded += 1
+        self._settled(len(items))
+        if forwarded:
+            metrics.FORWARDED.inc(forwarded)
+            self.forwarded += forwarded
 
-    def _settled(self) -> None:
-        metrics.IN_FLIGHT.dec()
-        self._pending -= 1
+    def _settled(self, count: int = 1) -> None:
+        metrics.IN_FLIGHT.dec(count)
+        self._pending -= count
         if not self._pending:
             self._idle.set()
 
@@ -172,17 +205,15 @@ class TelemetryBridge:
             except Exception as exc:
                 self._log_failure(exc, attempt)
                 continue
-            self._acknowledge(item)
+            self._acknowledge([item])
             return
         self._source.release(item.message)
         self._settled()
 
-    def _route(self, msg: InboundMessage) -> tuple[str, bytes | None, bytes]:
-        now = self._clock()
+    def _route(self, msg: InboundMessage, now: datetime) -> tuple[str, bytes | None, bytes]:
         verdict = self._validator.validate(msg.topic, msg.payload, now)
         if isinstance(verdict, Accepted):
-            event = verdict.event
-            return self._events_topic, event.device_id.encode(), event.model_dump_json().encode()
+            return self._events_topic, verdict.device_id.encode(), verdict.value
         metrics.REJECTED.labels(verdict.reason.value).inc()
         log.info(
             "message_rejected",

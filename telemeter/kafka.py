@@ -6,6 +6,7 @@ services never see library exceptions."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,6 +14,8 @@ import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import CommitFailedError, KafkaError
+from aiokafka.partitioner import DefaultPartitioner
+from aiokafka.producer.message_accumulator import BatchBuilder
 
 log = structlog.get_logger(__name__)
 
@@ -77,6 +80,7 @@ class KafkaPublisher:
             max_batch_size=512 * 1024,
             request_timeout_ms=30_000,
         )
+        self._partitioner = DefaultPartitioner()  # the producer's own default
         self._started = False
 
     async def start(self) -> None:
@@ -104,6 +108,40 @@ class KafkaPublisher:
         except KafkaError as exc:
             raise KafkaUnavailable(f"send to {topic} failed: {exc!r}") from exc
         return future
+
+    async def send_many(
+        self, topic: str, records: Sequence[tuple[bytes | None, bytes]]
+    ) -> list[tuple[asyncio.Future[Any], list[int]]]:
+        """Enqueue many records at once, in order per partition; returns one future per Kafka
+        batch with the indexes of the records it carries. Records go to the partition
+        :meth:`send` would choose for their key (the Java client's murmur2 partitioner), so a
+        record retried through :meth:`send` lands in the same partition.
+
+        One batch per partition instead of one future per record: the per-record path costs
+        about 30 us of Python per message, the batched one about 10 (bench/results)."""
+        producer = self._producer
+        try:
+            partitions = sorted(await producer.partitions_for(topic))
+            sent: list[tuple[asyncio.Future[Any], list[int]]] = []
+            open_batches: dict[int, tuple[BatchBuilder, list[int]]] = {}
+            for i, (key, value) in enumerate(records):
+                partition = self._partitioner(key, partitions, partitions)
+                entry = open_batches.get(partition)
+                if entry is None:
+                    entry = open_batches[partition] = (producer.create_batch(), [])
+                if entry[0].append(key=key, value=value, timestamp=None) is None:
+                    future = await producer.send_batch(entry[0], topic, partition=partition)
+                    sent.append((future, entry[1]))
+                    entry = open_batches[partition] = (producer.create_batch(), [])
+                    if entry[0].append(key=key, value=value, timestamp=None) is None:
+                        raise KafkaUnavailable(f"record of {len(value)} bytes exceeds a batch")
+                entry[1].append(i)
+            for partition, (batch, indexes) in open_batches.items():
+                future = await producer.send_batch(batch, topic, partition=partition)
+                sent.append((future, indexes))
+        except KafkaError as exc:
+            raise KafkaUnavailable(f"send to {topic} failed: {exc!r}") from exc
+        return sent
 
     async def publish(self, topic: str, key: bytes | None, value: bytes) -> None:
         """Send one record and wait for the broker's acknowledgement (or KafkaUnavailable)."""
