@@ -29,6 +29,7 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from bench.common import Measure
 from telemeter.chaos import settings_env
 from telemeter.config import REPO_ROOT, KafkaSettings, MqttSettings, Settings
 from telemeter.kafka import TopicSpec, ensure_topics
@@ -269,6 +270,38 @@ async def main(n: int = 100_000, devices: int = 20) -> list[Result]:
         await run_ours(n, devices, 1),
         await run_ours(n, devices, 2),
     ]
+
+
+SCENARIO = "1. bridge throughput"
+
+
+async def measure(quick: bool = False) -> list[Measure]:
+    """Scenario 1 as table rows: 100,000 messages (quick: 10,000) per run."""
+    n = 10_000 if quick else 100_000
+    baseline, *ours = await main(n)
+    rows = [
+        Measure(SCENARIO, baseline.name.replace("baseline: ", ""), baseline.rate, "msg/s")
+    ]
+    for r in ours:
+        lossless = r.distinct == r.messages
+        single = "1 process" in r.name
+        rows.append(
+            Measure(
+                SCENARIO,
+                f"{r.name}, QoS 1",
+                r.rate,
+                "msg/s",
+                "mosquitto_sub | kcat -P",
+                baseline.rate,
+                target=">= 25,000 msg/s and >= 0.5x baseline, zero loss" if single else "",
+                met=(lossless and r.rate >= 25_000 and r.rate >= 0.5 * baseline.rate)
+                if single
+                else lossless,
+                note=f"{r.distinct} of {r.messages} distinct (device, seq) in Kafka"
+                + ("" if lossless else " -- LOSS"),
+            )
+        )
+    return rows
 
 
 if __name__ == "__main__":

@@ -48,7 +48,8 @@ def _number(value: float) -> str:
 def table(measures: Iterable[Measure]) -> str:
     """A markdown table, one row per measure."""
     lines = [
-        "| scenario | measure | value | baseline (same run) | ours / baseline | target | met | notes |",
+        "| scenario | measure | value | baseline (same run) | ours / baseline | target | met "
+        "| notes |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for m in measures:
