@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 SERVICES := deploy/services.sh
 
 .DEFAULT_GOAL := help
-.PHONY: help install services-up services-down services-status demo up simulate chaos test lint bench clean
+.PHONY: help install services-up services-down services-status demo up simulate chaos test lint bench bench-quick clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -54,9 +54,11 @@ lint: install ## ruff and mypy
 	$(BIN)/ruff check .
 	$(BIN)/mypy schemas ingest aggregator api storage devices telemeter rating bench
 
-bench: services-up ## Run the benchmarks that exist so far (see bench/README.md)
-	$(BIN)/python -m bench.bridge_throughput 20000
-	@echo "scenarios 2-6 (end to end, freshness, API latency, memory soak, aggregator alone) are not built yet: see bench/README.md"
+bench: services-up ## All benchmark scenarios (~17 min); writes bench/results/<date>.md and the README table
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+bench-quick: services-up ## A few-minute smoke run of every benchmark scenario (no README update)
+	$(BIN)/python -m bench.run --quick $(BENCH_ARGS)
 
 clean: services-down ## Stop services and remove runtime state (.run)
 	rm -rf .run
