@@ -1,17 +1,23 @@
 """paho-mqtt adapter: a persistent-session MQTT v5 subscriber with manual acknowledgement.
 
-paho runs its network loop in its own thread; messages are handed to the asyncio loop
-through ``call_soon_threadsafe``. The MQTT v5 receive-maximum caps how many QoS 1
-messages the broker sends before we acknowledge, and a semaphore caps the rest (QoS 0):
-when Kafka is slow we stop taking messages and the broker holds them (backpressure)."""
+paho runs on the asyncio event loop itself (paho's "external loop" mode: the loop watches
+its socket and calls ``loop_read``/``loop_write``; a task calls ``loop_misc`` for keepalive
+and reconnects). One thread does everything, so there is no hand-off between threads and no
+contention for the GIL: a profile of the threaded version spent 17% of its time handing
+messages over and much more switching threads (bench/results/profiles.md).
+
+Backpressure: the MQTT v5 receive-maximum caps how many QoS 1 messages the broker sends
+before we acknowledge; for the rest (QoS 0) we stop reading the socket while
+``max_in_flight`` messages are unacknowledged, and the broker holds what follows."""
 
 from __future__ import annotations
 
 import asyncio
-import collections
-import threading
+import contextlib
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import paho.mqtt.client as paho
 import structlog
@@ -41,7 +47,7 @@ class InboundMessage:
 
 
 class MqttSubscriber:
-    """Joins a shared subscription with a persistent session and a stable client id."""
+    """Subscribes with a persistent session and a stable client id, on the event loop."""
 
     def __init__(
         self,
@@ -57,29 +63,37 @@ class MqttSubscriber:
         self._host, self._port, self._topic = host, port, topic_filter
         self._session_expiry_s, self._keepalive_s = session_expiry_s, keepalive_s
         self._max_in_flight = max_in_flight
-        self._slots = threading.BoundedSemaphore(max_in_flight)
-        self._subscribed = threading.Event()
+        self._in_flight = 0
+        self._subscribed = asyncio.Event()
         self._connection = 0
         self._accepting = True
         self._on_message: Callable[[InboundMessage], object] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        # Hand-off from paho's thread to the event loop in bursts: one wake-up of the loop
-        # per burst instead of one per message (the per-message wake-up cost ~6% of the
-        # bridge's CPU in the profile).
-        self._inbox: collections.deque[InboundMessage] = collections.deque()
-        self._inbox_lock = threading.Lock()
-        self._drain_scheduled = False
+        self._sock: socket.socket | None = None
+        self._reading = False
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._reconnecting = False
         self._client = paho.Client(
             callback_api_version=CallbackAPIVersion.VERSION2,
             client_id=client_id,
             protocol=paho.MQTTv5,
             manual_ack=True,
         )
-        self._client.reconnect_delay_set(min_delay=1, max_delay=5)
+        self._client.connect_timeout = 3.0
         self._client.on_connect = self._connected
         self._client.on_disconnect = self._disconnected
         self._client.on_message = self._received
+        self._client.on_socket_open = self._socket_open
+        self._client.on_socket_close = self._socket_close
+        self._client.on_socket_register_write = self._want_write
+        self._client.on_socket_unregister_write = self._no_write
         self._started = False
+
+    def _connect_properties(self) -> Properties:
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        props.SessionExpiryInterval = self._session_expiry_s
+        props.ReceiveMaximum = self._max_in_flight
+        return props
 
     async def start(
         self, on_message: Callable[[InboundMessage], None], timeout_s: float = 30
@@ -90,26 +104,24 @@ class MqttSubscriber:
             return
         self._loop = asyncio.get_running_loop()
         self._on_message = on_message
-        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-        props.SessionExpiryInterval = self._session_expiry_s
-        props.ReceiveMaximum = self._max_in_flight
         try:
-            await asyncio.to_thread(
-                self._client.connect,
+            self._client.connect(
                 self._host,
                 self._port,
                 self._keepalive_s,
                 clean_start=False,
-                properties=props,
+                properties=self._connect_properties(),
             )
         except OSError as exc:
             raise MqttUnavailable(
                 f"cannot connect to MQTT {self._host}:{self._port}: {exc}"
             ) from exc
-        self._client.loop_start()
         self._started = True
-        if not await asyncio.to_thread(self._subscribed.wait, timeout_s):
-            raise MqttUnavailable(f"no subscription to {self._topic} within {timeout_s}s")
+        self._spawn(self._housekeeping())
+        try:
+            await asyncio.wait_for(self._subscribed.wait(), timeout_s)
+        except TimeoutError as exc:
+            raise MqttUnavailable(f"no subscription to {self._topic} within {timeout_s}s") from exc
 
     def ack(self, message: InboundMessage) -> None:
         """Acknowledge a message to the broker (only after Kafka acknowledged it).
@@ -120,12 +132,12 @@ class MqttSubscriber:
         forwarded again; downstream deduplication on (device_id, seq) absorbs it."""
         if message.qos > 0 and message.connection == self._connection:
             self._client.ack(message.mid, message.qos)
-        self._slots.release()
+        self._settled()
 
     def release(self, message: InboundMessage) -> None:
         """Give up a message without acknowledging it: the broker redelivers it to this
         session after a reconnect."""
-        self._slots.release()
+        self._settled()
 
     def pause(self) -> None:
         """Stop handing new messages over; those that arrive stay unacknowledged and the
@@ -138,10 +150,84 @@ class MqttSubscriber:
             return
         self._started = False
         self._accepting = False
-        await asyncio.to_thread(self._client.disconnect)
-        await asyncio.to_thread(self._client.loop_stop)
+        for task in list(self._tasks):
+            task.cancel()
+        if self._sock is not None:
+            self._client.disconnect()
+            for _ in range(100):  # the DISCONNECT is written by the loop; wait for the close
+                if self._sock is None:
+                    break
+                await asyncio.sleep(0.02)
+        if self._sock is not None:
+            self._unwatch(self._sock)
+            with contextlib.suppress(OSError):
+                self._sock.close()
+            self._sock = None
 
-    # ---- paho callbacks (network thread) ---------------------------------------
+    # ---- the event loop drives paho ------------------------------------------
+
+    def _spawn(self, coro: Any) -> None:
+        assert self._loop is not None
+        task = self._loop.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _housekeeping(self) -> None:
+        """Keepalive pings and reconnects (paho's own loop thread does this otherwise)."""
+        delay = 1.0
+        while self._started:
+            await asyncio.sleep(1.0 if self._sock is not None else delay)
+            if self._sock is not None:
+                self._client.loop_misc()
+                delay = 1.0
+                continue
+            try:
+                self._client.reconnect()
+            except OSError as exc:
+                log.warning("mqtt_reconnect_failed", error=str(exc))
+                delay = min(delay * 2, 5.0)
+
+    def _readable(self) -> None:
+        rc = self._client.loop_read(max_packets=max(self._max_in_flight, 1))
+        if rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_AGAIN):
+            log.debug("mqtt_read_ended", rc=str(rc))
+
+    def _writable(self) -> None:
+        self._client.loop_write()
+
+    def _socket_open(self, _client: paho.Client, _userdata: object, sock: Any) -> None:
+        assert self._loop is not None
+        self._sock = sock
+        self._loop.add_reader(sock, self._readable)
+        self._reading = True
+
+    def _socket_close(self, _client: paho.Client, _userdata: object, sock: Any) -> None:
+        self._unwatch(sock)
+        if sock is self._sock:
+            self._sock = None
+
+    def _unwatch(self, sock: Any) -> None:
+        assert self._loop is not None
+        self._loop.remove_reader(sock)
+        self._loop.remove_writer(sock)
+        self._reading = False
+
+    def _want_write(self, _client: paho.Client, _userdata: object, sock: Any) -> None:
+        assert self._loop is not None
+        self._loop.add_writer(sock, self._writable)
+
+    def _no_write(self, _client: paho.Client, _userdata: object, sock: Any) -> None:
+        assert self._loop is not None
+        self._loop.remove_writer(sock)
+
+    def _settled(self) -> None:
+        self._in_flight -= 1
+        if not self._reading and self._sock is not None and self._in_flight < self._max_in_flight:
+            assert self._loop is not None
+            self._loop.add_reader(self._sock, self._readable)
+            self._reading = True
+
+    # ---- paho callbacks (on the event loop) --------------------------------------
 
     def _connected(
         self,
@@ -180,21 +266,11 @@ class MqttSubscriber:
     def _received(self, _client: paho.Client, _userdata: object, msg: paho.MQTTMessage) -> None:
         if not self._accepting or self._on_message is None:
             return
-        self._slots.acquire()  # blocks the network thread when we are full: backpressure
-        message = InboundMessage(msg.topic, bytes(msg.payload), msg.mid, msg.qos, self._connection)
-        with self._inbox_lock:
-            self._inbox.append(message)
-            wake = not self._drain_scheduled
-            self._drain_scheduled = True
-        if wake and self._loop is not None:
-            self._loop.call_soon_threadsafe(self._drain)
-
-    def _drain(self) -> None:
-        """On the event loop: hand every queued message to the handler, in arrival order."""
-        with self._inbox_lock:
-            batch = list(self._inbox)
-            self._inbox.clear()
-            self._drain_scheduled = False
-        assert self._on_message is not None
-        for message in batch:
-            self._on_message(message)
+        self._in_flight += 1
+        if self._in_flight >= self._max_in_flight and self._reading and self._sock is not None:
+            assert self._loop is not None
+            self._loop.remove_reader(self._sock)  # backpressure: the broker holds the rest
+            self._reading = False
+        self._on_message(
+            InboundMessage(msg.topic, bytes(msg.payload), msg.mid, msg.qos, self._connection)
+        )
