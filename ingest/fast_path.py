@@ -3,8 +3,11 @@
 Almost every device message looks the same: the four wire fields, integer or plain decimal
 string values, and timestamps as ``YYYY-MM-DDTHH:MM:SS.mmmZ``. For such a message the
 event the bridge forwards is the message itself plus ``received_at`` and ``mqtt_topic``,
-so it can be checked with a few type tests and regular expressions and written with
-``json.dumps`` -- about a fifth of the cost of the pydantic model (see bench/results).
+so it can be checked with a few type tests and regular expressions and parsed and written
+with orjson -- about a tenth of the cost of the pydantic model (bench/results/profiles.md).
+orjson writes the same bytes as pydantic's ``model_dump_json`` (compact, UTF-8, the same
+escapes) and refuses what it cannot represent exactly (integers beyond 64 bits, NaN, invalid
+UTF-8), which then goes to the full model.
 
 The contract: :func:`canonical_event` returns the event's JSON only when the full model
 would accept the message *and* produce exactly that JSON; for anything else (an invalid
@@ -15,10 +18,11 @@ caller uses the full model, which is the reference and says precisely what is wr
 
 from __future__ import annotations
 
-import json
 import re
 from datetime import datetime
 from typing import Any
+
+import orjson
 
 from schemas.telemetry import DEVICE_ID_PATTERN, MAX_READINGS_PER_MESSAGE, METER_PATTERN
 
@@ -66,8 +70,8 @@ def canonical_event(
     ``received_at`` is the bridge clock as :func:`schemas.telemetry.format_time` writes it;
     ``limit`` is the latest acceptable timestamp in the same form."""
     try:
-        doc: Any = json.loads(payload.decode("utf-8"))  # bytes alone would also take UTF-16
-    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+        doc: Any = orjson.loads(payload)  # UTF-8 only, like the full model
+    except orjson.JSONDecodeError:
         return None
     if type(doc) is not dict or doc.keys() != _MESSAGE_KEYS:
         return None
@@ -102,4 +106,4 @@ def canonical_event(
         "received_at": received_at,
         "mqtt_topic": topic,
     }
-    return json.dumps(event, ensure_ascii=False, separators=(",", ":")).encode()
+    return orjson.dumps(event)
