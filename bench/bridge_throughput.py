@@ -279,9 +279,7 @@ async def measure(quick: bool = False) -> list[Measure]:
     """Scenario 1 as table rows: 100,000 messages (quick: 10,000) per run."""
     n = 10_000 if quick else 100_000
     baseline, *ours = await main(n)
-    rows = [
-        Measure(SCENARIO, baseline.name.replace("baseline: ", ""), baseline.rate, "msg/s")
-    ]
+    rows = [Measure(SCENARIO, baseline.name.replace("baseline: ", ""), baseline.rate, "msg/s")]
     for r in ours:
         lossless = r.distinct == r.messages
         single = "1 process" in r.name

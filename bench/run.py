@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import Measure, table
+from bench.soak import soak_rate_from
 from telemeter.config import REPO_ROOT
 
 # (number, module, what it measures), in the order they run. The end-to-end scenario runs
@@ -87,14 +88,6 @@ async def _run_scenario(module_name: str, quick: bool, context: dict[str, Any]) 
     return result
 
 
-def _soak_rate(measures: list[Measure]) -> float | None:
-    """Half the end-to-end rate at 1 reading per message, in messages/s."""
-    for m in measures:
-        if m.scenario.startswith("2.") and "1 reading" in m.name and m.unit == "readings/s":
-            return m.value / 2
-    return None
-
-
 def write_results(text: str, day: str) -> Path:
     """bench/results/<day>.md"""
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -135,7 +128,7 @@ async def main(quick: bool, only: set[str] | None, readme: bool) -> int:
             print(failures[-1], file=sys.stderr, flush=True)
             rows = []
         measures.extend(rows)
-        rate = _soak_rate(rows)
+        rate = soak_rate_from(rows)
         if rate is not None:
             context["rate"] = rate
         timings.append(f"- scenario {number} ({what}): {time.monotonic() - t0:.0f} s")

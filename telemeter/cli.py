@@ -5,6 +5,7 @@ telemeter bridge        MQTT -> Kafka only
 telemeter aggregator    Kafka -> ClickHouse only
 telemeter api           the HTTP API only
 telemeter simulate      simulated devices, with ground truth
+telemeter load          thousands of devices from worker processes at a target rate
 telemeter demo          the stack + a simulation + usage table + reconciliation
 telemeter topics        create the Kafka topics
 telemeter check-config  validate the settings and print them
@@ -215,6 +216,102 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     return _run(main)
 
 
+def _readings_range(text: str) -> tuple[int, int]:
+    """``N`` (every message N readings) or ``A-B`` (a seeded random A..B per message)."""
+    low, _, high = text.partition("-")
+    try:
+        bounds = (int(low), int(high or low))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected N or A-B, got {text!r}") from None
+    if not 1 <= bounds[0] <= bounds[1] <= 1000:
+        raise argparse.ArgumentTypeError("readings must satisfy 1 <= A <= B <= 1000")
+    return bounds
+
+
+def cmd_load(settings: Settings, args: argparse.Namespace) -> int:
+    """Offer load from thousands of simulated devices in worker processes against a running
+    stack; print sent/acked/rate/latency, optionally reconcile with the API."""
+    from devices import load_report, report
+    from devices.load import LoadConfig, run_load
+    from devices.reconcile import reconcile
+
+    token, _ = settings.admin_token()
+    low, high = args.readings
+    config = LoadConfig(
+        devices=args.devices,
+        workers=args.workers,
+        clients_per_worker=args.clients_per_worker,
+        rate=args.rate,
+        ramp_up_s=args.ramp_up,
+        duration_s=None if args.messages else args.duration,
+        messages=args.messages,
+        readings_per_message=high,
+        readings_min=low,
+        qos=args.qos,
+        seed=args.seed,
+        customers=args.customers,
+        prefix=args.prefix,
+        mqtt_host=settings.mqtt.host,
+        mqtt_port=settings.mqtt.port,
+        topic_prefix=settings.mqtt.topic_prefix,
+        api_url=args.api_url or f"http://{settings.api.host}:{settings.api.port}",
+        api_token=token.get_secret_value(),
+        register=not args.no_register,
+    )
+    with load_report.live_progress() as on_progress:
+        result = run_load(config, progress=on_progress)
+    load_report.print_result(result)
+    if args.truth:
+        result.simulation_result().write(Path(args.truth))
+    lost = config.qos > 0 and result.acked < result.sent
+    if not args.reconcile:
+        return 1 if lost else 0
+    outcome = reconcile(config.api_url, config.api_token, result.simulation_result())
+    report.print_usage(outcome)
+    return 0 if outcome.exact and not lost else 1
+
+
+def _add_load_parser(sub: Any) -> None:
+    load = sub.add_parser(
+        "load",
+        help=(cmd_load.__doc__ or "").strip(),
+        description="Offer load from simulated devices (delta meters, integer values) in "
+        "worker processes that share a few MQTT connections each, at a target rate reached "
+        "by a linear ramp-up. Registers the customers and devices through the API first. "
+        "Live progress on stderr; the final report shows sent, acknowledged, achieved rate "
+        "and publish->PUBACK latency percentiles. Exit code 1 when messages stayed "
+        "unacknowledged or (with --reconcile) the API does not account for every reading.",
+    )
+    add = load.add_argument
+    add("--devices", type=int, default=2000, help="simulated devices (default 2000)")
+    add("--workers", type=int, default=2, help="worker processes (default 2)")
+    add(
+        "--clients-per-worker",
+        type=int,
+        default=1,
+        help="MQTT connections per worker, shared by its devices (default 1)",
+    )
+    add("--rate", type=float, default=5000, help="target messages/s in total (default 5000)")
+    add("--ramp-up", type=float, default=5, help="seconds to reach the rate linearly (default 5)")
+    add("--duration", type=float, default=60, help="seconds of sending (default 60)")
+    add("--messages", type=int, default=None, help="send this many messages instead of --duration")
+    add(
+        "--readings",
+        type=_readings_range,
+        default=(1, 1),
+        help="readings per message: N, or A-B for a seeded random count (default 1)",
+    )
+    add("--qos", type=int, choices=(0, 1), default=1, help="MQTT QoS (default 1)")
+    add("--seed", type=int, default=7, help="seed of fleet, values and counts (default 7)")
+    add("--customers", type=int, default=10, help="customers the devices belong to (default 10)")
+    add("--prefix", default="load", help="prefix of customer and device ids (default 'load')")
+    add("--api-url", default=None, help="API base URL (default from settings)")
+    add("--no-register", action="store_true", help="do not create customers/devices first")
+    add("--reconcile", action="store_true", help="afterwards, compare the API with the truth")
+    add("--truth", default=None, help="write the ground truth JSON to this file")
+    load.set_defaults(fn=cmd_load)
+
+
 def cmd_chaos(settings: Settings, args: argparse.Namespace) -> int:
     """Kill and restart bridge, aggregator, Kafka and Mosquitto while devices publish; then
     reconcile exactly."""
@@ -301,6 +398,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sim_options(sim, duration=30, per_kind=20, rate=200)
     sim.add_argument("--no-reconcile", action="store_true", help="only publish")
     sim.set_defaults(fn=cmd_simulate)
+    _add_load_parser(sub)
     chaos = sub.add_parser("chaos", help=(cmd_chaos.__doc__ or "").strip())
     chaos.add_argument("--duration", type=float, default=330, help="seconds of load (330)")
     chaos.add_argument("--kills", type=int, default=24, help="kills/restarts in total (24)")
