@@ -3,13 +3,16 @@ time range, and the billing period containing an instant."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
 from rating.models import BillingPeriod, PlanSpec
+from schemas.catalog import Meter
 from schemas.usage import Window
-from storage.store import ClickHouseStore, UsageQuery
+from storage.store import ClickHouseStore
 from storage.windows import next_window_start, window_start
 
 
@@ -20,14 +23,21 @@ async def plan_quantities(
     start: datetime,
     end: datetime,
     tz: str,
+    meters: Callable[[str], Awaitable[Meter]] | None = None,
 ) -> tuple[dict[str, Decimal], datetime | None]:
     """Usage of each meter the plan charges for, in [start, end), and the latest write
-    behind those numbers (freshness)."""
+    behind those numbers (freshness). ``meters`` looks a meter up (default:
+    ``store.get_meter``)."""
+    lookup = meters or store.get_meter
     quantities: dict[str, Decimal] = {}
     updated: datetime | None = None
+    if not plan.charges:
+        return quantities, updated
+    found = await asyncio.gather(*(lookup(charge.meter) for charge in plan.charges))
+    # One query for all the plan's meters (it joins other requests' batches).
+    usages = await store.usage_of_meters(customer_id, found, start, end, Window.MONTH, tz)
     for charge in plan.charges:
-        meter = await store.get_meter(charge.meter)
-        usage = await store.usage(UsageQuery(customer_id, meter, start, end, Window.MONTH, tz))
+        usage = usages[charge.meter]
         quantities[charge.meter] = usage.total
         if usage.updated_at is not None:
             updated = usage.updated_at if updated is None else max(updated, usage.updated_at)

@@ -16,6 +16,8 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from api.cache import ResponseCache
+from api.catalog import CatalogCache
 from ingest.validation import TelemetryValidator
 from storage.store import ClickHouseStore
 
@@ -29,7 +31,9 @@ class ApiContext:
 
     ``validator`` must carry the bridge's settings (topic prefix, payload limit, clock
     skew) so that a replay applies the rules the bridge applies. ``replay`` publishes to
-    the events topic; without it (an API running without Kafka) replays answer 503."""
+    the events topic; without it (an API running without Kafka) replays answer 503.
+    ``cache`` keeps usage and rated-usage answers per data version (``api/cache.py``),
+    ``catalog`` their catalog lookups per catalog version (``api/catalog.py``)."""
 
     store: ClickHouseStore
     admin_token: str
@@ -37,9 +41,13 @@ class ApiContext:
     kafka_check: Callable[[], Awaitable[None]] | None = None
     validator: TelemetryValidator = field(default_factory=TelemetryValidator)
     replay: EventReplay | None = None
+    cache: ResponseCache = field(default_factory=ResponseCache)
+    catalog: CatalogCache = field(default_factory=CatalogCache)
 
 
-def get_context(request: Request) -> ApiContext:
+# The dependencies are ``async def`` although they do not await: FastAPI runs a plain
+# ``def`` dependency in a worker thread, one thread hop per request for a dictionary lookup.
+async def get_context(request: Request) -> ApiContext:
     """The context stored on the app."""
     context: ApiContext = request.app.state.context
     return context
@@ -48,7 +56,7 @@ def get_context(request: Request) -> ApiContext:
 ContextDep = Annotated[ApiContext, Depends(get_context)]
 
 
-def get_store(context: ContextDep) -> ClickHouseStore:
+async def get_store(context: ContextDep) -> ClickHouseStore:
     """The store."""
     return context.store
 

@@ -31,19 +31,32 @@ from schemas.telemetry import EXACT
 from schemas.usage import Window
 from storage.api_keys import ApiKeyQueries
 from storage.core import utc as _utc
+from storage.data_version import VERSION_SQL, VersionReader
 from storage.dead_letters import DeadLetterQueries
 from storage.errors import Conflict, NotFound, StoreUnavailable
 from storage.plans import PlanQueries
 from storage.quotes import QuoteQueries
 from storage.schema import MIGRATIONS, TABLES
+from storage.usage_reads import (
+    READ_SETTINGS,
+    MeterRef,
+    ReadPool,
+    UsageBatcher,
+    UsageShape,
+    usage_params,
+    usage_sql,
+)
 
 T = TypeVar("T")
 _DB_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 _MAX_U64 = 2**64 - 1
-_BUCKETS = {
-    Window.HOUR: "toUnixTimestamp(toStartOfHour(r.at, {tz:String}))",
-    Window.DAY: "toUnixTimestamp(toStartOfDay(r.at, {tz:String}))",
-    Window.MONTH: "toUnixTimestamp(toDateTime(toStartOfMonth(r.at, {tz:String}), {tz:String}))",
+# How ClickHouse reads the events of insert_events: ISO 8601 timestamps with 'Z' need
+# best_effort; an unknown key is an error, never silently dropped; the batch is a single
+# JSON row, which parallel parsing could not split anyway.
+_EVENT_INGEST_SETTINGS = {
+    "date_time_input_format": "best_effort",
+    "input_format_skip_unknown_fields": 0,
+    "input_format_parallel_parsing": 0,
 }
 
 
@@ -111,6 +124,11 @@ class ClickHouseStore(DeadLetterQueries, PlanQueries, QuoteQueries, ApiKeyQuerie
     """The one adapter over ClickHouse: catalog, readings and usage here, dead letters and
     plans in their mixins. Build it with :meth:`connect`; ``close`` is idempotent."""
 
+    _reads: ReadPool | None = None  # set by connect; without it reads use the one client
+    _meta: ReadPool | None = None  # data version reads: never behind inserts or usage batches
+    _batcher: UsageBatcher | None = None
+    _versions: dict[tuple[str, ...], VersionReader] | None = None
+
     @classmethod
     async def connect(cls, dsn: str, database: str) -> ClickHouseStore:
         """Open the client for ``dsn`` (``chdb:///abs/path`` or ``http://host:8123``) and create
@@ -124,6 +142,8 @@ class ClickHouseStore(DeadLetterQueries, PlanQueries, QuoteQueries, ApiKeyQuerie
         except ClickHouseError as exc:
             raise StoreUnavailable(f"cannot open ClickHouse at {dsn}: {exc}") from exc
         store = cls(client, database)
+        store._reads = ReadPool(_open)  # usage reads run concurrently on clients of their own
+        store._meta = ReadPool(_open, size=1)
         await store.ensure_schema()
         return store
 
@@ -372,6 +392,32 @@ class ClickHouseStore(DeadLetterQueries, PlanQueries, QuoteQueries, ApiKeyQuerie
         )
         return len(data)
 
+    async def insert_events(self, events: Sequence[bytes], record_ts_ms: Sequence[int]) -> int:
+        """Write the readings of events given as their JSON in canonical form (what
+        ``aggregator.canonical`` recognises), each with its Kafka record timestamp.
+        ClickHouse parses them: the batch is one JSON row of the Null table
+        ``readings_ingest``, whose materialized view writes one ``readings`` row per reading
+        -- the rows :meth:`insert_readings` writes for the same events, equally idempotent.
+        Python only joins bytes. A batch ClickHouse cannot parse fails whole, so pass only
+        events the canonical pattern recognised. Returns the readings written (in canonical
+        JSON, where no string holds a quote, ``"meter":"`` occurs once per reading)."""
+        if len(events) != len(record_ts_ms):
+            raise ValueError("one record timestamp per event")
+        if not events:
+            return 0
+        listed = b",".join(events)
+        stamps = str(list(record_ts_ms)).encode()  # '[1, 2, ...]': a JSON array, built in C
+        body = b"".join([b'{"record_ts_ms":', stamps, b',"events":[', listed, b"]}"])
+        await self._run(
+            self._client.raw_insert,
+            f"{self._db}.readings_ingest",
+            None,
+            body,
+            settings=_EVENT_INGEST_SETTINGS,
+            fmt="JSONEachRow",
+        )
+        return listed.count(b'"meter":"')
+
     async def usage(self, q: UsageQuery) -> UsageResult:
         """Usage of one meter attributed to one customer, bucketed by aligned windows.
 
@@ -379,65 +425,101 @@ class ClickHouseStore(DeadLetterQueries, PlanQueries, QuoteQueries, ApiKeyQuerie
         time (then seq), so late or out-of-order arrival changes nothing: the first reading
         of a device is its baseline (0), a lower reading than the previous one is a reset
         and counts from zero. Each reading is attributed to the customer that held the
-        device at the reading's time (ASOF JOIN on the assignment history)."""
-        params: dict[str, Any] = {
-            "meter": q.meter.name,
-            "customer": q.customer_id or "",
-            "from": q.start,
-            "to": q.end,
-            "tz": q.tz,
-        }
-        device_filter = (
-            f"AND device_id IN (SELECT device_id FROM {self._db}.device_assignments FINAL "
-            "WHERE customer_id = {customer:String})"
-            if q.customer_id
-            else ""
+        device at the reading's time (ASOF JOIN on the assignment history).
+
+        Concurrent calls of the same shape (meters, range, window, tz, grouping) may be
+        answered by one query for all their customers: same numbers, fewer queries
+        (``storage/usage_reads.py`` says why that is exact and fresh)."""
+        results = await self.usage_of_meters(
+            q.customer_id, [q.meter], q.start, q.end, q.window, q.tz, q.by_device
         )
-        if q.meter.kind is MeterKind.COUNTER:
-            # Earlier readings are needed for the first delta in range, so no lower bound.
-            lower = ""
-            # first reading: 0 (baseline); rise: the difference; drop: a wrap when a
-            # rollover_max is set and the previous reading was in the upper half, else a reset.
-            qty = (
-                "if(count() OVER w = 1, toDecimal128(0, 9), "
-                "if(value >= lagInFrame(value) OVER w, value - lagInFrame(value) OVER w, "
-                "if({rollover:Decimal(38, 9)} > 0 "
-                "AND lagInFrame(value) OVER w * 2 > {rollover:Decimal(38, 9)}, "
-                "{rollover:Decimal(38, 9)} - lagInFrame(value) OVER w + value + 1, value)))"
+        return results[q.meter.name]
+
+    async def usage_of_meters(
+        self,
+        customer_id: str | None,
+        meters: Sequence[Meter],
+        start: datetime,
+        end: datetime,
+        window: Window,
+        tz: str,
+        by_device: bool = False,
+    ) -> dict[str, UsageResult]:
+        """:meth:`usage` of several meters (by name) with one query: the same numbers as
+        one :meth:`usage` per meter, for a plan's charges at the cost of one read."""
+        unique = {m.name: m for m in meters}
+        shape = UsageShape(
+            meters=tuple(
+                MeterRef(m.name, m.kind, m.rollover_max)
+                for m in sorted(unique.values(), key=lambda m: m.name)
+            ),
+            start=start,
+            end=end,
+            window=window,
+            tz=tz,
+            by_device=by_device,
+            unassigned=customer_id is None,
+        )
+        if self._batcher is None:
+            slots = self._reads.size if self._reads is not None else 1
+            self._batcher = UsageBatcher(self._usage_batch, slots=slots)
+        rows = await self._batcher.rows(shape, customer_id or "")
+        by_meter: dict[str, list[Sequence[Any]]] = {name: [] for name in unique}
+        for row in rows:
+            by_meter[row[0]].append(row[1:])
+        return {
+            name: _summarise(
+                by_meter[name], UsageQuery(customer_id, m, start, end, window, tz, by_device)
             )
-            params["rollover"] = q.meter.rollover_max or Decimal(0)
-            window = (
-                "WINDOW w AS (PARTITION BY device_id ORDER BY at, seq, idx "
-                "ROWS BETWEEN 1 PRECEDING AND CURRENT ROW)"
-            )
+            for name, m in unique.items()
+        }
+
+    async def _usage_batch(
+        self, shape: UsageShape, customers: list[str]
+    ) -> dict[str, list[Sequence[Any]]]:
+        """One usage query for ``customers``; each customer's rows (meter first) without
+        the customer."""
+        sql, params = usage_sql(self._db, shape), usage_params(shape, customers)
+        # The unassigned query reads every device: it may use every core.
+        settings = {} if shape.unassigned else READ_SETTINGS
+        if self._reads is not None:
+            rows = await self._reads.query(sql, params, settings)
         else:
-            lower = "AND at >= {from:DateTime64(3, 'UTC')}"
-            qty, window = "value", ""
-        device_col = ", r.device_id" if q.by_device else ""
-        sql = f"""
-            SELECT {_BUCKETS[q.window]} AS bucket{device_col},
-                   sum(r.qty), max(r.qty), min(r.qty), argMax(r.qty, (r.at, r.seq, r.idx)),
-                   max(r.at), count(), max(r.written_at)
-            FROM (
-                SELECT device_id, at, seq, idx, written_at, {qty} AS qty
-                FROM (
-                    SELECT device_id, at, seq, idx, value, written_at
-                    FROM {self._db}.readings FINAL
-                    WHERE meter = {{meter:String}} AND at < {{to:DateTime64(3, 'UTC')}}
-                    {lower} {device_filter}
-                )
-                {window}
-            ) AS r
-            ASOF LEFT JOIN (
-                SELECT device_id, valid_from, customer_id
-                FROM {self._db}.device_assignments FINAL
-            ) AS a ON r.device_id = a.device_id AND r.at >= a.valid_from
-            WHERE a.customer_id = {{customer:String}} AND r.at >= {{from:DateTime64(3, 'UTC')}}
-            GROUP BY bucket{device_col}
-            ORDER BY bucket{device_col}
-        """
-        rows = await self._rows(sql, params)
-        return _summarise(rows, q)
+            result = await self._run(self._client.query, sql, parameters=params, settings=settings)
+            rows = result.result_rows
+        by_customer: dict[str, list[Sequence[Any]]] = {}
+        for row in rows:
+            by_customer.setdefault(row[0], []).append(row[1:])
+        return by_customer
+
+    async def data_version(self, tables: Sequence[str] = ()) -> int:
+        """A number that changes whenever data in ``tables`` (default: every table of this
+        database) changes, read after this call began (``storage/data_version.py``): equal
+        numbers mean the same data."""
+        key = tuple(sorted(tables))
+        if self._versions is None:
+            self._versions = {}
+        reader = self._versions.get(key)
+        if reader is None:
+            reader = self._versions[key] = VersionReader(lambda: self._read_version(key))
+        return await reader.current()
+
+    async def _read_version(self, tables: tuple[str, ...]) -> int:
+        params = {"db": self._db, "tables": list(tables)}
+        rows = (
+            await self._meta.query(VERSION_SQL, params, {})
+            if self._meta is not None
+            else await self._rows(VERSION_SQL, params)
+        )
+        parts, digest = rows[0]
+        return int(parts) << 64 | int(digest)
+
+    async def close(self) -> None:
+        """Release the read clients and the client."""
+        for pool in (self._reads, self._meta):
+            if pool is not None:
+                await pool.close()
+        await super().close()
 
 
 def _summarise(rows: Sequence[Sequence[Any]], q: UsageQuery) -> UsageResult:

@@ -19,6 +19,8 @@ import uvicorn
 from aggregator.dead_letters import DeadLetterRecorder
 from aggregator.service import MeterCatalog, UsageAggregator
 from api.app import create_app
+from api.cache import ResponseCache
+from api.catalog import CatalogCache
 from api.deps import ApiContext, EventReplay
 from ingest.bridge import TelemetryBridge
 from ingest.mqtt import MqttSubscriber
@@ -243,6 +245,8 @@ def api_context(
             max_future_skew=b.max_future_skew,
         ),
         replay=replay,
+        cache=ResponseCache(settings.api.response_cache_mib * 2**20),
+        catalog=CatalogCache(settings.api.catalog_cache_entries),
     )
 
 

@@ -10,10 +10,11 @@ from decimal import Decimal
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, HTTPException, Query, Response
 from pydantic import AwareDatetime, BaseModel
 
 from api.billing import period_bounds, plan_quantities
+from api.cache import cached_json
 from api.deps import ContextDep, CustomerReader
 from api.routes.customers import CustomerPath
 from rating.engine import rate_segments
@@ -120,10 +121,11 @@ async def _price(
     or lie inside one (``from``/``to``); fees are prorated by the share of the plan's period
     that each plan was in force."""
     store = context.store
-    customer = await store.get_customer(customer_id)
+    catalog = await context.catalog.view(store)
+    customer = await catalog.customer(customer_id)
     tz = customer.timezone
     now = context.clock()
-    history = await store.list_subscriptions(customer_id)
+    history = await catalog.subscriptions(customer_id)
     requested = _requested(period, start, end, tz)
     if requested is None:  # the current period of the plan in force now (or the latest)
         active = [s for s in history if s.start <= now] or history
@@ -134,7 +136,7 @@ async def _price(
                 f"/v1/customers/{customer_id}/subscription)",
             )
         current = PlanSpec.model_validate(
-            (await store.get_plan(active[-1].plan_id, active[-1].plan_version)).spec
+            (await catalog.plan(active[-1].plan_id, active[-1].plan_version)).spec
         )
         p_start, p_end = period_bounds(now, current.billing_period, tz)
     else:
@@ -151,7 +153,7 @@ async def _price(
     updated: datetime | None = None
     for sub in subscriptions:
         s_start, s_end = max(sub.start, p_start), min(sub.end or p_end, p_end)
-        stored = await store.get_plan(sub.plan_id, sub.plan_version)
+        stored = await catalog.plan(sub.plan_id, sub.plan_version)
         plan = PlanSpec.model_validate(stored.spec)
         plan_start, plan_end = period_bounds(s_start, plan.billing_period, tz)
         if s_end > plan_end or (
@@ -163,7 +165,9 @@ async def _price(
                 "ask for one such period (period=YYYY-MM for monthly plans, "
                 "YYYY for yearly ones) or a from/to range inside one",
             )
-        quantities, fresh = await plan_quantities(store, customer_id, plan, s_start, s_end, tz)
+        quantities, fresh = await plan_quantities(
+            store, customer_id, plan, s_start, s_end, tz, catalog.meter
+        )
         if fresh is not None:
             updated = fresh if updated is None else max(updated, fresh)
         fraction = Decimal(str((s_end - s_start).total_seconds())) / Decimal(
@@ -208,19 +212,34 @@ def _rated(priced: _Priced) -> dict[str, Any]:
     }
 
 
-@router.get("/{customer_id}/rated-usage", summary="Usage priced by the customer's plan")
+@router.get(
+    "/{customer_id}/rated-usage",
+    summary="Usage priced by the customer's plan",
+    response_model=RatedUsage,
+)
 async def rated_usage(
     customer_id: CustomerPath,
     context: ContextDep,
     period: PeriodQ = None,
     from_: FromQ = None,
     to: ToQ = None,
-) -> RatedUsage:
+) -> RatedUsage | Response:
     """Per charge: quantity, included, billable, tier breakdown and amount; base fee,
     minimum-commitment true-up, subtotal and total. The period is computed in the customer's
     timezone; a plan change inside it prorates fees by time and splits usage by reading time.
     ``usage_updated_at`` is the freshness of the usage behind the numbers."""
-    return RatedUsage(**_rated(await _price(context, customer_id, period, from_, to)))
+
+    async def compute() -> RatedUsage:
+        return RatedUsage(**_rated(await _price(context, customer_id, period, from_, to)))
+
+    # Without a period or a range the answer depends on the clock (the current period).
+    explicit = period is not None or (from_ is not None and to is not None)
+    key = (
+        ("rated-usage", customer_id, period, from_ and to_utc(from_), to and to_utc(to))
+        if explicit
+        else None
+    )
+    return await cached_json(context.cache, context.store, key, compute)
 
 
 @router.get("/{customer_id}/invoice-preview", summary="Invoice preview with projection")

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from datetime import datetime
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, HTTPException, Path, Query
+from fastapi import APIRouter, HTTPException, Path, Query, Response
 from pydantic import AwareDatetime
 
+from api.cache import cached_json
+from api.catalog import CatalogView
 from api.deps import Admin, ContextDep, CustomerReader
 from schemas.catalog import Aggregation, check_timezone
 from schemas.telemetry import format_decimal, format_time, to_utc
@@ -43,6 +46,7 @@ MeterQ = Annotated[str, Query(description="meter name", examples=["pages_printed
 
 async def _usage(
     context: ContextDep,
+    catalog: CatalogView,
     customer_id: str | None,
     meter_name: str,
     start: datetime | None,
@@ -51,7 +55,7 @@ async def _usage(
     tz: str,
     group_by: str | None,
 ) -> UsageResponse:
-    meter = await context.store.get_meter(meter_name)
+    meter = await catalog.meter(meter_name)
     now = context.clock()
     end = to_utc(end) if end is not None else to_utc(now)
     start = to_utc(start) if start is not None else window_start(end, Window.MONTH, tz)
@@ -142,14 +146,19 @@ async def customer_usage(
     window: WindowQ = Window.DAY,
     tz: TzQ = None,
     group_by: GroupQ = None,
-) -> UsageResponse:
+) -> UsageResponse | Response:
     """Usage in [from, to) attributed to the customer that held each device at each
     reading's time. ``total`` and every ``value`` are decimal strings; ``readings`` counts
     the readings behind them; ``updated_at`` is the latest write covering this answer."""
-    customer = await context.store.get_customer(customer_id)
-    return await _usage(
-        context, customer_id, meter, from_, to, window, _tz(tz or customer.timezone), group_by
-    )
+
+    async def compute() -> UsageResponse:
+        catalog = await context.catalog.view(context.store)
+        customer = await catalog.customer(customer_id)
+        zone = _tz(tz or customer.timezone)
+        return await _usage(context, catalog, customer_id, meter, from_, to, window, zone, group_by)
+
+    key = _key("customer", customer_id, meter, from_, to, window, tz, group_by)
+    return await cached_json(context.cache, context.store, key, compute)
 
 
 @router.get(
@@ -166,10 +175,33 @@ async def unassigned_usage(
     window: WindowQ = Window.DAY,
     tz: TzQ = None,
     group_by: GroupQ = None,
-) -> UsageResponse:
+) -> UsageResponse | Response:
     """Readings of devices that had no customer at the reading's time. They are kept, and
     move to a customer when an assignment covering their time is made."""
-    return await _usage(context, None, meter, from_, to, window, _tz(tz or "UTC"), group_by)
+
+    async def compute() -> UsageResponse:
+        catalog = await context.catalog.view(context.store)
+        zone = _tz(tz or "UTC")
+        return await _usage(context, catalog, None, meter, from_, to, window, zone, group_by)
+
+    key = _key("unassigned", None, meter, from_, to, window, tz, group_by)
+    return await cached_json(context.cache, context.store, key, compute)
+
+
+def _key(
+    route: str,
+    customer_id: str | None,
+    meter: str,
+    start: datetime | None,
+    end: datetime | None,
+    window: Window,
+    tz: str | None,
+    group_by: str | None,
+) -> Hashable | None:
+    """The cache key of a usage answer; None when it depends on the clock (no from or to)."""
+    if start is None or end is None:
+        return None
+    return ("usage", route, customer_id, meter, to_utc(start), to_utc(end), window, tz, group_by)
 
 
 def _merge(into: UsageBucket | None, b: UsageBucket, aggregation: Aggregation) -> UsageBucket:
