@@ -4,6 +4,9 @@
   ``(device_id, seq, idx)``. A redelivered message writes the same key again and every
   read uses ``FINAL``, so it counts once however many times it is written (the first
   write wins: ``ver`` falls as the Kafka record timestamp rises).
+- ``readings_ingest`` (Null engine) and its materialized view ``readings_ingest_mv``: the
+  fast write path. A batch of events inserted as JSON is parsed by ClickHouse and lands in
+  ``readings`` as exactly the rows the slow path writes; the Null table keeps nothing.
 - ``device_assignments``: who held a device from when. Usage is attributed to the
   holder at the reading's time with an ``ASOF JOIN`` at query time, so late readings
   and later reassignments land with the right customer.
@@ -67,6 +70,40 @@ TABLES: dict[str, str] = {
             written_at DateTime64(3, 'UTC') DEFAULT now64(3),
             ver UInt64
         ) ENGINE = ReplacingMergeTree(ver) ORDER BY (device_id, seq, idx)
+    """,
+    # The aggregator's fast path (``ClickHouseStore.insert_events``): one row per batch, the
+    # events exactly as the bridge wrote them and their Kafka record timestamps side by side.
+    # Null engine: nothing is kept here; the view turns each reading of each event into the
+    # ``readings`` row ``insert_readings`` would write for it (idx = its position in the
+    # message, ver from the record timestamp as there).
+    "readings_ingest": """
+        CREATE TABLE IF NOT EXISTS {db}.readings_ingest (
+            record_ts_ms Array(Int64),
+            events Array(Tuple(
+                device_id String,
+                seq UInt64,
+                sent_at DateTime64(3, 'UTC'),
+                readings Array(Tuple(meter String, value Decimal(38, 9), at DateTime64(3, 'UTC'))),
+                received_at DateTime64(3, 'UTC'),
+                mqtt_topic String
+            ))
+        ) ENGINE = Null
+    """,
+    "readings_ingest_mv": """
+        CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.readings_ingest_mv TO {db}.readings AS
+        SELECT
+            e.device_id AS device_id,
+            e.seq AS seq,
+            toUInt16(i - 1) AS idx,
+            r.meter AS meter,
+            r.at AS at,
+            r.value AS value,
+            e.sent_at AS sent_at,
+            e.received_at AS received_at,
+            18446744073709551615 - toUInt64(greatest(ts, 0)) AS ver
+        FROM {db}.readings_ingest
+        ARRAY JOIN events AS e, record_ts_ms AS ts
+        ARRAY JOIN e.readings AS r, arrayEnumerate(e.readings) AS i
     """,
     "dead_letters": """
         CREATE TABLE IF NOT EXISTS {db}.dead_letters (

@@ -76,8 +76,10 @@ async def _serve(
 
 def cmd_up(settings: Settings, _args: argparse.Namespace) -> int:
     """Run the whole stack until SIGINT/SIGTERM."""
+    from aggregator.service import tune_garbage_collector
     from telemeter.stack import run_stack
 
+    tune_garbage_collector()  # this process runs the aggregator
     return _run(lambda: _serve(run_stack, settings))
 
 
@@ -99,6 +101,7 @@ def cmd_bridge(settings: Settings, _args: argparse.Namespace) -> int:
 def cmd_aggregator(settings: Settings, args: argparse.Namespace) -> int:
     """Run the aggregator (metrics on aggregator.metrics_port); --api also serves the API
     from this process, which embedded chDB needs (one process per data directory)."""
+    from aggregator.service import tune_garbage_collector
     from telemeter.components import (
         open_store,
         run_aggregator,
@@ -106,6 +109,7 @@ def cmd_aggregator(settings: Settings, args: argparse.Namespace) -> int:
         run_dead_letter_recorder,
     )
 
+    tune_garbage_collector()
     _serve_metrics(settings.aggregator.metrics_port)
 
     @contextlib.asynccontextmanager

@@ -6,8 +6,9 @@ services never see library exceptions."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import Any
 
 import structlog
@@ -180,9 +181,49 @@ class EventRecord:
     timestamp_ms: int
 
 
+_VALUE, _TIMESTAMP = attrgetter("value"), attrgetter("timestamp")
+
+
+class RecordBatch:
+    """The records of one :meth:`KafkaEventSource.fetch`, partition by partition.
+
+    ``values`` and ``timestamps`` are parallel lists, so a consumer that needs only those
+    (the aggregator's fast path) builds no object per record; :meth:`record` builds the full
+    :class:`EventRecord` of one record, and iterating yields them all. ``starts`` and
+    ``ends`` are each partition's first offset and the offset after its last record: what
+    :meth:`KafkaEventSource.rewind` seeks back to and what committing this batch commits."""
+
+    __slots__ = ("_messages", "ends", "starts", "timestamps", "values")
+
+    def __init__(
+        self,
+        messages: list[Any],
+        starts: dict[TopicPartition, int],
+        ends: dict[TopicPartition, int],
+    ) -> None:
+        self._messages = messages
+        self.values: list[bytes | None] = list(map(_VALUE, messages))
+        self.timestamps: list[int] = list(map(_TIMESTAMP, messages))
+        self.starts = starts
+        self.ends = ends
+
+    def __len__(self) -> int:
+        return len(self._messages)
+
+    def __iter__(self) -> Iterator[EventRecord]:
+        return (self.record(i) for i in range(len(self._messages)))
+
+    def record(self, i: int) -> EventRecord:
+        """The ``i``-th record in full (an empty value reads as ``b""``)."""
+        m = self._messages[i]
+        return EventRecord(m.topic, m.partition, m.offset, m.key, m.value or b"", m.timestamp)
+
+
 class KafkaEventSource:
     """Consumer-group member with manual commits: ``fetch`` a batch, process it, then
-    ``commit`` what was fetched."""
+    ``commit`` it. Several fetched batches may be in hand at once (the aggregator prepares
+    the next batch while the previous one is written); they are committed in the order they
+    were fetched, and ``rewind`` goes back to the first record of the oldest one."""
 
     def __init__(
         self,
@@ -209,9 +250,8 @@ class KafkaEventSource:
             session_timeout_ms=30_000,
             heartbeat_interval_ms=3_000,
         )
-        self._pending: dict[TopicPartition, int] = {}
+        self._uncommitted: list[RecordBatch] = []  # fetched, neither committed nor rewound
         self._positions: dict[TopicPartition, int] = {}
-        self._batch_start: dict[TopicPartition, int] = {}
         self._started = False
 
     async def start(self) -> None:
@@ -231,49 +271,66 @@ class KafkaEventSource:
             self._started = False
             await self._consumer.stop()
 
-    async def fetch(self, max_records: int, timeout_ms: int) -> list[EventRecord]:
-        """Up to ``max_records`` records; remembers the next offsets for :meth:`commit`."""
+    async def fetch(self, max_records: int, timeout_ms: int) -> RecordBatch:
+        """Up to ``max_records`` records, held as uncommitted until :meth:`commit`."""
         try:
-            batches = await self._consumer.getmany(timeout_ms=timeout_ms, max_records=max_records)
+            fetched = await self._consumer.getmany(timeout_ms=timeout_ms, max_records=max_records)
         except KafkaError as exc:
             raise KafkaUnavailable(f"fetch failed: {exc!r}") from exc
-        records: list[EventRecord] = []
-        self._batch_start = {}
-        for tp, messages in batches.items():
-            for m in messages:
-                records.append(
-                    EventRecord(m.topic, m.partition, m.offset, m.key, m.value, m.timestamp)
-                )
-            if messages:
-                self._batch_start[tp] = messages[0].offset
-                self._pending[tp] = self._positions[tp] = messages[-1].offset + 1
-        return records
+        messages: list[Any] = []
+        starts: dict[TopicPartition, int] = {}
+        ends: dict[TopicPartition, int] = {}
+        for tp, part in fetched.items():
+            if part:
+                messages.extend(part)
+                starts[tp] = part[0].offset
+                ends[tp] = self._positions[tp] = part[-1].offset + 1
+        batch = RecordBatch(messages, starts, ends)
+        if messages:
+            self._uncommitted.append(batch)
+        return batch
 
     def rewind(self) -> None:
-        """Forget the last fetch: seek back to its first records so the next ``fetch``
-        returns them again, and drop their offsets from what ``commit`` would commit. Called
-        when processing a batch failed, so a retry never skips past it."""
+        """Forget every uncommitted batch: seek each partition back to its first record in
+        the oldest of them, so the next ``fetch`` returns them again, and commit none of
+        them. Called when processing failed, so a retry never skips past a batch."""
+        first: dict[TopicPartition, int] = {}
+        for batch in self._uncommitted:
+            for tp, offset in batch.starts.items():
+                first.setdefault(tp, offset)
+        self._uncommitted = []
         assigned = self._consumer.assignment()
-        for tp, first in self._batch_start.items():
-            self._pending.pop(tp, None)
+        for tp, offset in first.items():
             if tp in assigned:
-                self._consumer.seek(tp, first)
-                self._positions[tp] = first
-        self._batch_start = {}
+                self._consumer.seek(tp, offset)
+                self._positions[tp] = offset
 
-    async def commit(self) -> None:
-        """Commit the offsets after everything fetched so far. A commit refused because of a
-        rebalance is logged, not raised: those records will be redelivered, which is safe
-        because writes are idempotent."""
-        if not self._pending:
+    async def commit(self, batch: RecordBatch | None = None) -> None:
+        """Commit the offsets after ``batch``, which must be the oldest uncommitted one, or
+        without it after everything fetched so far. A commit refused because of a rebalance
+        is logged, not raised: those records will be redelivered, which is safe because
+        writes are idempotent. A batch whose commit failed otherwise stays uncommitted, so a
+        ``rewind`` still goes back to it."""
+        if batch is None:
+            done = len(self._uncommitted)
+        elif not batch:
+            return  # an empty fetch is never held
+        elif self._uncommitted and self._uncommitted[0] is batch:
+            done = 1
+        else:
+            raise ValueError("batches must be committed in the order they were fetched")
+        offsets: dict[TopicPartition, int] = {}
+        for b in self._uncommitted[:done]:
+            offsets.update(b.ends)
+        if not offsets:
             return
-        offsets, self._pending = self._pending, {}
         try:
             await self._consumer.commit(offsets)
         except CommitFailedError as exc:
             log.warning("commit_refused_after_rebalance", error=str(exc))
         except KafkaError as exc:
             raise KafkaUnavailable(f"commit failed: {exc!r}") from exc
+        del self._uncommitted[:done]
 
     def lag(self) -> int:
         """Records between what was last fetched and the end of the assigned partitions

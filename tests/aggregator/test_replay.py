@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -82,7 +83,8 @@ class TestReplay:
 
         async with run_aggregator(settings, store) as aggregator:
             await wait_for(lambda: usage(store, "steps"), lambda u: u[1] >= 30)
-            assert aggregator.records >= 40
+            # records count after the commit, which follows the insert the usage already shows
+            await wait_for(lambda: _count(aggregator), lambda n: n >= 40)
         await produce(settings, unique[30:] + unique[:10])  # the rest, plus old resends
         async with run_aggregator(settings, store):  # restart: resumes from committed offsets
             await wait_for(lambda: usage(store, "steps"), lambda u: u[1] >= 40)
@@ -114,12 +116,20 @@ class FlakySink:
         self.store = store
         self.failures = 0
 
-    async def insert_readings(self, rows: list[ReadingRow]) -> int:
-        """Fail once, then insert for real."""
+    def _fail_once(self) -> None:
         if self.failures == 0:
             self.failures += 1
             raise StoreUnavailable("simulated outage")
+
+    async def insert_readings(self, rows: list[ReadingRow]) -> int:
+        """Fail once (on whichever insert comes first), then insert for real."""
+        self._fail_once()
         return await self.store.insert_readings(rows)
+
+    async def insert_events(self, events: Sequence[bytes], record_ts_ms: Sequence[int]) -> int:
+        """Fail once (on whichever insert comes first), then insert for real."""
+        self._fail_once()
+        return await self.store.insert_events(events, record_ts_ms)
 
 
 class TestStoreOutage:
