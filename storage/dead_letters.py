@@ -113,9 +113,13 @@ class DeadLetterQueries(StoreCore):
         status: DeadLetterStatus | None = None,
         limit: int = 100,
         before: datetime | None = None,
+        before_id: str | None = None,
     ) -> list[RecordedDeadLetter]:
-        """Dead letters, newest rejection first, optionally only those with a reason, of a
-        device, in a status, or rejected before ``before`` (to page back in time)."""
+        """Dead letters, newest rejection first (then id, descending), optionally only those
+        with a reason, of a device, in a status, or rejected before ``before``. To page, pass
+        the last item's ``rejected_at`` and ``id`` as ``before`` and ``before_id``: letters
+        rejected in the same millisecond as that item and sorting after it are the next
+        page's first, not skipped."""
         where = []
         params: dict[str, Any] = {"limit": max(0, limit)}
         if reason is not None:
@@ -127,7 +131,13 @@ class DeadLetterQueries(StoreCore):
         if status is not None:
             where.append("status = {status:String}")
             params["status"] = DeadLetterStatus(status).value
-        if before is not None:
+        if before is not None and before_id is not None:
+            where.append(
+                "(rejected_at < {before:DateTime64(3, 'UTC')} OR "
+                "(rejected_at = {before:DateTime64(3, 'UTC')} AND id < {before_id:String}))"
+            )
+            params["before"], params["before_id"] = before, before_id
+        elif before is not None:
             where.append("rejected_at < {before:DateTime64(3, 'UTC')}")
             params["before"] = before
         # WHERE applies after FINAL has picked each id's latest row, so a status filter sees

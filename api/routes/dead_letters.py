@@ -43,15 +43,34 @@ async def list_dead_letters(
     before: Annotated[
         AwareDatetime | None,
         Query(
-            description="only letters rejected before this time (page back with the last "
-            "item's rejected_at)",
+            description="only letters rejected before this time; to page back, pass the last "
+            "item's rejected_at here and its id as before_id",
             examples=["2026-11-27T09:00:00Z"],
         ),
     ] = None,
+    before_id: Annotated[
+        str | None,
+        Query(
+            min_length=1,
+            max_length=64,
+            description="with before: also letters rejected at exactly that time whose id "
+            "sorts before this one (the last item's id), so a page boundary inside one "
+            "millisecond skips nothing",
+        ),
+    ] = None,
 ) -> Page[RecordedDeadLetter]:
-    """Recorded dead letters, newest rejection first."""
+    """Recorded dead letters, newest rejection first, then by id descending."""
+    if before_id is not None and before is None:
+        raise ApiProblem(
+            422, "invalid_cursor", "before_id needs before (the same item's rejected_at)"
+        )
     items = await store.list_dead_letters(
-        reason=reason, device_id=device_id, status=status, limit=limit, before=before
+        reason=reason,
+        device_id=device_id,
+        status=status,
+        limit=limit,
+        before=before,
+        before_id=before_id,
     )
     return Page[RecordedDeadLetter](items=items, count=len(items))
 

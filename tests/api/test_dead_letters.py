@@ -212,6 +212,28 @@ class TestListAndGet:
         assert response.status_code == 200, response.text
         assert [i["id"] for i in response.json()["items"]] == [letters[n].id for n in expected]
 
+    async def test_cursor_id_without_time_is_422(self, client: httpx.AsyncClient) -> None:
+        """before_id alone is refused: it only means something with its item's rejected_at."""
+        response = await client.get("/v1/dead-letters", params={"before_id": "abc"})
+        assert response.status_code == 422
+        assert response.json()["error"]["code"] == "invalid_cursor"
+
+    async def test_cursor_pages_through_everything(
+        self, client: httpx.AsyncClient, letters: dict[str, DeadLetter]
+    ) -> None:
+        """Pages of one, each after the previous item's (rejected_at, id), list every letter
+        exactly once, in the same order as one big page."""
+        whole = (await client.get("/v1/dead-letters", params={"limit": "1000"})).json()["items"]
+        paged: list[str] = []
+        params = {"limit": "1"}
+        while True:
+            items = (await client.get("/v1/dead-letters", params=params)).json()["items"]
+            if not items:
+                break
+            paged.append(items[0]["id"])
+            params = {"limit": "1", "before": items[0]["rejected_at"], "before_id": items[0]["id"]}
+        assert paged == [i["id"] for i in whole]
+
     async def test_unknown_reason_is_422(self, client: httpx.AsyncClient) -> None:
         """A reason that is not a reason code is a 422 naming the parameter."""
         response = await client.get("/v1/dead-letters", params={"reason": "bad_vibes"})

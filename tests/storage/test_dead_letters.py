@@ -151,6 +151,23 @@ class TestListDeadLetters:
         limited = await store.list_dead_letters(before=OCT + timedelta(days=1), limit=2)
         assert [x.id for x in limited] == [october[5].id, october[4].id]
 
+    async def test_paging_inside_one_millisecond(self, store: ClickHouseStore) -> None:
+        """Paging with the last item's (rejected_at, id) skips none of the letters rejected
+        in the same millisecond, and repeats none."""
+        same = OCT + timedelta(days=2)  # after every other letter of October's tests
+        group = [letter("same-ms", seq, at=same) for seq in range(5)]
+        older = letter("same-ms", 99, at=same - timedelta(milliseconds=1))
+        await store.record_dead_letters([*group, older])
+        seen: list[str] = []
+        page = await store.list_dead_letters(device_id="same-ms", limit=2)
+        while page:
+            seen.extend(x.id for x in page)
+            last = page[-1]
+            page = await store.list_dead_letters(
+                device_id="same-ms", limit=2, before=last.rejected_at, before_id=last.id
+            )
+        assert seen == [*sorted((x.id for x in group), reverse=True), older.id]
+
     @pytest.mark.parametrize(
         ("filters", "expected"),
         [
