@@ -202,7 +202,8 @@ def plan_fleet(config: LoadConfig) -> tuple[dict[str, str], list[DeviceSlot]]:
 async def register_fleet(
     config: LoadConfig, customers: dict[str, str], devices: list[DeviceSlot], concurrency: int = 8
 ) -> None:
-    """Create the customers and assign the devices through the API (PUTs are idempotent)."""
+    """Create the customers, then register and assign the devices in bulk through the API
+    (both PUTs are idempotent)."""
     kinds = dict((meter, kind) for kind, meter in DELTA_KINDS)
     headers = {"Authorization": f"Bearer {config.api_token}"}
     limit = asyncio.Semaphore(concurrency)
@@ -218,19 +219,17 @@ async def register_fleet(
                 for c, tz in customers.items()
             )
         )
-        await asyncio.gather(
-            *(
-                put(
-                    f"/v1/devices/{d.device_id}",
-                    {
-                        "kind": kinds[d.meter],
-                        "customer_id": d.customer_id,
-                        "assigned_from": ASSIGNED_FROM,
-                    },
-                )
-                for d in devices
-            )
-        )
+        for start in range(0, len(devices), 5_000):  # PUT /v1/devices takes up to 10,000
+            batch = [
+                {
+                    "device_id": d.device_id,
+                    "kind": kinds[d.meter],
+                    "customer_id": d.customer_id,
+                    "assigned_from": ASSIGNED_FROM,
+                }
+                for d in devices[start : start + 5_000]
+            ]
+            (await http.put("/v1/devices", json={"devices": batch})).raise_for_status()
 
 
 def _specs(config: LoadConfig, devices: list[DeviceSlot], seq_base: int) -> list[WorkerSpec]:

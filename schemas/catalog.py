@@ -163,6 +163,41 @@ class DeviceSpec(BaseModel):
         return None if value is None else to_utc(value)
 
 
+class DeviceRegistration(DeviceSpec):
+    """One device of ``PUT /v1/devices``: the same fields as the single PUT, plus its id."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "device_id": "printer-0042",
+                    "kind": "printer",
+                    "customer_id": "acme",
+                    "assigned_from": "2026-11-01T00:00:00Z",
+                }
+            ]
+        },
+    )
+
+    device_id: DeviceId
+
+
+class DeviceBatch(BaseModel):
+    """The body of ``PUT /v1/devices``: register or (re)assign many devices at once."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    devices: Annotated[list[DeviceRegistration], Field(min_length=1, max_length=10_000)]
+
+
+class DeviceBatchResult(BaseModel):
+    """What ``PUT /v1/devices`` wrote."""
+
+    devices: int = Field(description="devices registered or updated")
+    assignments: int = Field(description="assignment history entries added")
+
+
 class Assignment(BaseModel):
     """From ``valid_from`` on (until the next assignment), the device belongs to ``customer_id``
     (``None``: unassigned)."""

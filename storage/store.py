@@ -280,26 +280,59 @@ class ClickHouseStore(DeadLetterQueries, PlanQueries, QuoteQueries, ApiKeyQuerie
         """Create or update a device and record who holds it from ``assigned_from`` (default:
         now). The customer must exist. A body without ``customer_id`` (e.g. only a new kind)
         leaves the assignment history alone; ``"customer_id": null`` unassigns."""
-        if spec.customer_id is not None:
-            await self.get_customer(spec.customer_id)
+        await self.put_devices([(device_id, spec)], now)
+        return await self.get_device(device_id)
+
+    async def put_devices(
+        self, devices: Sequence[tuple[str, DeviceSpec]], now: datetime
+    ) -> tuple[int, int]:
+        """:meth:`put_device` for many devices in four queries instead of five each; every
+        customer named must exist (NotFound before anything is written). Returns (devices
+        written, assignment entries added)."""
+        if not devices:
+            return 0, 0
+        named_customers = {s.customer_id for _, s in devices if s.customer_id is not None}
+        if named_customers:
+            rows = await self._rows(
+                f"SELECT DISTINCT customer_id FROM {self._db}.customers FINAL "
+                "WHERE customer_id IN {ids:Array(String)}",
+                {"ids": sorted(named_customers)},
+            )
+            missing = sorted(named_customers - {r[0] for r in rows})
+            if missing:
+                raise NotFound(
+                    f"customer {missing[0]!r} does not exist "
+                    f"(create it with PUT /v1/customers/{missing[0]})"
+                )
         await self._run(
             self._client.insert,
             f"{self._db}.devices",
-            [[device_id, spec.kind, now]],
+            [[device_id, spec.kind, now] for device_id, spec in devices],
             column_names=["device_id", "kind", "updated_at"],
         )
-        current = await self._assignments(device_id)
-        holder = current[-1].customer_id if current else None
-        named = "customer_id" in spec.model_fields_set
-        if named and (spec.customer_id != holder or spec.assigned_from is not None):
-            valid_from = spec.assigned_from or now
+        holders = {
+            r[0]: (r[1] or None)
+            for r in await self._rows(
+                f"SELECT device_id, argMax(customer_id, valid_from) "
+                f"FROM {self._db}.device_assignments FINAL "
+                "WHERE device_id IN {ids:Array(String)} GROUP BY device_id",
+                {"ids": sorted({d for d, _ in devices})},
+            )
+        }
+        assignments = [
+            [device_id, spec.assigned_from or now, spec.customer_id or "", now]
+            for device_id, spec in devices
+            if "customer_id" in spec.model_fields_set
+            and (spec.customer_id != holders.get(device_id) or spec.assigned_from is not None)
+        ]
+        if assignments:
             await self._run(
                 self._client.insert,
                 f"{self._db}.device_assignments",
-                [[device_id, valid_from, spec.customer_id or "", now]],
+                assignments,
                 column_names=["device_id", "valid_from", "customer_id", "updated_at"],
             )
-        return await self.get_device(device_id)
+        return len(devices), len(assignments)
 
     async def _assignments(self, device_id: str) -> list[Assignment]:
         rows = await self._rows(

@@ -7,7 +7,8 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query
 
 from api.deps import Admin, ContextDep, StoreDep
-from schemas.catalog import Device, DeviceSpec, Page
+from api.errors import ApiProblem
+from schemas.catalog import Device, DeviceBatch, DeviceBatchResult, DeviceSpec, Page
 from schemas.telemetry import DEVICE_ID_PATTERN
 
 router = APIRouter(prefix="/v1/devices", tags=["catalog"], dependencies=[Admin])
@@ -24,6 +25,25 @@ async def list_devices(
     """Every device with its assignment history."""
     items = await store.list_devices(customer_id)
     return Page[Device](items=items, count=len(items))
+
+
+@router.put("", summary="Register or (re)assign many devices")
+async def put_devices(batch: DeviceBatch, context: ContextDep) -> DeviceBatchResult:
+    """Up to 10,000 devices in one request, each exactly as ``PUT /v1/devices/{device_id}``
+    would treat it (a fleet of thousands registers in seconds instead of minutes). Every
+    customer named must exist: if one does not, nothing is written (404). A device may
+    appear once per request (422 otherwise)."""
+    seen: set[str] = set()
+    for d in batch.devices:
+        if d.device_id in seen:
+            raise ApiProblem(
+                422, "duplicate_device", f"device {d.device_id!r} appears more than once"
+            )
+        seen.add(d.device_id)
+    written, assignments = await context.store.put_devices(
+        [(d.device_id, d) for d in batch.devices], context.clock()
+    )
+    return DeviceBatchResult(devices=written, assignments=assignments)
 
 
 @router.get("/{device_id}", summary="Get a device")

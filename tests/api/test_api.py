@@ -124,6 +124,64 @@ class TestCatalog:
         listed = (await client.get("/v1/devices", params={"customer_id": "cust-b"})).json()
         assert [d["device_id"] for d in listed["items"]] == ["dev-1"]
 
+    async def test_bulk_registration_matches_single_puts(self, client: httpx.AsyncClient) -> None:
+        """PUT /v1/devices registers many devices with the single PUT's semantics: an
+        unchanged holder adds no history, a new one does, a kind-only entry keeps it."""
+        await client.put("/v1/customers/bulk-a", json={"name": "A", "timezone": "UTC"})
+        await client.put("/v1/customers/bulk-b", json={"name": "B", "timezone": "UTC"})
+        first = [
+            {
+                "device_id": f"bulk-{i}",
+                "kind": "shoe",
+                "customer_id": "bulk-a",
+                "assigned_from": "2026-11-01T00:00:00Z",
+            }
+            for i in range(3)
+        ]
+        r = await client.put("/v1/devices", json={"devices": first})
+        assert r.status_code == 200, r.text
+        assert r.json() == {"devices": 3, "assignments": 3}
+        second = [
+            {"device_id": "bulk-0", "kind": "shoe", "customer_id": "bulk-a"},  # unchanged
+            {
+                "device_id": "bulk-1",
+                "kind": "shoe",
+                "customer_id": "bulk-b",
+                "assigned_from": "2026-11-10T00:00:00Z",
+            },
+            {"device_id": "bulk-2", "kind": "shoe-v2"},  # kind only
+        ]
+        r = await client.put("/v1/devices", json={"devices": second})
+        assert r.json() == {"devices": 3, "assignments": 1}
+        devices = {d["device_id"]: d for d in (await client.get("/v1/devices")).json()["items"]}
+        assert [a["customer_id"] for a in devices["bulk-0"]["assignments"]] == ["bulk-a"]
+        assert [a["customer_id"] for a in devices["bulk-1"]["assignments"]] == [
+            "bulk-a",
+            "bulk-b",
+        ]
+        assert (devices["bulk-2"]["kind"], devices["bulk-2"]["customer_id"]) == (
+            "shoe-v2",
+            "bulk-a",
+        )
+
+    async def test_bulk_with_unknown_customer_writes_nothing(
+        self, client: httpx.AsyncClient
+    ) -> None:
+        """One unknown customer makes the whole batch a 404 that names it; nothing is
+        registered. A device twice in one batch is a 422."""
+        batch = [
+            {"device_id": "bulk-none-1", "kind": "door"},
+            {"device_id": "bulk-none-2", "kind": "door", "customer_id": "nobody-here"},
+        ]
+        r = await client.put("/v1/devices", json={"devices": batch})
+        assert r.status_code == 404
+        assert "nobody-here" in r.json()["error"]["message"]
+        assert (await client.get("/v1/devices/bulk-none-1")).status_code == 404
+        twice = [{"device_id": "bulk-twice", "kind": "door"}] * 2
+        r = await client.put("/v1/devices", json={"devices": twice})
+        assert r.status_code == 422
+        assert r.json()["error"]["code"] == "duplicate_device"
+
     async def test_kind_only_update_keeps_the_assignment(self, client: httpx.AsyncClient) -> None:
         """PUT with only a new kind does not unassign the device; an explicit null does."""
         await client.put("/v1/customers/keep", json={"name": "Keep", "timezone": "UTC"})
