@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import os
 import secrets
 import shutil
 import subprocess
@@ -53,7 +52,7 @@ from bench.common import Measure, table
 from devices.load import LoadConfig, LoadControl, LoadProgress, LoadResult, run_load
 from devices.reconcile import Reconciliation, reconcile, reconcile_once
 from ingest.config import BridgeSettings
-from telemeter.chaos import free_port, settings_env
+from telemeter.chaos import ComponentProcess, free_port, settings_env
 from telemeter.config import REPO_ROOT, KafkaSettings, MqttSettings, Settings, StoreSettings
 
 SCENARIO = "2. end to end"
@@ -91,7 +90,7 @@ class Pipeline:
     tag: str
     settings: Settings
     workdir: Path
-    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    procs: dict[str, ComponentProcess] = field(default_factory=dict)
     http: httpx.AsyncClient = field(default_factory=lambda: httpx.AsyncClient(timeout=10))
 
     @property
@@ -109,23 +108,20 @@ class Pipeline:
     @property
     def pids(self) -> dict[str, int]:
         """Process ids by component name."""
-        return {name: p.pid for name, p in self.procs.items()}
+        return {name: p.pid for name, p in self.procs.items() if p.pid is not None}
 
     def start(self, name: str, args: list[str]) -> None:
         """Start ``python -m telemeter <args>`` with the run's settings; log in workdir."""
-        log = (self.workdir / f"{name}.log").open("ab")
-        self.procs[name] = subprocess.Popen(
-            [sys.executable, "-m", "telemeter", *args],
-            env={**os.environ, **settings_env(self.settings)},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=REPO_ROOT,
+        process = ComponentProcess(
+            name, args, settings_env(self.settings), self.workdir / f"{name}.log"
         )
+        process.start()
+        self.procs[name] = process
 
     def check_alive(self) -> None:
         """Raise if a component exited."""
         for name, p in self.procs.items():
-            if p.poll() is not None:
+            if not p.alive():
                 raise RuntimeError(f"{name} exited with {p.returncode}; see {self.workdir}")
 
     async def wait_until(
@@ -187,14 +183,8 @@ async def pipeline(label: str) -> AsyncIterator[Pipeline]:
         yield run
     finally:
         for name in ("bridge", "aggregator"):
-            p = run.procs.get(name)
-            if p is not None and p.poll() is None:
-                p.terminate()
-                try:
-                    p.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-                    p.wait()
+            if name in run.procs:
+                run.procs[name].stop()
         await run.http.aclose()
         with contextlib.suppress(Exception):
             await _delete_topics(run.settings)

@@ -147,6 +147,16 @@ class ComponentProcess:
         """Still running."""
         return self._proc is not None and self._proc.poll() is None
 
+    @property
+    def pid(self) -> int | None:
+        """The process id of the current start, if started."""
+        return self._proc.pid if self._proc is not None else None
+
+    @property
+    def returncode(self) -> int | None:
+        """How the process exited, if it has."""
+        return self._proc.poll() if self._proc is not None else None
+
     def log_contains(self, marker: str, occurrences: int) -> bool:
         """Whether ``marker`` appears at least ``occurrences`` times in the log."""
         if not self._log_path.exists():
