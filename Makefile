@@ -52,7 +52,7 @@ test: install ## Install what is missing, start services, run the whole test sui
 
 lint: install ## ruff and mypy
 	$(BIN)/ruff check .
-	$(BIN)/mypy schemas ingest aggregator api storage devices telemeter rating bench
+	$(BIN)/mypy schemas ingest aggregator api storage devices telemeter rating identity bench
 
 bench: services-up ## All benchmark scenarios (~17 min); writes bench/results/<date>.md and the README table
 	$(BIN)/python -m bench.run $(BENCH_ARGS)

@@ -18,7 +18,9 @@ model on purpose:
 - values as ``format_decimal`` writes them (no exponent, no leading or trailing zeros, at
   most 29 integer digits and 9 decimals, no ``-0``), negative only for gauge meters;
 - meters of the catalog given, by name (compiled as a trie, so a long catalog costs
-  little);
+  little), and among them only those the device's kind allows (``aggregator.rules``): one
+  pattern per distinct allowlist, chosen by the ``device_id`` at the start of the record;
+  an unregistered device's event is canonical only when such devices are accepted;
 - ``seq`` below 10^18 (the model allows up to 2^63 - 1);
 - ``mqtt_topic`` in printable ASCII without ``"`` or ``\\`` (no JSON escapes to decode).
 """
@@ -26,11 +28,12 @@ model on purpose:
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import cast
 
+from aggregator.rules import EVERY_METER, OPEN_RULES, DeviceRules
 from schemas.catalog import Meter, MeterKind
 from schemas.telemetry import DEVICE_ID_PATTERN, MAX_READINGS_PER_MESSAGE, METER_PATTERN
 
@@ -53,6 +56,8 @@ _NEVER = r"(?!)"
 _METER_NAME = re.compile(METER_PATTERN)
 # No JSON string in a canonical event holds a quote, so this occurs once per reading.
 READING_MARK = b'"meter":"'
+_DEVICE_START = b'{"device_id":"'
+_DEVICE_AT = len(_DEVICE_START)
 
 
 def _alternation(words: Iterable[str]) -> str:
@@ -106,30 +111,69 @@ class Split:
 
 
 class CanonicalEvents:
-    """Recognises canonical events of one catalog snapshot; see the module docstring."""
+    """Recognises canonical events of one catalog snapshot and one set of device rules;
+    see the module docstring."""
 
-    def __init__(self, meters: Mapping[str, Meter]) -> None:
+    def __init__(self, meters: Mapping[str, Meter], devices: DeviceRules = OPEN_RULES) -> None:
         self.meters = meters
-        self._match = event_pattern(meters).fullmatch
+        self.devices = devices
+        self._any = event_pattern(meters).fullmatch
+        self._by_allowlist: dict[frozenset[str], Callable[[bytes], re.Match[bytes] | None]] = {}
+        self._by_device: dict[bytes, Callable[[bytes], re.Match[bytes] | None] | None] = {}
+        self._open = devices is OPEN_RULES
+
+    def _matcher(self, value: bytes) -> Callable[[bytes], re.Match[bytes] | None] | None:
+        """The pattern for the device this record names (None: no pattern accepts it)."""
+        if not value.startswith(_DEVICE_START):
+            return None
+        end = value.find(b'"', _DEVICE_AT)
+        device = value[_DEVICE_AT:end]
+        try:
+            return self._by_device[device]
+        except KeyError:
+            pass
+        allowed = self.devices.meters_for(device.decode("utf-8", "replace"))
+        match: Callable[[bytes], re.Match[bytes] | None] | None
+        if allowed is None:
+            match = None
+        elif allowed is EVERY_METER:
+            match = self._any
+        else:
+            assert isinstance(allowed, frozenset)
+            match = self._by_allowlist.get(allowed)
+            if match is None:
+                subset = {n: m for n, m in self.meters.items() if n in allowed}
+                match = self._by_allowlist[allowed] = event_pattern(subset).fullmatch
+        if len(self._by_device) >= 1_000_000:
+            self._by_device.clear()
+        self._by_device[device] = match
+        return match
 
     def accepts(self, value: bytes) -> bool:
         """Whether ``value`` is a canonical event that passes this catalog."""
-        return self._match(value) is not None
+        match = self._any if self._open else self._matcher(value)
+        return match is not None and match(value) is not None
 
     def split(self, values: Sequence[bytes | None]) -> Split:
         """Which records of a batch are canonical events (a missing value is not)."""
         if None in values:
             values = [v or b"" for v in values]
-        matches = list(map(self._match, cast(Sequence[bytes], values)))
+        records = cast(Sequence[bytes], values)
+        matches: list[re.Match[bytes] | None]
+        if self._open:
+            matches = list(map(self._any, records))
+        else:
+            pick = self._matcher
+            matches = [fn(v) if (fn := pick(v)) is not None else None for v in records]
         if None not in matches:  # the common case: one pass, no per-record branching
             return Split(list(range(len(values))), [], [m[1] for m in matches if m])
         split = Split()
-        for i, m in enumerate(matches):
-            if m is None:
+        for i, found in enumerate(matches):
+            if found is None:
                 split.others.append(i)
             else:
                 split.canonical.append(i)
-                split.sent_at.append(m[1])
+                split.sent_at.append(found[1])
         return split
 
 

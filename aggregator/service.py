@@ -3,8 +3,9 @@
 Delivery guarantee (the order below is the guarantee; keep it):
 
 1. fetch a batch of records from the events topic (consumer group, manual commits);
-2. reject what the catalog says is invalid (unknown meter, negative delta or counter
-   reading) to the dead-letter topic and wait for Kafka's acknowledgement;
+2. reject what the catalog says is invalid (``aggregator/rules.py``: unknown device under
+   the reject policy, unknown meter, a meter the device's kind does not list, negative
+   delta or counter reading) to the dead-letter topic and wait for Kafka's acknowledgement;
 3. insert the batch's readings into ClickHouse and wait for the insert to finish;
 4. only then commit the batch's offsets.
 
@@ -44,8 +45,9 @@ import structlog
 
 from aggregator import metrics
 from aggregator.canonical import READING_MARK, CanonicalClock, CanonicalEvents
+from aggregator.devices import DeviceRulesCache
 from aggregator.retry import repeat_with_backoff
-from aggregator.rules import check_catalog
+from aggregator.rules import OPEN_RULES, DeviceRules, check_catalog
 from schemas.catalog import Meter
 from schemas.dead_letter import DeadLetter, RejectReason
 from schemas.telemetry import TelemetryEvent
@@ -208,12 +210,14 @@ class UsageAggregator:
         dead_letters: DeadLetterSink,
         dead_letter_topic: str,
         clock: Callable[[], datetime],
+        devices: DeviceRulesCache | None = None,
         max_batch: int = 20_000,
         max_wait_ms: int = 200,
     ) -> None:
         self._source = source
         self._sink = sink
         self._catalog = catalog
+        self._devices = devices
         self._dead_letters = dead_letters
         self._dlq_topic = dead_letter_topic
         self._clock = clock
@@ -280,9 +284,11 @@ class UsageAggregator:
         """Split the batch into canonical events and the rest; run the rest through the
         model and the catalog rules."""
         meters = await self._catalog.known()
-        if self._canonical is None or self._canonical.meters is not meters:
-            self._canonical = CanonicalEvents(meters)
-        split = self._canonical.split(batch.values)
+        rules = await self._devices.current() if self._devices is not None else OPEN_RULES
+        canonical = self._canonical
+        if canonical is None or canonical.meters is not meters or canonical.devices is not rules:
+            canonical = self._canonical = CanonicalEvents(meters, rules)
+        split = canonical.split(batch.values)
         if split.others:
             values, stamps = batch.values, batch.timestamps
             events: Sequence[bytes] = [cast(bytes, values[i]) for i in split.canonical]
@@ -291,7 +297,7 @@ class UsageAggregator:
             events, event_ts = cast(list[bytes], batch.values), batch.timestamps
         prepared = _Prepared(batch, events, event_ts, split.sent_at)
         if split.others:
-            await self._transform([batch.record(i) for i in split.others], prepared)
+            await self._transform([batch.record(i) for i in split.others], prepared, rules)
         return prepared
 
     async def _write(self, p: _Prepared) -> None:
@@ -349,7 +355,9 @@ class UsageAggregator:
             rejected=len(p.letters),
         )
 
-    async def _transform(self, records: list[EventRecord], into: _Prepared) -> None:
+    async def _transform(
+        self, records: list[EventRecord], into: _Prepared, rules: DeviceRules
+    ) -> None:
         """The model path: parse, check against the catalog, build rows or dead letters."""
         events: list[tuple[EventRecord, TelemetryEvent]] = []
         letters = into.letters
@@ -370,7 +378,7 @@ class UsageAggregator:
         meters = await self._catalog.resolve(names, produced_ms)
         rows = into.rows
         for record, event in events:
-            problem = check_catalog(event, meters)
+            problem = check_catalog(event, meters, rules)
             if problem is not None:
                 letters.append(self._letter(record, event, *problem))
                 continue

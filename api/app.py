@@ -7,16 +7,20 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from api import errors
 from api.deps import ApiContext
+from api.middleware import Guard
 from api.routes import (
     api_keys,
+    credentials,
     customers,
     dead_letters,
+    device_kinds,
     devices,
     health,
     meters,
     plans,
     quotes,
     rated_usage,
+    staff_tokens,
     subscriptions,
     usage,
 )
@@ -25,10 +29,13 @@ DESCRIPTION = """
 Telemeter turns device telemetry into exact, per-customer usage.
 
 Authenticate with `Authorization: Bearer <token>`: the admin token
-(`TELEMETER_API__ADMIN_TOKEN`) for everything, or a customer's API key
-(`POST /v1/customers/{id}/api-keys`) to read that customer's usage, rated usage and
-invoice preview only. Quantities and money are decimal strings; times are ISO 8601.
-Errors are `{"error": {"code": ..., "message": ...}}`.
+(`TELEMETER_API__ADMIN_TOKEN`) or an `admin` staff token for everything, a `provisioner`
+staff token (`POST /v1/staff-tokens`) for devices and their credentials, or a customer's API
+key (`POST /v1/customers/{id}/api-keys`) to read that customer's usage, rated usage and
+invoice preview only. A request without a valid token is refused before its body is read.
+Quantities and money are decimal strings; times are ISO 8601 (1970-2299).
+Errors are `{"error": {"code": ..., "message": ..., "request_id": ...}}`; every response
+carries `X-Request-Id`.
 """
 
 
@@ -37,10 +44,13 @@ def create_app(context: ApiContext) -> FastAPI:
     app = FastAPI(title="Telemeter", version="0.1.0", description=DESCRIPTION)
     app.state.context = context
     errors.install(app)
+    app.add_middleware(Guard, context=context)
     for module in (
         health,
         meters,
         customers,
+        device_kinds,
+        credentials,  # before devices: /v1/devices/{id}/credentials
         devices,
         usage,
         dead_letters,
@@ -49,6 +59,7 @@ def create_app(context: ApiContext) -> FastAPI:
         subscriptions,
         rated_usage,
         api_keys,
+        staff_tokens,
     ):
         app.include_router(module.router)
 

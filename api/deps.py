@@ -1,9 +1,16 @@
-"""FastAPI dependencies as ``Annotated`` aliases: the store, the clock, authentication.
+"""FastAPI dependencies as ``Annotated`` aliases: the store, the clock, who is calling.
 
-Authentication: the admin token may call every ``/v1`` route (``Admin``). A customer API key
-(``storage.api_keys``) may call only the routes marked ``CustomerReader`` -- the usage, rated
-usage and invoice preview of its own customer; anywhere else it is a 403, not a 401, because
-the caller is known but not allowed."""
+Authentication happens once, in ``api/middleware.py``, before a request body is read: the
+bearer token becomes a :class:`Principal` (the admin token, a staff token with a role, or a
+customer API key) or the request is a 401. The dependencies here only decide whether that
+principal may call the route:
+
+- ``Admin``: the admin token or an ``admin`` staff token;
+- ``Provisioner``: those, or a ``provisioner`` staff token (devices and credentials);
+- ``CustomerReader``: those admins, or the ``{customer_id}``'s own API key (its usage,
+  rated usage and invoice preview).
+
+Anyone authenticated but not allowed gets a 403, not a 401: the caller is known."""
 
 from __future__ import annotations
 
@@ -11,14 +18,20 @@ import hmac
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import Depends, HTTPException, Path, Request
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security import HTTPBearer
+from pydantic import SecretStr
 
+from aggregator.devices import DeviceRulesCache
 from api.cache import ResponseCache
 from api.catalog import CatalogCache
+from identity.ca import DeviceCa
+from identity.errors import CaUnavailable
+from identity.service import DeviceCredentials
 from ingest.validation import TelemetryValidator
+from schemas.identity import StaffRole
 from storage.store import ClickHouseStore
 
 EventReplay = Callable[[bytes, bytes], Awaitable[None]]
@@ -29,20 +42,75 @@ EventReplay = Callable[[bytes, bytes], Awaitable[None]]
 class ApiContext:
     """What the routes need, built once by the composition root.
 
-    ``validator`` must carry the bridge's settings (topic prefix, payload limit, clock
-    skew) so that a replay applies the rules the bridge applies. ``replay`` publishes to
-    the events topic; without it (an API running without Kafka) replays answer 503.
-    ``cache`` keeps usage and rated-usage answers per data version (``api/cache.py``),
-    ``catalog`` their catalog lookups per catalog version (``api/catalog.py``)."""
+    ``validator`` must carry the bridge's settings (topic prefix, payload limit, time
+    bounds) so that a replay applies the rules the bridge applies; ``device_rules`` the
+    aggregator's. ``replay`` publishes to the events topic; without it (an API running
+    without Kafka) replays answer 503. ``credentials`` issues device credentials and keeps
+    the broker in step. ``cache`` keeps usage and rated-usage answers per data version
+    (``api/cache.py``), ``catalog`` their catalog lookups per catalog version
+    (``api/catalog.py``)."""
 
     store: ClickHouseStore
-    admin_token: str
+    admin_token: SecretStr | str
     clock: Callable[[], datetime]
+    credentials: DeviceCredentials | None = None
     kafka_check: Callable[[], Awaitable[None]] | None = None
     validator: TelemetryValidator = field(default_factory=TelemetryValidator)
+    device_rules: DeviceRulesCache | None = None
     replay: EventReplay | None = None
     cache: ResponseCache = field(default_factory=ResponseCache)
     catalog: CatalogCache = field(default_factory=CatalogCache)
+    metrics_token: SecretStr | None = None
+    max_body_bytes: int = 4 * 2**20
+    max_in_flight: int = 256
+
+    def __post_init__(self) -> None:
+        if isinstance(self.admin_token, str):
+            self.admin_token = SecretStr(self.admin_token)
+        if self.device_rules is None:
+            self.device_rules = DeviceRulesCache(self.store)
+        if self.credentials is None:  # credentials in the store only: no broker, no CA
+            self.credentials = DeviceCredentials(
+                store=self.store, broker=None, ca=_no_ca, clock=self.clock
+            )
+
+    @property
+    def admin_secret(self) -> str:
+        """The admin token's value (only for comparing it)."""
+        token = self.admin_token
+        return token.get_secret_value() if isinstance(token, SecretStr) else token
+
+
+def _no_ca() -> DeviceCa:
+    raise CaUnavailable("this API process has no device CA configured")
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who a request comes from: the admin token, a staff token or a customer API key."""
+
+    kind: Literal["admin", "staff", "customer"]
+    name: str
+    role: StaffRole | None = None  # staff tokens
+    customer_id: str | None = None  # customer API keys
+
+    @property
+    def is_admin(self) -> bool:
+        """The admin token or an admin staff token."""
+        return self.kind == "admin" or self.role is StaffRole.ADMIN
+
+
+async def authenticate(context: ApiContext, token: str) -> Principal | None:
+    """The principal ``token`` belongs to, or None (no valid, unrevoked credential)."""
+    if hmac.compare_digest(token.encode(), context.admin_secret.encode()):
+        return Principal("admin", "admin token")
+    if token.startswith("tms_"):
+        staff = await context.store.authenticate_staff_token(token)
+        return None if staff is None else Principal("staff", staff.name, role=staff.role)
+    key = await context.store.authenticate_api_key(token)
+    if key is None:
+        return None
+    return Principal("customer", key.name, customer_id=key.customer_id)
 
 
 # The dependencies are ``async def`` although they do not await: FastAPI runs a plain
@@ -63,74 +131,69 @@ async def get_store(context: ContextDep) -> ClickHouseStore:
 
 StoreDep = Annotated[ClickHouseStore, Depends(get_store)]
 
+# Only for the OpenAPI document (the security scheme); the middleware authenticates.
 _bearer = HTTPBearer(
     auto_error=False,
-    description="`Authorization: Bearer <admin token>`, or a customer API key `tmk_...` "
+    description="`Authorization: Bearer <token>`: the admin token, a staff token `tms_...` "
+    "(POST /v1/staff-tokens) with a role, or a customer API key `tmk_...` "
     "(POST /v1/customers/{customer_id}/api-keys) that reads only its own customer's usage, "
     "rated usage and invoice preview",
 )
-BearerDep = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 _CUSTOMER_SCOPE = "its own customer's usage, rated usage and invoice preview"
 
 
-def _token(credentials: HTTPAuthorizationCredentials | None) -> str:
-    if credentials is None:
-        raise HTTPException(
-            401,
-            "missing bearer token: send 'Authorization: Bearer <token>'",
-            headers={"WWW-Authenticate": "Bearer"},
+async def get_principal(request: Request, _doc: Annotated[object, Depends(_bearer)]) -> Principal:
+    """The principal the middleware authenticated (every /v1 request has one)."""
+    principal: Principal | None = getattr(request.state, "principal", None)
+    if principal is None:  # only reachable if a /v1 route is mounted outside the middleware
+        raise HTTPException(401, "missing bearer token", headers={"WWW-Authenticate": "Bearer"})
+    return principal
+
+
+PrincipalDep = Annotated[Principal, Depends(get_principal)]
+
+
+def _refuse(principal: Principal, needs: str) -> HTTPException:
+    if principal.kind == "customer":
+        return HTTPException(
+            403, f"this key can only read {_CUSTOMER_SCOPE}; this route needs {needs}"
         )
-    return credentials.credentials
-
-
-def _is_admin(context: ApiContext, token: str) -> bool:
-    return hmac.compare_digest(token.encode(), context.admin_token.encode())
-
-
-def _invalid() -> HTTPException:
     return HTTPException(
-        401,
-        "invalid bearer token: neither the admin token nor an unrevoked API key",
-        headers={"WWW-Authenticate": "Bearer"},
+        403, f"staff token {principal.name!r} has role {principal.role}; this route needs {needs}"
     )
 
 
-async def require_admin(context: ContextDep, credentials: BearerDep) -> None:
-    """401 unless the request carries the admin token; 403 for a valid customer API key,
-    which is authenticated but not allowed here."""
-    token = _token(credentials)
-    if _is_admin(context, token):
-        return
-    if await context.store.authenticate_api_key(token) is not None:
-        raise HTTPException(
-            403, f"this key can only read {_CUSTOMER_SCOPE}; this route needs the admin token"
-        )
-    raise _invalid()
+async def require_admin(principal: PrincipalDep) -> None:
+    """403 unless the admin token or an admin staff token."""
+    if not principal.is_admin:
+        raise _refuse(principal, "the admin token or an admin staff token")
+
+
+async def require_provisioner(principal: PrincipalDep) -> None:
+    """403 unless an admin or a provisioner staff token."""
+    if not (principal.is_admin or principal.role is StaffRole.PROVISIONER):
+        raise _refuse(principal, "the admin token or a staff token with role provisioner")
 
 
 async def require_customer_reader(
-    context: ContextDep,
-    credentials: BearerDep,
+    principal: PrincipalDep,
     customer_id: Annotated[str, Path(description="the customer whose data is read")],
 ) -> None:
-    """For the routes a customer may read: the admin token, or an unrevoked API key of the
-    ``{customer_id}`` in the path (401 for no valid credential, 403 for another customer's
-    key)."""
-    token = _token(credentials)
-    if _is_admin(context, token):
+    """For the routes a customer may read: an admin, or an unrevoked API key of the
+    ``{customer_id}`` in the path (403 for another customer's key or a provisioner)."""
+    if principal.is_admin:
         return
-    key = await context.store.authenticate_api_key(token)
-    if key is None:
-        raise _invalid()
-    if key.customer_id != customer_id:
+    if principal.kind != "customer":
+        raise _refuse(principal, "the admin token or this customer's API key")
+    if principal.customer_id != customer_id:
         raise HTTPException(
             403,
-            f"this key belongs to customer {key.customer_id!r}, not {customer_id!r}; it can "
-            f"only read {_CUSTOMER_SCOPE}",
+            f"this key belongs to customer {principal.customer_id!r}, not {customer_id!r}; it "
+            f"can only read {_CUSTOMER_SCOPE}",
         )
 
 
 Admin = Depends(require_admin)
+Provisioner = Depends(require_provisioner)
 CustomerReader = Depends(require_customer_reader)
-"""The admin token, or the ``{customer_id}``'s own API key (usage, rated usage, invoice
-preview only)."""
+"""An admin, or the ``{customer_id}``'s own API key (usage, rated usage, invoice preview)."""

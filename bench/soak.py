@@ -51,10 +51,11 @@ from bench.end_to_end import (
     say,
     services_running,
 )
+from devices.fleet import BrokerEndpoint, DeviceLogin, Fleet
 from devices.load import ASSIGNED_FROM, LoadControl, LoadResult, run_load
 from devices.load_messages import wire_time
+from devices.provision import provision
 from devices.reconcile import reconcile
-from devices.simulator import Publisher
 
 PROBE_INTERVAL_S = 0.5
 POLL_INTERVAL_S = 0.05
@@ -112,9 +113,10 @@ class Probes:
     visible: list[float] = field(default_factory=list)
     poll_s: list[float] = field(default_factory=list)
     poll_errors: int = 0
+    login: DeviceLogin | None = None
 
     async def register(self) -> None:
-        """The probe customer and its one device."""
+        """The probe customer, its one device and the device's password."""
         headers = {"Authorization": f"Bearer {self.run.token}"}
         async with httpx.AsyncClient(base_url=self.run.api_url, headers=headers) as http:
             body = {"name": "probe", "timezone": "UTC", "currency": "EUR"}
@@ -125,11 +127,19 @@ class Probes:
                 "assigned_from": ASSIGNED_FROM,
             }
             (await http.put(f"/v1/devices/{self.device}", json=body)).raise_for_status()
+        with httpx.Client(base_url=self.run.api_url, headers=headers, timeout=30) as sync_http:
+            [self.login] = await asyncio.to_thread(provision, sync_http, [self.device])
 
     async def publish(self, stop: asyncio.Event) -> None:
-        """One probe reading every PROBE_INTERVAL_S until ``stop``."""
+        """One probe reading every PROBE_INTERVAL_S until ``stop`` (the device's connection
+        is driven in a thread of its own)."""
+        await asyncio.to_thread(self._publish, stop)
+
+    def _publish(self, stop: asyncio.Event) -> None:
         mqtt = self.run.settings.mqtt
-        publisher = Publisher(mqtt.host, mqtt.port, f"{self.device}-pub")
+        assert self.login is not None, "register() first"
+        publisher = Fleet(BrokerEndpoint(mqtt.host, mqtt.port), [self.login])
+        publisher.connect()
         topic = f"{self.run.settings.mqtt.topic_prefix}devices/{self.device}/telemetry"
         seq0 = int(time.time() * 1000) * 1000
         try:
@@ -143,10 +153,11 @@ class Probes:
                     "readings": [{"meter": PROBE_METER, "value": 1, "at": stamp}],
                 }
                 self.sent.append(now)
-                publisher.publish(topic, json.dumps(doc).encode(), 1)
-                await asyncio.sleep(max(0.0, now + PROBE_INTERVAL_S - time.time()))
+                publisher.publish(0, topic, json.dumps(doc).encode(), 1)
+                while time.time() < now + PROBE_INTERVAL_S:
+                    publisher.pump(max(0.0, min(0.01, now + PROBE_INTERVAL_S - time.time())))
         finally:
-            await asyncio.to_thread(publisher.close)
+            publisher.close()
 
     async def poll(self, stop: asyncio.Event) -> None:
         """Ask the API while probes are outstanding, until ``stop`` and none is left."""

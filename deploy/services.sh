@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Telemeter local infrastructure: Mosquitto (MQTT) + Apache Kafka (KRaft, single node).
+# Telemeter local infrastructure: Mosquitto (MQTT) + Apache Kafka (KRaft, single node),
+# both refusing anyone who does not log in.
 #
 # Usage: deploy/services.sh up|down|status|start-mosquitto|stop-mosquitto|restart-mosquitto|
-#                           kill-mosquitto|start-kafka|stop-kafka|kill-kafka|fetch-kafka
+#                           auth-mosquitto|kill-mosquitto|start-kafka|stop-kafka|kill-kafka|fetch-kafka
 #
 #   up                 install missing packages, fetch Kafka, start both, wait until ready
+#   auth-mosquitto     (re)write the broker's service users and dev PKI, reload it if running
 #   down               stop what this script started (SIGTERM, 30 s, then SIGKILL)
 #   status             one line per service; exit 0 only if both are reachable
 #   start-mosquitto / stop-mosquitto / restart-mosquitto (graceful, same persistence)
@@ -16,13 +18,23 @@
 # Environment:
 #   TELEMETER_RUN_DIR               runtime state (pids, logs, data)   [<repo>/.run]
 #   TELEMETER_CACHE_DIR             shared jar cache                   [~/.cache/telemeter]
-#   TELEMETER_MQTT_PORT             Mosquitto port                     [1883]
+#   TELEMETER_MQTT_PORT             Mosquitto port, password logins    [1883]
+#   TELEMETER_MQTT_TLS_PORT         Mosquitto port, mutual TLS         [8883]
+#   TELEMETER_PKI_DIR               dev CA + broker certificate        [<run dir>/pki]
+#   TELEMETER_BROKER_BRIDGE_USERS   the bridges' MQTT users            [telemeter-bridge-0..3]
+#   TELEMETER_MQTT__PASSWORD        their password                     [deploy/dev-secrets.env]
+#   TELEMETER_MQTT__TOPIC_PREFIX    prefix of devices/+/telemetry      []
+#   TELEMETER_KAFKA__<ROLE>__USERNAME / __PASSWORD (ROLE = ADMIN, BRIDGE, AGGREGATOR, API)
+#                                   Kafka's SASL users                 [deploy/dev-secrets.env]
 #   TELEMETER_KAFKA_PORT            Kafka client port                  [9092]
 #   TELEMETER_KAFKA_CONTROLLER_PORT Kafka KRaft controller port        [9093]
 #   TELEMETER_WAIT_TIMEOUT          seconds to wait for readiness      [60]
+#   TELEMETER_PYTHON                Python with Telemeter installed    [<repo>/.venv/bin/python]
 #
 # Everything listens on 127.0.0.1 only. If a port is already open (a service
 # started by another clone, by hand, or by the OS), it is reused, not restarted.
+# Kafka's users are written into its metadata when its data dir is formatted; when they
+# change, the (dev) data dir is formatted again and its topics are lost.
 set -euo pipefail
 
 KAFKA_VERSION=4.2.0   # keep in sync with deploy/kafka/pom.xml
@@ -34,8 +46,20 @@ CACHE_DIR=${TELEMETER_CACHE_DIR:-$HOME/.cache/telemeter}
 KAFKA_HOME=$CACHE_DIR/kafka-$KAFKA_VERSION
 KAFKA_LIBS=$KAFKA_HOME/libs
 
+# The dev defaults of every secret (public, refused by Telemeter outside dev); the
+# environment wins over the file.
+while IFS='=' read -r key value; do
+    [[ $key =~ ^TELEMETER_[A-Z_]+$ ]] || continue
+    [[ -n ${!key+set} ]] || export "$key=$value"
+done <"$SCRIPT_DIR/dev-secrets.env"
+
 HOST=127.0.0.1
 MQTT_PORT=${TELEMETER_MQTT_PORT:-1883}
+MQTT_TLS_PORT=${TELEMETER_MQTT_TLS_PORT:-8883}
+BRIDGE_USERS=${TELEMETER_BROKER_BRIDGE_USERS:-telemeter-bridge-0 telemeter-bridge-1 telemeter-bridge-2 telemeter-bridge-3}
+TOPIC_PREFIX=${TELEMETER_MQTT__TOPIC_PREFIX:-}
+PYTHON_BIN=${TELEMETER_PYTHON:-$REPO_DIR/.venv/bin/python}
+KAFKA_ROLES=(ADMIN BRIDGE AGGREGATOR API)
 KAFKA_PORT=${TELEMETER_KAFKA_PORT:-9092}
 KAFKA_CONTROLLER_PORT=${TELEMETER_KAFKA_CONTROLLER_PORT:-9093}
 WAIT_TIMEOUT=${TELEMETER_WAIT_TIMEOUT:-60}
@@ -47,7 +71,7 @@ PATH=$PATH:/usr/local/sbin:/usr/sbin:/sbin
 log() { printf '%s\n' "$*"; }
 die() { printf 'services.sh: error: %s\n' "$*" >&2; exit 1; }
 
-for p in "$MQTT_PORT" "$KAFKA_PORT" "$KAFKA_CONTROLLER_PORT" "$WAIT_TIMEOUT"; do
+for p in "$MQTT_PORT" "$MQTT_TLS_PORT" "$KAFKA_PORT" "$KAFKA_CONTROLLER_PORT" "$WAIT_TIMEOUT"; do
     [[ $p =~ ^[0-9]+$ ]] || die "not a number: '$p' (check TELEMETER_* variables)"
 done
 
@@ -61,12 +85,15 @@ init_run_dir() {
     MOSQ_CONF=$MOSQ_DIR/mosquitto.conf
     MOSQ_PID=$MOSQ_DIR/mosquitto.pid
     MOSQ_LOG=$MOSQ_DIR/mosquitto.log
+    AUTH_DIR=$MOSQ_DIR/auth
+    PKI_DIR=${TELEMETER_PKI_DIR:-$RUN_DIR/pki}
     KAFKA_DIR=$RUN_DIR/kafka
     KAFKA_DATA=$KAFKA_DIR/data
     KAFKA_PROPS=$KAFKA_DIR/server.properties
     KAFKA_PID=$KAFKA_DIR/kafka.pid
     KAFKA_OUT=$KAFKA_DIR/kafka.out
-    mkdir -p "$MOSQ_DIR/data" "$KAFKA_DATA"
+    mkdir -p "$MOSQ_DIR/data" "$AUTH_DIR" "$KAFKA_DATA"
+    chmod 700 "$AUTH_DIR"
 }
 
 # Serialize state-changing commands of this clone (two concurrent `up`s would
@@ -212,10 +239,57 @@ mosq_pid() { our_pid "$MOSQ_PID" "$MOSQ_CONF"; }
 
 render_mosquitto_conf() {
     sed -e "s|@PORT@|$MQTT_PORT|g" \
+        -e "s|@TLS_PORT@|$MQTT_TLS_PORT|g" \
         -e "s|@RUN_DIR@|$(sed_escape "$MOSQ_DIR")|g" \
+        -e "s|@AUTH_DIR@|$(sed_escape "$AUTH_DIR")|g" \
+        -e "s|@PKI_DIR@|$(sed_escape "$PKI_DIR")|g" \
         -e "s|@USER@|$(sed_escape "$(id -un)")|g" \
         "$SCRIPT_DIR/mosquitto/mosquitto.conf" >"$MOSQ_CONF.tmp"
     mv "$MOSQ_CONF.tmp" "$MOSQ_CONF"
+}
+
+# The dev PKI (device CA, broker certificate, empty CRL) and the bridges' users, then
+# passwd/acl = service part + device part (the device part is the API's,
+# identity/mosquitto.py, which merges the same way under the same lock).
+write_broker_auth() {
+    [[ -x $PYTHON_BIN ]] || die "no Python with Telemeter at $PYTHON_BIN (run: make install)"
+    "$PYTHON_BIN" -m identity.dev_pki "$PKI_DIR" "$AUTH_DIR" ||
+        die "mosquitto: could not create the dev PKI in $PKI_DIR"
+    local user tmp_pw tmp_acl
+    tmp_pw=$(mktemp "$AUTH_DIR/.service.passwd.XXXXXX")
+    tmp_acl=$(mktemp "$AUTH_DIR/.service.acl.XXXXXX")
+    {
+        echo "# Service users: written by deploy/services.sh; the device users follow."
+        for user in $BRIDGE_USERS; do
+            printf 'user %s\ntopic read %sdevices/+/telemetry\n\n' "$user" "$TOPIC_PREFIX"
+        done
+    } >"$tmp_acl"
+    for user in $BRIDGE_USERS; do
+        mosquitto_passwd -b "$tmp_pw" "$user" "$TELEMETER_MQTT__PASSWORD" 2>/dev/null ||
+            die "mosquitto_passwd failed for $user"
+    done
+    (
+        flock -w 30 7 || die "auth dir $AUTH_DIR is locked"
+        mv "$tmp_pw" "$AUTH_DIR/service.passwd"
+        mv "$tmp_acl" "$AUTH_DIR/service.acl"
+        touch "$AUTH_DIR/devices.passwd" "$AUTH_DIR/devices.acl"
+        for f in passwd acl; do
+            { cat "$AUTH_DIR/service.$f"; echo; cat "$AUTH_DIR/devices.$f"; } >"$AUTH_DIR/.$f.tmp"
+            chmod 600 "$AUTH_DIR/.$f.tmp"
+            mv "$AUTH_DIR/.$f.tmp" "$AUTH_DIR/$f"
+        done
+    ) 7>>"$AUTH_DIR/.lock"
+}
+
+auth_mosquitto() {
+    local pid
+    write_broker_auth
+    if pid=$(mosq_pid); then
+        kill -HUP "$pid"
+        log "mosquitto: service users rewritten, broker reloaded (pid $pid)"
+    else
+        log "mosquitto: service users written to $AUTH_DIR"
+    fi
 }
 
 start_mosquitto() {
@@ -229,6 +303,7 @@ start_mosquitto() {
         return 0
     fi
     command -v mosquitto >/dev/null 2>&1 || die "mosquitto not installed (run: deploy/services.sh up as root)"
+    write_broker_auth
     render_mosquitto_conf
     rm -f "$MOSQ_PID"
     # -d: daemonize; mosquitto writes its own pid file (pid_file in the config).
@@ -239,7 +314,7 @@ start_mosquitto() {
     fi
     for ((i = 0; i < WAIT_TIMEOUT * 5; i++)); do
         if pid=$(mosq_pid) && port_open "$MQTT_PORT"; then
-            log "mosquitto: started (pid $pid) on $HOST:$MQTT_PORT, log $MOSQ_LOG"
+            log "mosquitto: started (pid $pid) on $HOST:$MQTT_PORT (passwords) and $HOST:$MQTT_TLS_PORT (TLS), log $MOSQ_LOG"
             return 0
         fi
         if ((i > 10)) && ! mosq_pid >/dev/null; then
@@ -269,35 +344,72 @@ kafka_pid() { our_pid "$KAFKA_PID" "kafka.Kafka $KAFKA_PROPS"; }
 
 kafka_cp() { printf '%s/*' "$KAFKA_LIBS"; }
 
-kafka_answers() {  # 0 if the broker serves a metadata request
+kafka_user() { local v="TELEMETER_KAFKA__$1__USERNAME"; printf '%s' "${!v}"; }
+kafka_password() { local v="TELEMETER_KAFKA__$1__PASSWORD"; printf '%s' "${!v}"; }
+
+kafka_answers() {  # 0 if the broker serves a metadata request to the admin user
     if command -v kcat >/dev/null 2>&1; then
-        timeout 10 kcat -b "$HOST:$KAFKA_PORT" -L -m 5 >/dev/null 2>&1
+        timeout 10 kcat -b "$HOST:$KAFKA_PORT" -X security.protocol=SASL_PLAINTEXT \
+            -X sasl.mechanisms=PLAIN -X "sasl.username=$(kafka_user ADMIN)" \
+            -X "sasl.password=$(kafka_password ADMIN)" -L -m 5 >/dev/null 2>&1
     else
         port_open "$KAFKA_PORT"
     fi
 }
 
+# The SASL users as a fingerprint: the data dir is formatted again when they change.
+kafka_users_digest() {
+    local role
+    for role in "${KAFKA_ROLES[@]}"; do printf '%s:%s\n' "$(kafka_user "$role")" "$(kafka_password "$role")"; done |
+        sha256sum | cut -d' ' -f1
+}
+
+jaas_escape() { printf '%s' "$1" | sed -e 's/[\\"]/\\&/g'; }
+
 render_kafka_props() {
-    sed -e "s|@PORT@|$KAFKA_PORT|g" \
+    local role plain="" secret_file=$KAFKA_DIR/controller.secret
+    [[ -s $secret_file ]] || { (umask 077; head -c 24 /dev/urandom | base64 | tr -d '/+=\n' >"$secret_file"); }
+    for role in "${KAFKA_ROLES[@]}"; do
+        plain+="user_$(kafka_user "$role")=\"$(jaas_escape "$(kafka_password "$role")")\" "
+    done
+    (umask 077
+     sed -e "s|@PORT@|$KAFKA_PORT|g" \
         -e "s|@CONTROLLER_PORT@|$KAFKA_CONTROLLER_PORT|g" \
         -e "s|@DATA_DIR@|$(sed_escape "$KAFKA_DATA")|g" \
-        "$SCRIPT_DIR/kafka/server.properties.template" >"$KAFKA_PROPS.tmp"
+        -e "s|@ADMIN_USER@|$(sed_escape "$(kafka_user ADMIN)")|g" \
+        -e "s|@ADMIN_PASSWORD@|$(sed_escape "$(jaas_escape "$(kafka_password ADMIN)")")|g" \
+        -e "s|@PLAIN_USERS@|$(sed_escape "${plain% }")|g" \
+        -e "s|@CONTROLLER_PASSWORD@|$(sed_escape "$(cat "$secret_file")")|g" \
+        "$SCRIPT_DIR/kafka/server.properties.template" >"$KAFKA_PROPS.tmp")
     mv "$KAFKA_PROPS.tmp" "$KAFKA_PROPS"
 }
 
 format_kafka_storage() {
-    # Format once. A restart (e.g. after kill-kafka) keeps the existing data dir.
-    [[ -f $KAFKA_DATA/meta.properties ]] && return 0
-    local uuid
+    # Format once per set of users. A restart (e.g. after kill-kafka) keeps the data dir.
+    local marker=$KAFKA_DATA/.telemeter-sasl-users digest role uuid args=()
+    digest=$(kafka_users_digest)
+    if [[ -f $KAFKA_DATA/meta.properties ]]; then
+        [[ -f $marker && $(cat "$marker") == "$digest" ]] && return 0
+        log "kafka: its SASL users changed (or it predates them): formatting the dev data dir again, topics are lost"
+        rm -rf "${KAFKA_DATA:?}"/* "${KAFKA_DATA:?}"/.[!.]*
+    fi
     uuid=$(java -cp "$(kafka_cp)" kafka.tools.StorageTool random-uuid 2>/dev/null | tail -n 1)
     [[ -n $uuid ]] || die "kafka: StorageTool random-uuid failed"
-    # No --standalone: the quorum is static (controller.quorum.voters).
+    for role in "${KAFKA_ROLES[@]}"; do
+        args+=(--add-scram "SCRAM-SHA-512=[name=\"$(kafka_user "$role")\",password=\"$(kafka_password "$role")\"]")
+    done
+    # No --standalone: the quorum is static (controller.quorum.voters). The output lists
+    # the SCRAM records (salted keys): kept out of the logs.
     java -cp "$(kafka_cp)" -Dlog4j2.configurationFile="$SCRIPT_DIR/kafka/log4j2.yaml" \
-        kafka.tools.StorageTool format -t "$uuid" -c "$KAFKA_PROPS" >"$KAFKA_DIR/format.out" 2>&1 || {
-        cat "$KAFKA_DIR/format.out" >&2
+        kafka.tools.StorageTool format -t "$uuid" -c "$KAFKA_PROPS" "${args[@]}" \
+        >"$KAFKA_DIR/format.out" 2>&1 || {
+        grep -v 'ScramCredential\|storedKey' "$KAFKA_DIR/format.out" >&2
+        rm -f "$KAFKA_DIR/format.out"
         die "kafka: storage format failed"
     }
-    log "kafka: formatted $KAFKA_DATA (cluster id $uuid)"
+    rm -f "$KAFKA_DIR/format.out"
+    printf '%s\n' "$digest" >"$marker"
+    log "kafka: formatted $KAFKA_DATA (cluster id $uuid, SASL users: $(for r in "${KAFKA_ROLES[@]}"; do printf '%s ' "$(kafka_user "$r")"; done))"
 }
 
 start_kafka() {
@@ -433,7 +545,7 @@ usage() {
 main() {
     [[ $# -eq 1 ]] || usage
     case $1 in
-        up|down|status|start-mosquitto|stop-mosquitto|restart-mosquitto|\
+        up|down|status|start-mosquitto|stop-mosquitto|restart-mosquitto|auth-mosquitto|\
         kill-mosquitto|start-kafka|stop-kafka|kill-kafka|fetch-kafka) ;;
         -h|--help|help) usage ;;
         *) usage ;;
@@ -455,6 +567,7 @@ main() {
         stop-mosquitto)    stop_mosquitto ;;
         restart-mosquitto) stop_mosquitto; start_mosquitto ;;
         kill-mosquitto)    kill_mosquitto ;;
+        auth-mosquitto)    auth_mosquitto ;;
         start-kafka)       start_kafka ;;
         stop-kafka)        stop_kafka ;;
         kill-kafka)        kill_kafka ;;

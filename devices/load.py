@@ -1,8 +1,9 @@
 """Load generator: thousands of simulated devices from one command, with ground truth.
 
-``run_load(LoadConfig(...))`` registers a fleet of customers and devices through the API,
-starts ``workers`` processes (``devices/load_worker.py``; spawn context), each owning a slice
-of the devices and one or a few shared MQTT connections, and lets them publish at a target
+``run_load(LoadConfig(...))`` registers a fleet of customers and devices through the API and
+gets each device a credential, starts ``workers`` processes (``devices/load_worker.py``;
+spawn context), each owning a slice of the devices, every device connected as itself, and
+lets them publish at a target
 rate (messages/s over all workers) reached by a linear ramp-up, for ``duration_s`` seconds
 or ``messages`` messages. Each message carries 1..N readings of the device's delta meter
 (``door_cycles``, ``steps`` or ``pitch_minutes``) with integer values, so the ground truth
@@ -17,9 +18,10 @@ So a rerun started later with the same ids continues above every seq of earlier 
 collide, a device would need a million messages per second between the two starts), and
 the truth window
 ``[first send, last send]`` never contains an earlier run's readings. Two runs with the
-same prefix must not overlap in time; use distinct prefixes for concurrent runs. MQTT
-client ids carry the run's start too: each run has its own persistent sessions (kept by the
-broker for ``session_expiry_s`` after the run), which survive reconnects within the run.
+same prefix must not overlap in time; use distinct prefixes for concurrent runs. Each
+device's MQTT client id is its device id (the broker forces it to the username), and its
+persistent session (kept by the broker for ``session_expiry_s`` after the run) survives
+reconnects within the run.
 """
 
 from __future__ import annotations
@@ -33,12 +35,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import httpx
 
+from devices.fleet import DeviceLogin
 from devices.load_messages import DeviceSlot
 from devices.load_worker import PROGRESS_INTERVAL_S, WorkerReport, WorkerSpec, worker_main
+from devices.provision import provision
 from devices.simulator import TIMEZONES, SimulationResult, Truth
 
 # (device kind, its delta meter): usage is the plain sum of the values sent.
@@ -55,7 +60,6 @@ class LoadConfig:
 
     devices: int = 1000
     workers: int = 2
-    clients_per_worker: int = 1
     rate: float = 5000.0
     ramp_up_s: float = 5.0
     duration_s: float | None = 60.0
@@ -68,6 +72,7 @@ class LoadConfig:
     prefix: str = "load"
     mqtt_host: str = "127.0.0.1"
     mqtt_port: int = 1883
+    mqtt_ca_file: Path | None = None  # set: TLS, each device with a client certificate
     topic_prefix: str = ""
     api_url: str = "http://127.0.0.1:8000"
     api_token: str = "dev-admin-token"  # noqa: S105 - the dev default, as in the simulator
@@ -140,7 +145,7 @@ class LoadResult:
     truth: Truth
     customers: dict[str, str]
     worker_pids: list[int] = field(default_factory=list)
-    register_s: float = 0.0  # registering customers and devices through the API
+    register_s: float = 0.0  # registering customers and devices, issuing credentials
 
     @property
     def achieved_rate(self) -> float:
@@ -203,7 +208,7 @@ async def register_fleet(
     config: LoadConfig, customers: dict[str, str], devices: list[DeviceSlot], concurrency: int = 8
 ) -> None:
     """Create the customers, then register and assign the devices in bulk through the API
-    (both PUTs are idempotent)."""
+    (both PUTs are idempotent). Credentials come after: :func:`fleet_logins`."""
     kinds = dict((meter, kind) for kind, meter in DELTA_KINDS)
     headers = {"Authorization": f"Bearer {config.api_token}"}
     limit = asyncio.Semaphore(concurrency)
@@ -232,9 +237,20 @@ async def register_fleet(
             (await http.put("/v1/devices", json={"devices": batch})).raise_for_status()
 
 
-def _specs(config: LoadConfig, devices: list[DeviceSlot], seq_base: int) -> list[WorkerSpec]:
+def fleet_logins(config: LoadConfig, devices: list[DeviceSlot]) -> list[DeviceLogin]:
+    """A new credential for every device, in fleet order (passwords, or client certificates
+    with ``mqtt_ca_file``): issued in bulk through the API."""
+    headers = {"Authorization": f"Bearer {config.api_token}"}
+    with httpx.Client(base_url=config.api_url, headers=headers, timeout=120) as http:
+        return provision(
+            http, [d.device_id for d in devices], certificates=config.mqtt_ca_file is not None
+        )
+
+
+def _specs(
+    config: LoadConfig, devices: list[DeviceSlot], logins: list[DeviceLogin], seq_base: int
+) -> list[WorkerSpec]:
     n = config.workers
-    tag = f"{config.prefix}-load-{config.seed}-{seq_base // 1000 % 10**9}"
     return [
         WorkerSpec(
             index=w,
@@ -252,8 +268,8 @@ def _specs(config: LoadConfig, devices: list[DeviceSlot], seq_base: int) -> list
             mqtt_host=config.mqtt_host,
             mqtt_port=config.mqtt_port,
             topic_prefix=config.topic_prefix,
-            client_id=f"{tag}-w{w}",
-            clients=config.clients_per_worker,
+            logins=logins[w::n],
+            mqtt_ca_file=config.mqtt_ca_file,
             session_expiry_s=config.session_expiry_s,
             max_pending=config.max_pending,
             inflight=config.inflight,
@@ -306,13 +322,14 @@ def run_load(
     began = time.monotonic()
     if config.register:
         asyncio.run(register_fleet(config, customers, devices))
+    logins = fleet_logins(config, devices)
     register_s = time.monotonic() - began
     ctx = mp.get_context("spawn")
     events: Any = ctx.Queue()
     go, stop = ctx.Event(), ctx.Event()
     paused = ctx.RawValue("b", 0)
     seq_base = int(time.time() * 1000) * 1000
-    specs = _specs(config, devices, seq_base)
+    specs = _specs(config, devices, logins, seq_base)
     procs = [
         ctx.Process(target=worker_main, args=(s, events, go, stop, paused), daemon=True)
         for s in specs

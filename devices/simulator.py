@@ -1,10 +1,12 @@
 """Device simulator: five device kinds publishing telemetry over MQTT, with ground truth.
 
 Used by ``make demo``, the end-to-end tests and ops (``telemeter simulate``). It registers
-its customers and devices through the API, publishes QoS 1 messages following the wire
-contract, can inject duplicate resends and counter resets, and knows exactly what usage the
-pipeline must report: per customer and meter, the quantity and the number of readings with
-a reading time inside ``[window_from, window_to)``.
+its customers and devices through the API, gets each device a credential (a password, or a
+client certificate with ``tls``), connects every device as itself (``devices/fleet.py``),
+publishes QoS 1 messages following the wire contract, can inject duplicate resends and
+counter resets, and knows exactly what usage the pipeline must report: per customer and
+meter, the quantity and the number of readings with a reading time inside
+``[window_from, window_to)``.
 
 Counter meters first publish a *baseline* reading stamped just before ``window_from``: the
 first reading of a counter counts zero, and a device re-used across runs continues from
@@ -14,7 +16,6 @@ from __future__ import annotations
 
 import json
 import random
-import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -25,9 +26,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion
 
+from devices.fleet import BrokerEndpoint, DeviceLogin, Fleet
+from devices.provision import provision
 from schemas.catalog import DEFAULT_METERS, Aggregation, MeterKind
 from schemas.telemetry import format_decimal, format_time
 
@@ -44,6 +45,7 @@ CUSTOMER_NAMES = [
     "cyberdyne",
 ]
 TIMEZONES = ["Europe/Amsterdam", "America/New_York", "Asia/Tokyo", "UTC", "Australia/Sydney"]
+Message = tuple[str, str, bytes]  # device id, topic, payload
 
 
 @dataclass(frozen=True)
@@ -95,6 +97,7 @@ class SimulationConfig:
     seed: int = 42
     mqtt_host: str = "127.0.0.1"
     mqtt_port: int = 1883
+    mqtt_ca_file: Path | None = None  # set: TLS, each device with a client certificate
     topic_prefix: str = ""
     api_url: str = "http://127.0.0.1:8000"
     api_token: str = "dev-admin-token"
@@ -106,8 +109,8 @@ class SimulationConfig:
     register: bool = True
     late_fraction: float = 0.0  # devices offline for the run, flushing newest-first at the end
     reassign: int = 0  # devices moved to another customer halfway through
-    client_id: str | None = None  # MQTT client id (persistent session); default from prefix+seed
     ack_timeout_s: float = 60.0  # how long to wait for the broker's acknowledgements at the end
+    session_expiry_s: int = 3600  # each device's persistent MQTT session
 
 
 @dataclass
@@ -175,6 +178,7 @@ class SimulationResult:
     customers: dict[str, str]
     late_messages: int = 0
     reassignments: list[tuple[str, str, str, datetime]] = field(default_factory=list)
+    messages_refused: int = 0  # PUBACK with a failure reason (the broker's ACL)
 
     def to_json(self) -> dict[str, Any]:
         """The ground-truth document."""
@@ -203,46 +207,6 @@ class SimulationResult:
         path.write_text(json.dumps(self.to_json(), indent=2) + "\n")
 
 
-class Publisher:
-    """A QoS-aware paho publisher that counts broker acknowledgements."""
-
-    def __init__(self, host: str, port: int, client_id: str) -> None:
-        # A persistent session (clean_session=False, stable id) and automatic reconnects:
-        # QoS 1 messages not yet acknowledged are resent after a broker restart.
-        self._client = paho.Client(
-            callback_api_version=CallbackAPIVersion.VERSION2,
-            client_id=client_id,
-            protocol=paho.MQTTv311,
-            clean_session=False,
-        )
-        self._client.reconnect_delay_set(min_delay=1, max_delay=2)
-        self._client.max_inflight_messages_set(1000)
-        self._client.max_queued_messages_set(0)
-        self._acked = 0
-        self._lock = threading.Lock()
-        self._client.on_publish = self._on_publish
-        self._client.connect(host, port, keepalive=30)
-        self._client.loop_start()
-
-    def _on_publish(self, *_args: Any) -> None:
-        with self._lock:
-            self._acked += 1
-
-    @property
-    def acked(self) -> int:
-        """Messages the broker acknowledged (QoS 1) or that left the socket (QoS 0)."""
-        return self._acked
-
-    def publish(self, topic: str, payload: bytes, qos: int) -> None:
-        """Queue one message."""
-        self._client.publish(topic, payload, qos=qos)
-
-    def close(self) -> None:
-        """Disconnect."""
-        self._client.disconnect()
-        self._client.loop_stop()
-
-
 class Simulator:
     """Builds the fleet, registers it, publishes, and keeps the ground truth."""
 
@@ -262,6 +226,7 @@ class Simulator:
             names.append(f"{config.prefix}-customer-{len(names):03d}")
         self.customers = {names[i]: TIMEZONES[i % len(TIMEZONES)] for i in range(config.customers)}
         customer_ids = list(self.customers)
+        self.logins: list[DeviceLogin] = []  # with register=False: set by the caller
         self.devices: list[SimDevice] = []
         for kind in KINDS:
             for i in range(config.devices_per_kind):
@@ -270,33 +235,45 @@ class Simulator:
                     SimDevice(device_id, kind, customer_ids[i % len(customer_ids)], seq0)
                 )
 
-    def register(self) -> None:
-        """Create the customers and assign the devices through the API."""
+    def register(self) -> list[DeviceLogin]:
+        """Create the customers, assign the devices and issue their credentials through the
+        API; returns how each device logs in."""
         headers = {"Authorization": f"Bearer {self.config.api_token}"}
-        with httpx.Client(base_url=self.config.api_url, headers=headers, timeout=30) as http:
+        with httpx.Client(base_url=self.config.api_url, headers=headers, timeout=60) as http:
             for customer_id, tz in self.customers.items():
                 body = {"name": customer_id.title(), "timezone": tz, "currency": "EUR"}
                 http.put(f"/v1/customers/{customer_id}", json=body).raise_for_status()
-            for d in self.devices:
-                body = {
+            fleet = [
+                {
+                    "device_id": d.device_id,
                     "kind": d.kind,
                     "customer_id": d.customer_id,
                     "assigned_from": "2026-01-01T00:00:00Z",
                 }
-                http.put(f"/v1/devices/{d.device_id}", json=body).raise_for_status()
+                for d in self.devices
+            ]
+            http.put("/v1/devices", json={"devices": fleet}).raise_for_status()
+            return provision(
+                http,
+                [d.device_id for d in self.devices],
+                certificates=self.config.mqtt_ca_file is not None,
+            )
 
     def run(self) -> SimulationResult:
         """Register (optionally), publish for ``duration_s`` at ``rate``, flush what offline
         devices buffered, wait for the broker's acknowledgements, and return the truth."""
         cfg = self.config
-        if cfg.register:
-            self.register()
-        client_id = cfg.client_id or f"{cfg.prefix}-simulator-{cfg.seed}"
-        publisher = Publisher(cfg.mqtt_host, cfg.mqtt_port, client_id)
+        logins = self.register() if cfg.register else self.logins
+        publisher = Fleet(
+            BrokerEndpoint(cfg.mqtt_host, cfg.mqtt_port, cfg.mqtt_ca_file),
+            logins,
+            session_expiry_s=cfg.session_expiry_s,
+        )
+        publisher.connect()
         truth = Truth()
         stats = _Counts()
-        recent: list[tuple[str, bytes]] = []
-        buffered: list[tuple[str, bytes]] = []
+        recent: list[Message] = []
+        buffered: list[Message] = []
         offline = set(self._rng.sample(self.devices, int(len(self.devices) * cfg.late_fraction)))
         window_from = self._clock().replace(microsecond=0) + timedelta(seconds=1)
         reassignments: list[tuple[str, str, str, datetime]] = []
@@ -321,26 +298,27 @@ class Simulator:
                     if d in offline:  # an offline device keeps its messages for later
                         buffered.append(message)
                         continue
-                    publisher.publish(*message, cfg.qos)
+                    publisher.publish_as(*message, cfg.qos)
                     recent.append(message)
                     del recent[:-50]
                     if cfg.duplicate_rate and self._rng.random() < cfg.duplicate_rate:
-                        publisher.publish(*self._rng.choice(recent), cfg.qos)
+                        publisher.publish_as(*self._rng.choice(recent), cfg.qos)
                         stats.duplicates += 1
                 if self._progress:
                     self._progress(stats.sent + stats.duplicates, publisher.acked, cfg.qos)
-                time.sleep(0.005)
+                publisher.pump(0.005)
             window_to = self._clock() + timedelta(seconds=1)
             # Back online: the buffered messages arrive after newer ones, newest first.
             for message in reversed(buffered):
-                publisher.publish(*message, cfg.qos)
+                publisher.publish_as(*message, cfg.qos)
             total = stats.sent + stats.duplicates
             deadline = time.monotonic() + cfg.ack_timeout_s
-            while cfg.qos > 0 and publisher.acked < total and time.monotonic() < deadline:
-                time.sleep(0.02)
+            while publisher.acked + publisher.refused < total and time.monotonic() < deadline:
+                publisher.pump(0.02)
             if self._progress:
                 self._progress(total, publisher.acked, cfg.qos)
             acked = publisher.acked
+            refused = publisher.refused
         finally:
             publisher.close()
         return SimulationResult(
@@ -355,11 +333,10 @@ class Simulator:
             customers=self.customers,
             late_messages=len(buffered),
             reassignments=reassignments,
+            messages_refused=refused,
         )
 
-    def _publish_baselines(
-        self, publisher: Publisher, window_from: datetime, stats: _Counts
-    ) -> None:
+    def _publish_baselines(self, publisher: Fleet, window_from: datetime, stats: _Counts) -> None:
         """One reading per counter meter, stamped just before the window: the baseline."""
         at = format_time(window_from - timedelta(milliseconds=500))
         for d in self.devices:
@@ -374,7 +351,7 @@ class Simulator:
                 readings.append(
                     {"meter": m.name, "value": format_decimal(d.counters[m.name]), "at": at}
                 )
-            publisher.publish(*self._message(d, readings), self.config.qos)
+            publisher.publish_as(*self._message(d, readings), self.config.qos)
             stats.sent += 1
 
     def _reassign(self, count: int) -> list[tuple[str, str, str, datetime]]:
@@ -437,8 +414,8 @@ class Simulator:
                 truth.add(d.customer_id, m.name, amount, at, d.seq + 1)
         return readings, resets
 
-    def _message(self, d: SimDevice, readings: list[dict[str, str]]) -> tuple[str, bytes]:
-        """The next message of a device: (topic, payload)."""
+    def _message(self, d: SimDevice, readings: list[dict[str, str]]) -> Message:
+        """The next message of a device: (device id, topic, payload)."""
         d.seq += 1
         body = {
             "device_id": d.device_id,
@@ -448,4 +425,4 @@ class Simulator:
         }
         topic = f"{self.config.topic_prefix}devices/{d.device_id}/telemetry"
         payload = json.dumps(body, separators=(",", ":")).encode()
-        return topic, payload
+        return d.device_id, topic, payload

@@ -39,10 +39,10 @@ _READING_KEYS = frozenset(("meter", "value", "at"))
 _MAX_SEQ = 2**63 - 1
 
 
-def _time(raw: object, limit: str) -> bool:
-    """A canonical timestamp of a real instant, not later than ``limit`` (canonical too, so
+def _time(raw: object, limit: str, floor: str) -> bool:
+    """A canonical timestamp of a real instant in ``[floor, limit]`` (canonical too, so
     string order is time order)."""
-    if type(raw) is not str or not _CANONICAL_TIME.fullmatch(raw) or raw > limit:
+    if type(raw) is not str or not _CANONICAL_TIME.fullmatch(raw) or not floor <= raw <= limit:
         return False
     try:
         datetime.fromisoformat(raw)
@@ -63,12 +63,18 @@ def _value(raw: Any) -> str | None:
 
 
 def canonical_event(
-    payload: bytes, topic: str, topic_device: str, received_at: str, limit: str
+    payload: bytes,
+    topic: str,
+    topic_device: str,
+    received_at: str,
+    limit: str,
+    floor: str = "1970-01-01T00:00:00.000Z",
 ) -> bytes | None:
     """The event JSON for a valid message in canonical form, else ``None``.
 
     ``received_at`` is the bridge clock as :func:`schemas.telemetry.format_time` writes it;
-    ``limit`` is the latest acceptable timestamp in the same form."""
+    ``limit`` and ``floor`` are the latest and earliest acceptable timestamps in the same
+    form."""
     try:
         doc: Any = orjson.loads(payload)  # UTF-8 only, like the full model
     except orjson.JSONDecodeError:
@@ -82,7 +88,7 @@ def canonical_event(
         or not _DEVICE_ID.fullmatch(device_id)
         or type(seq) is not int
         or not 0 <= seq <= _MAX_SEQ
-        or not _time(doc["sent_at"], limit)
+        or not _time(doc["sent_at"], limit, floor)
         or type(readings) is not list
         or not 1 <= len(readings) <= MAX_READINGS_PER_MESSAGE
     ):
@@ -95,7 +101,7 @@ def canonical_event(
         value = _value(reading["value"])
         if value is None or type(meter) is not str or not _METER.fullmatch(meter):
             return None
-        if not _time(at, limit):
+        if not _time(at, limit, floor):
             return None
         out.append({"meter": meter, "value": value, "at": at})
     event = {

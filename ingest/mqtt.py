@@ -8,7 +8,12 @@ messages over and much more switching threads (bench/results/profiles.md).
 
 Backpressure: the MQTT v5 receive-maximum caps how many QoS 1 messages the broker sends
 before we acknowledge; for the rest (QoS 0) we stop reading the socket while
-``max_in_flight`` messages are unacknowledged, and the broker holds what follows."""
+``max_in_flight`` messages are unacknowledged, and the broker holds what follows.
+
+Identity: the bridge logs in as its own user (password, or a client certificate on the TLS
+listener); the broker forces its client id to that username, so no other client can take
+over the bridge's session and the messages queued in it. A refused login fails ``start``
+at once with the broker's reason instead of retrying forever."""
 
 from __future__ import annotations
 
@@ -17,6 +22,7 @@ import contextlib
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as paho
@@ -25,8 +31,27 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
+from pydantic import SecretStr
 
 log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class MqttTls:
+    """TLS to the broker: the CA that signed its certificate and, for mutual TLS, this
+    client's certificate and key."""
+
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+
+    def apply(self, client: paho.Client) -> None:
+        """Configure ``client`` for TLS (certificate and hostname verified)."""
+        client.tls_set(
+            ca_certs=str(self.ca_file) if self.ca_file else None,
+            certfile=str(self.cert_file) if self.cert_file else None,
+            keyfile=str(self.key_file) if self.key_file else None,
+        )
 
 
 class MqttUnavailable(Exception):
@@ -59,12 +84,16 @@ class MqttSubscriber:
         session_expiry_s: int,
         keepalive_s: int,
         max_in_flight: int,
+        username: str | None = None,
+        password: SecretStr | None = None,
+        tls: MqttTls | None = None,
     ) -> None:
         self._host, self._port, self._topic = host, port, topic_filter
         self._session_expiry_s, self._keepalive_s = session_expiry_s, keepalive_s
         self._max_in_flight = max_in_flight
         self._in_flight = 0
         self._subscribed = asyncio.Event()
+        self._refused: str | None = None
         self._connection = 0
         self._accepting = True
         self._on_message: Callable[[InboundMessage], object] | None = None
@@ -80,6 +109,12 @@ class MqttSubscriber:
             manual_ack=True,
         )
         self._client.connect_timeout = 3.0
+        if username is not None:
+            self._client.username_pw_set(
+                username, password.get_secret_value() if password is not None else None
+            )
+        if tls is not None:
+            tls.apply(self._client)
         self._client.on_connect = self._connected
         self._client.on_disconnect = self._disconnected
         self._client.on_message = self._received
@@ -118,10 +153,18 @@ class MqttSubscriber:
             ) from exc
         self._started = True
         self._spawn(self._housekeeping())
-        try:
-            await asyncio.wait_for(self._subscribed.wait(), timeout_s)
-        except TimeoutError as exc:
-            raise MqttUnavailable(f"no subscription to {self._topic} within {timeout_s}s") from exc
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while not self._subscribed.is_set():
+            if self._refused is not None:
+                await self.stop()
+                raise MqttUnavailable(
+                    f"MQTT broker {self._host}:{self._port} refused the bridge: {self._refused} "
+                    "(check TELEMETER_MQTT__USERNAME/__PASSWORD or the client certificate)"
+                )
+            if asyncio.get_running_loop().time() > deadline:
+                raise MqttUnavailable(f"no subscription to {self._topic} within {timeout_s}s")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._subscribed.wait(), 0.1)
 
     def ack(self, message: InboundMessage) -> None:
         """Acknowledge a message to the broker (only after Kafka acknowledged it).
@@ -191,6 +234,14 @@ class MqttSubscriber:
         rc = self._client.loop_read(max_packets=max(self._max_in_flight, 1))
         if rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_AGAIN):
             log.debug("mqtt_read_ended", rc=str(rc))
+            return
+        # TLS: records already decrypted wait inside the SSL object, where the event loop
+        # cannot see them; read on now instead of waiting for the socket to turn readable.
+        sock = self._sock
+        pending = getattr(sock, "pending", None)
+        if self._reading and pending is not None and pending() > 0:
+            assert self._loop is not None
+            self._loop.call_soon(self._readable)
 
     def _writable(self) -> None:
         self._client.loop_write()
@@ -226,6 +277,9 @@ class MqttSubscriber:
             assert self._loop is not None
             self._loop.add_reader(self._sock, self._readable)
             self._reading = True
+            pending = getattr(self._sock, "pending", None)
+            if pending is not None and pending() > 0:  # TLS records read before the pause
+                self._loop.call_soon(self._readable)
 
     # ---- paho callbacks (on the event loop) --------------------------------------
 
@@ -239,6 +293,8 @@ class MqttSubscriber:
     ) -> None:
         if reason.is_failure:
             log.warning("mqtt_connect_refused", reason=str(reason))
+            if not self._subscribed.is_set():  # never connected: a login problem, say so
+                self._refused = str(reason)
             return
         self._connection += 1
         log.info(

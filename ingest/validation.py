@@ -9,12 +9,13 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 from pydantic import ValidationError
 
+from ingest.config import IngestSettings
 from ingest.fast_path import canonical_event
 from schemas.dead_letter import RejectReason
 from schemas.telemetry import (
@@ -50,8 +51,17 @@ class Rejected:
     seq: int | None = None
 
 
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+"""No reading before this instant is accepted, whatever ``max_past_age`` says: a device
+whose clock fell back to zero must not become a counter's baseline or a bill."""
+
+
 class TelemetryValidator:
-    """Checks a raw MQTT message (topic + payload bytes) against the wire contract."""
+    """Checks a raw MQTT message (topic + payload bytes) against the wire contract.
+
+    Time bounds, against the validating clock: a timestamp more than ``max_future_skew``
+    ahead is ``future_timestamp``; one more than ``max_past_age`` back, or before 1970, is
+    ``too_old`` (a dead letter an operator can replay once the bound is raised)."""
 
     def __init__(
         self,
@@ -59,11 +69,32 @@ class TelemetryValidator:
         topic_prefix: str = "",
         max_payload_bytes: int = 64 * 1024,
         max_future_skew: timedelta = timedelta(minutes=5),
+        max_past_age: timedelta = timedelta(days=35),
     ) -> None:
         self._topic = re.compile("^" + re.escape(topic_prefix) + r"devices/([^/]+)/telemetry$")
         self._max_bytes = max_payload_bytes
         self._skew = max_future_skew
-        self._clock_text: tuple[datetime, str, str] | None = None
+        self._max_age = max_past_age
+        self._clock_text: tuple[datetime, str, str, str] | None = None
+
+    @classmethod
+    def for_settings(
+        cls, ingest: IngestSettings, *, topic_prefix: str, max_payload_bytes: int
+    ) -> TelemetryValidator:
+        """The validator the bridge and dead-letter replays use for these settings."""
+        return cls(
+            topic_prefix=topic_prefix,
+            max_payload_bytes=max_payload_bytes,
+            max_future_skew=ingest.max_future_skew,
+            max_past_age=ingest.max_past_age,
+        )
+
+    def oldest(self, now: datetime) -> datetime:
+        """The earliest timestamp accepted at ``now``."""
+        try:
+            return max(now - self._max_age, EPOCH)
+        except OverflowError:  # an age reaching back past year 1
+            return EPOCH
 
     def validate(self, topic: str, payload: bytes, now: datetime) -> Accepted | Rejected:
         """Accept the message or say, with a reason code, why not. Never raises: input that
@@ -91,20 +122,25 @@ class TelemetryValidator:
                 f"payload is {len(payload)} bytes; the limit is {self._max_bytes}",
                 topic_device,
             )
-        received_at, limit = self._stamps(now)
-        fast = canonical_event(payload, topic, topic_device, received_at, limit)
+        received_at, floor, limit = self._stamps(now)
+        fast = canonical_event(payload, topic, topic_device, received_at, limit, floor)
         if fast is not None:
             return Accepted(topic_device, fast)
         return self._validate_fully(topic, topic_device, payload, now)
 
-    def _stamps(self, now: datetime) -> tuple[str, str]:
-        """``now`` and the latest acceptable timestamp, as the wire writes them (cached: the
-        bridge validates a whole burst with one clock reading)."""
+    def _stamps(self, now: datetime) -> tuple[str, str, str]:
+        """``now`` and the earliest and latest acceptable timestamps, as the wire writes
+        them (cached: the bridge validates a whole burst with one clock reading)."""
         cached = self._clock_text
         if cached is None or cached[0] != now:
-            cached = (now, format_time(now), format_time(now + self._skew))
+            cached = (
+                now,
+                format_time(now),
+                format_time(self.oldest(now)),
+                format_time(now + self._skew),
+            )
             self._clock_text = cached
-        return cached[1], cached[2]
+        return cached[1], cached[2], cached[3]
 
     def _validate_fully(
         self, topic: str, topic_device: str, payload: bytes, now: datetime
@@ -145,6 +181,19 @@ class TelemetryValidator:
                 RejectReason.FUTURE_TIMESTAMP,
                 f"timestamp {stamp.isoformat()} is more than {self._skew} ahead of the "
                 f"bridge clock ({now.isoformat()}); check the device clock",
+                topic_device,
+                seq,
+            )
+        oldest = self.oldest(now)
+        early = [r.at for r in message.readings if r.at < oldest]
+        if message.sent_at < oldest or early:
+            stamp = early[0] if early else message.sent_at
+            return Rejected(
+                RejectReason.TOO_OLD,
+                f"timestamp {stamp.isoformat()} is older than the oldest accepted "
+                f"({oldest.isoformat()}: {self._max_age} before the bridge clock, and never "
+                "before 1970); check the device clock, or raise TELEMETER_INGEST__MAX_PAST_AGE "
+                "and replay this dead letter",
                 topic_device,
                 seq,
             )

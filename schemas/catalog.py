@@ -23,6 +23,8 @@ from schemas.telemetry import DeviceId, MeterName, format_decimal, format_time, 
 T = TypeVar("T")
 
 CustomerId = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")]
+KIND_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+KindName = Annotated[str, Field(pattern=KIND_PATTERN)]
 
 
 class MeterKind(StrEnum):
@@ -72,6 +74,8 @@ class MeterSpec(BaseModel):
         Decimal | None,
         Field(
             gt=0,
+            lt=Decimal("1e29"),
+            decimal_places=9,
             description="counter meters only: the largest value the counter shows before it "
             "wraps to 0 (e.g. 4294967295 for a 32-bit counter). A lower reading after one in "
             "the upper half of the range is a wrap and counts rollover_max - previous + value "
@@ -153,7 +157,9 @@ class DeviceSpec(BaseModel):
         },
     )
 
-    kind: Annotated[str, Field(min_length=1, max_length=64)]
+    kind: Annotated[
+        KindName, Field(description="a defined device kind (PUT /v1/device-kinds/{kind})")
+    ]
     customer_id: CustomerId | None = None
     assigned_from: AwareDatetime | None = None
 
@@ -224,6 +230,30 @@ class Device(BaseModel):
         return None if value is None else format_time(value)
 
 
+class DeviceKindSpec(BaseModel):
+    """The body of PUT /v1/device-kinds/{kind}: the meters its devices may report. A reading
+    of any other meter is a dead letter ``meter_not_allowed`` (a door cannot bill pitch
+    minutes)."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"meters": ["pages_printed", "toner_pct"], "description": "printer"}]
+        },
+    )
+
+    meters: Annotated[list[MeterName], Field(max_length=200)]
+    description: Annotated[str, Field(max_length=500)] = ""
+
+
+class DeviceKind(DeviceKindSpec):
+    """A device kind as stored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: KindName
+
+
 class Page(BaseModel, Generic[T]):
     """A list response."""
 
@@ -272,4 +302,14 @@ DEFAULT_METERS: dict[str, MeterSpec] = {
     "pitch_minutes": MeterSpec(
         unit="min", kind=MeterKind.DELTA, description="football pitch: minutes in use"
     ),
+}
+
+
+# The five device kinds of the product story and the meters each may report.
+DEFAULT_DEVICE_KINDS: dict[str, DeviceKindSpec] = {
+    "shoe": DeviceKindSpec(meters=["distance_km", "steps"], description="running shoes"),
+    "door": DeviceKindSpec(meters=["door_cycles", "slam_force_n"], description="warehouse door"),
+    "printer": DeviceKindSpec(meters=["pages_printed", "toner_pct"], description="printer"),
+    "car": DeviceKindSpec(meters=["odometer_km", "passengers"], description="leased car"),
+    "pitch": DeviceKindSpec(meters=["pitch_minutes"], description="football pitch"),
 }

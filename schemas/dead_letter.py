@@ -25,8 +25,11 @@ class RejectReason(StrEnum):
     DEVICE_MISMATCH = "device_mismatch"
     INVALID_VALUE = "invalid_value"
     FUTURE_TIMESTAMP = "future_timestamp"
+    TOO_OLD = "too_old"
     UNKNOWN_METER = "unknown_meter"
     NEGATIVE_VALUE = "negative_value"
+    UNKNOWN_DEVICE = "unknown_device"
+    METER_NOT_ALLOWED = "meter_not_allowed"
 
 
 class DeadLetter(BaseModel):

@@ -52,30 +52,42 @@ def parse_value(raw: object) -> Decimal:
     """Turn a JSON number or decimal string into an exact Decimal, or raise InvalidValue."""
     if isinstance(raw, bool) or raw is None:
         raise InvalidValue(f"value must be a number or a decimal string, got {raw!r}")
-    if isinstance(raw, int | Decimal):
-        value = Decimal(raw)
-    elif isinstance(raw, float):  # only when a caller parsed JSON without parse_float=Decimal
-        value = Decimal(repr(raw))
-    elif isinstance(raw, str):
-        if not _NUMBER.match(raw):
-            raise InvalidValue(f"value {raw!r} is not a decimal number")
-        value = Decimal(raw)
-    else:
+    if isinstance(raw, str) and not _NUMBER.match(raw):
+        raise InvalidValue(f"value {_clip(raw)} is not a decimal number")
+    if not isinstance(raw, int | Decimal | float | str):
         raise InvalidValue(f"value must be a number or a decimal string, got {type(raw).__name__}")
-    if not value.is_finite():
-        raise InvalidValue(f"value {raw!r} is not finite")
-    with localcontext(EXACT):
-        if abs(value) >= VALUE_MAX_ABS:
-            raise InvalidValue(f"value {raw!r} is out of range (|value| < 1e29)")
-        exponent = value.as_tuple().exponent
-        if isinstance(exponent, int) and exponent < -VALUE_MAX_DECIMALS:
-            normalized = value.normalize()
-            exponent = normalized.as_tuple().exponent
-            if isinstance(exponent, int) and exponent < -VALUE_MAX_DECIMALS:
-                raise InvalidValue(
-                    f"value {raw!r} has more than {VALUE_MAX_DECIMALS} decimal places"
-                )
-            value = normalized
+    try:
+        # a float only reaches here when a caller parsed JSON without parse_float=Decimal
+        value = Decimal(repr(raw)) if isinstance(raw, float) else Decimal(raw)
+        if not value.is_finite():
+            raise InvalidValue(f"value {_clip(raw)} is not finite")
+        return _bounded(value, raw)
+    except ArithmeticError as exc:  # an exponent beyond what any context can hold
+        raise InvalidValue(f"value {_clip(raw)} is out of range (|value| < 1e29)") from exc
+
+
+def _clip(raw: object) -> str:
+    text = repr(raw)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _bounded(value: Decimal, raw: object) -> Decimal:
+    """``value`` if it fits Decimal(38, 9): below 1e29 in magnitude, at most 9 decimals
+    (trailing zeros do not count: ``1.50000000000`` is ``1.5``). Decided on the digits and
+    the exponent alone, so an absurd exponent never reaches decimal arithmetic."""
+    sign, digits, raw_exponent = value.as_tuple()
+    assert isinstance(raw_exponent, int)  # finite, checked by the caller
+    exponent: int = raw_exponent
+    if not any(digits):
+        return value if exponent >= -VALUE_MAX_DECIMALS else Decimal(0)
+    significant = len("".join(map(str, digits)).rstrip("0"))
+    exponent += len(digits) - significant
+    if exponent < -VALUE_MAX_DECIMALS:
+        raise InvalidValue(f"value {_clip(raw)} has more than {VALUE_MAX_DECIMALS} decimal places")
+    if significant + exponent > 29:  # |value| >= 1e29
+        raise InvalidValue(f"value {_clip(raw)} is out of range (|value| < 1e29)")
+    if raw_exponent < -VALUE_MAX_DECIMALS:  # only trailing zeros beyond 9 places
+        return Decimal((sign, digits[:significant], exponent))
     return value
 
 

@@ -1,7 +1,6 @@
 """Per-customer API keys, stored hashed.
 
-A key is the token ``tmk_<key_id>_<random>``: ``key_id`` is 16 hex characters and is not
-secret (listings show it); ``<random>`` is 32 bytes from ``secrets``. The token is shown once,
+A key is the token ``tmk_<key_id>_<random>`` (``storage/tokens.py``). The token is shown once,
 when the key is created; the ``api_keys`` table keeps only its sha256, its last 4 characters
 (to recognise it in a listing), the customer it belongs to and when it was revoked.
 
@@ -10,10 +9,7 @@ Checking a token parses ``key_id`` out of it, reads that one row by the table's 
 
 from __future__ import annotations
 
-import hashlib
 import hmac
-import re
-import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -21,9 +17,10 @@ from typing import Any
 
 from storage.core import StoreCore, utc
 from storage.errors import NotFound
+from storage.tokens import digest as _digest
+from storage.tokens import new_token, token_id_of
 
 KEY_PREFIX = "tmk"  # Telemeter key; lets secret scanners recognise a leaked one
-_TOKEN = re.compile(r"^tmk_([0-9a-f]{16})_([A-Za-z0-9_-]{43})$")  # KEY_PREFIX, id, random
 _COLUMNS = [
     "key_id",
     "customer_id",
@@ -58,15 +55,7 @@ class IssuedApiKey:
 
 def key_id_of(token: str) -> str | None:
     """The ``key_id`` of a well-formed token, else None (then it is no key of ours)."""
-    match = _TOKEN.match(token)
-    return match.group(1) if match else None
-
-
-def _digest(token: str) -> str:
-    # Plain sha256, no salt or slow KDF: the token carries 256 random bits, so guessing it
-    # from its hash is as hopeless as guessing it outright. A slow KDF (bcrypt, argon2)
-    # protects low-entropy passwords; here it would only add its cost to every request.
-    return hashlib.sha256(token.encode()).hexdigest()
+    return token_id_of(KEY_PREFIX, token)
 
 
 def _key(row: Sequence[Any]) -> ApiKey:
@@ -87,8 +76,7 @@ class ApiKeyQueries(StoreCore):
     async def create_api_key(self, customer_id: str, name: str, now: datetime) -> IssuedApiKey:
         """A new key for ``customer_id`` (the caller checks the customer exists). The returned
         ``secret`` is not stored and cannot be recovered."""
-        key_id = secrets.token_hex(8)  # 64 bits: a collision is not a practical concern
-        token = f"{KEY_PREFIX}_{key_id}_{secrets.token_urlsafe(32)}"
+        key_id, token = new_token(KEY_PREFIX)
         key = ApiKey(
             key_id=key_id, customer_id=customer_id, name=name, last4=token[-4:], created_at=now
         )

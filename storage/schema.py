@@ -10,7 +10,8 @@
 - ``device_assignments``: who held a device from when. Usage is attributed to the
   holder at the reading's time with an ``ASOF JOIN`` at query time, so late readings
   and later reassignments land with the right customer.
-- ``meters``, ``customers``, ``devices``: the catalog, last write wins (``updated_at``).
+- ``meters``, ``customers``, ``devices``, ``device_kinds``: the catalog, last write wins
+  (``updated_at``). A device kind lists the meters its devices may report.
 - ``dead_letters``: the dead-letter topic as a table, one row per dead letter ``id``
   (``ReplacingMergeTree(ver)``, read with ``FINAL``). ``ver`` is the time of the event the
   row describes -- its rejection (``open``) or its replay (``replayed``, odd, so it wins a
@@ -149,6 +150,14 @@ TABLES: dict[str, str] = {
             created_at DateTime64(3, 'UTC')
         ) ENGINE = ReplacingMergeTree(created_at) ORDER BY (customer_id, start)
     """,
+    "device_kinds": """
+        CREATE TABLE IF NOT EXISTS {db}.device_kinds (
+            kind String,
+            meters Array(String),        -- the meters a device of this kind may report
+            description String,
+            updated_at DateTime64(3, 'UTC')
+        ) ENGINE = ReplacingMergeTree(updated_at) ORDER BY kind
+    """,
     "api_keys": """
         CREATE TABLE IF NOT EXISTS {db}.api_keys (
             key_id String,               -- the <id> of 'tmk_<id>_<random>': lookups by key
@@ -160,6 +169,33 @@ TABLES: dict[str, str] = {
             revoked_at Nullable(DateTime64(3, 'UTC')),
             ver UInt8                    -- 0 created, 1 revoked: revocation always wins
         ) ENGINE = ReplacingMergeTree(ver) ORDER BY key_id
+    """,
+    "staff_tokens": """
+        CREATE TABLE IF NOT EXISTS {db}.staff_tokens (
+            token_id String,             -- the <id> of 'tms_<id>_<random>'
+            name String,
+            role LowCardinality(String),
+            secret_sha256 String,        -- hex sha256 of the whole token; never the token
+            last4 String,
+            created_at DateTime64(3, 'UTC'),
+            revoked_at Nullable(DateTime64(3, 'UTC')),
+            ver UInt8                    -- 0 created, 1 revoked: revocation always wins
+        ) ENGINE = ReplacingMergeTree(ver) ORDER BY token_id
+    """,
+    # One row per credential; the broker's password and ACL files are rendered from the
+    # unrevoked ones, its certificate revocation list from the revoked certificates.
+    "device_credentials": """
+        CREATE TABLE IF NOT EXISTS {db}.device_credentials (
+            credential_id String,
+            device_id String,
+            type LowCardinality(String),  -- 'password' | 'certificate'
+            password_hash String,         -- Mosquitto's PBKDF2-SHA512 line format; '' for certs
+            certificate_serial String,    -- hex; '' for passwords
+            not_after Nullable(DateTime64(3, 'UTC')),
+            created_at DateTime64(3, 'UTC'),
+            revoked_at Nullable(DateTime64(3, 'UTC')),
+            ver UInt8                     -- 0 created, 1 revoked: revocation always wins
+        ) ENGINE = ReplacingMergeTree(ver) ORDER BY (device_id, credential_id)
     """,
 }
 

@@ -33,7 +33,9 @@ from storage.api_keys import ApiKeyQueries
 from storage.core import utc as _utc
 from storage.data_version import VERSION_SQL, VersionReader
 from storage.dead_letters import DeadLetterQueries
+from storage.device_kinds import DeviceKindQueries
 from storage.errors import Conflict, NotFound, StoreUnavailable
+from storage.identity import IdentityQueries
 from storage.plans import PlanQueries
 from storage.quotes import QuoteQueries
 from storage.schema import MIGRATIONS, TABLES
@@ -120,7 +122,14 @@ def _meter(r: Sequence[Any]) -> Meter:
     )
 
 
-class ClickHouseStore(DeadLetterQueries, PlanQueries, QuoteQueries, ApiKeyQueries):
+class ClickHouseStore(
+    DeadLetterQueries,
+    PlanQueries,
+    QuoteQueries,
+    ApiKeyQueries,
+    DeviceKindQueries,
+    IdentityQueries,
+):
     """The one adapter over ClickHouse: catalog, readings and usage here, dead letters and
     plans in their mixins. Build it with :meth:`connect`; ``close`` is idempotent."""
 
@@ -287,10 +296,16 @@ class ClickHouseStore(DeadLetterQueries, PlanQueries, QuoteQueries, ApiKeyQuerie
         self, devices: Sequence[tuple[str, DeviceSpec]], now: datetime
     ) -> tuple[int, int]:
         """:meth:`put_device` for many devices in four queries instead of five each; every
-        customer named must exist (NotFound before anything is written). Returns (devices
-        written, assignment entries added)."""
+        customer and device kind named must exist (NotFound before anything is written).
+        Returns (devices written, assignment entries added)."""
         if not devices:
             return 0, 0
+        missing_kinds = await self.missing_device_kinds({s.kind for _, s in devices})
+        if missing_kinds:
+            raise NotFound(
+                f"device kind {missing_kinds[0]!r} does not exist "
+                f"(define it with PUT /v1/device-kinds/{missing_kinds[0]})"
+            )
         named_customers = {s.customer_id for _, s in devices if s.customer_id is not None}
         if named_customers:
             rows = await self._rows(

@@ -7,7 +7,14 @@ Components and what happens to them:
 - ``aggregator``: ``telemeter aggregator --api`` process (embedded chDB needs the API in the
   store's process), ``kill -9`` then restarted;
 - ``kafka``: ``deploy/services.sh kill-kafka`` (``kill -9``) then ``start-kafka``;
-- ``mosquitto``: ``deploy/services.sh restart-mosquitto`` (graceful: SIGTERM, start).
+- ``mosquitto``: the run's own broker (``deploy/services.sh`` with the run's directory and
+  ports), ``restart-mosquitto`` (graceful: SIGTERM, start).
+
+Everything runs with authentication on: each simulated device logs in with the password
+the API issued it, the bridge as its own broker user, every Kafka client as its principal.
+At the end every log of the run (components, broker, Kafka) is scanned for the secrets the
+run used -- the admin token, a customer API key used during the run, the device passwords,
+the bridge's MQTT password and the Kafka passwords -- and any hit fails the run.
 
 The simulator runs with duplicate resends, counter resets, devices that are offline and
 flush late (newest first) and devices reassigned halfway; its MQTT session is persistent so
@@ -17,6 +24,7 @@ ground truth exactly, per customer and meter: ``missing 0, double-counted 0``.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import secrets
@@ -33,10 +41,11 @@ from typing import Any
 
 import httpx
 import structlog
+from pydantic import BaseModel, SecretStr
 
 from devices.reconcile import Reconciliation, reconcile
 from devices.simulator import SimulationConfig, SimulationResult, Simulator
-from telemeter.config import REPO_ROOT, Settings
+from telemeter.config import REPO_ROOT, RUN_DIR, KafkaSettings, Settings
 
 log = structlog.get_logger(__name__)
 SERVICES = REPO_ROOT / "deploy" / "services.sh"
@@ -64,11 +73,13 @@ class ChaosReport:
     kills: list[tuple[float, str]] = field(default_factory=list)
     simulation: SimulationResult | None = None
     reconciliation: Reconciliation | None = None
+    logs_scanned: int = 0
+    leaks: list[str] = field(default_factory=list)  # "<log file>: <which secret>"
 
     @property
     def exact(self) -> bool:
-        """Every reading accounted for exactly once."""
-        return self.reconciliation is not None and self.reconciliation.exact
+        """Every reading accounted for exactly once, and no secret in any log."""
+        return self.reconciliation is not None and self.reconciliation.exact and not self.leaks
 
     def summary(self) -> str:
         """The lines people read."""
@@ -87,23 +98,44 @@ class ChaosReport:
             )
         if self.reconciliation is not None:
             lines.append(self.reconciliation.summary())
+        if self.logs_scanned:
+            lines.append(
+                f"secrets in logs: {len(self.leaks)} found in {self.logs_scanned} log files"
+                + "".join(f"\n  LEAK {leak}" for leak in self.leaks)
+            )
         return "\n".join(lines)
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
-    """The TELEMETER_* environment that reproduces ``settings`` in a child process."""
+    """The TELEMETER_* environment that reproduces ``settings`` in a child process
+    (secrets included: this goes into a child's environment, never into a log)."""
     env: dict[str, str] = {}
-    for key, value in settings.model_dump(mode="json").items():
-        if isinstance(value, dict):
-            for sub, item in value.items():
-                if item is not None:
-                    env[f"TELEMETER_{key.upper()}__{sub.upper()}"] = str(item)
-        elif value is not None:
-            env[f"TELEMETER_{key.upper()}"] = str(value)
-    token = settings.api.admin_token
-    if token is not None:
-        env["TELEMETER_API__ADMIN_TOKEN"] = token.get_secret_value()
+
+    def walk(prefix: str, model: BaseModel, dumped: dict[str, object]) -> None:
+        for key, value in dumped.items():
+            name = f"{prefix}{key.upper()}"
+            raw = getattr(model, key)
+            if isinstance(raw, SecretStr):
+                env[name] = raw.get_secret_value()
+            elif isinstance(raw, BaseModel) and isinstance(value, dict):
+                walk(f"{name}__", raw, value)
+            elif value is None:
+                if isinstance(model, KafkaSettings) and key == "admin":  # default is not None
+                    env[name] = "null"
+            else:
+                env[name] = str(value)
+
+    walk("TELEMETER_", settings, settings.model_dump(mode="json"))
     return env
+
+
+def scan_for_secrets(paths: list[Path], named: dict[str, str]) -> list[str]:
+    """Which ``named`` secrets (name -> value) appear in which files."""
+    hits = []
+    for path in paths:
+        text = path.read_text(errors="replace") if path.exists() else ""
+        hits += [f"{path.name}: {name}" for name, value in named.items() if value and value in text]
+    return hits
 
 
 class ComponentProcess:
@@ -172,12 +204,14 @@ def _wait(check: Any, what: str, timeout_s: float = 120) -> None:
         time.sleep(0.2)
 
 
-def _services(*args: str) -> None:
-    subprocess.run([str(SERVICES), *args], check=True, capture_output=True)  # noqa: S603
+def _services(*args: str, env: dict[str, str] | None = None) -> None:
+    subprocess.run([str(SERVICES), *args], check=True, capture_output=True, env=env)  # noqa: S603
 
 
-def _services_up() -> bool:
-    return subprocess.run([str(SERVICES), "status"], capture_output=True).returncode == 0  # noqa: S603
+def _services_up(env: dict[str, str] | None = None) -> bool:
+    return (
+        subprocess.run([str(SERVICES), "status"], capture_output=True, env=env).returncode == 0  # noqa: S603
+    )
 
 
 class ChaosRun:
@@ -194,6 +228,7 @@ class ChaosRun:
         )
         self.api_url = f"http://{settings.api.host}:{settings.api.port}"
         self.token = (settings.api.admin_token or settings.admin_token()[0]).get_secret_value()
+        self.broker_env = broker_env(settings, config)
 
     def _api_ready(self) -> bool:
         try:
@@ -221,16 +256,18 @@ class ChaosRun:
             _services("kill-kafka")
             _services("start-kafka")
         else:
-            _services("restart-mosquitto")
+            _services("restart-mosquitto", env=self.broker_env)
         # Whatever was hit, everything must be back before the next hit.
-        _wait(_services_up, "Mosquitto and Kafka")
+        _wait(lambda: _services_up(self.broker_env), "Mosquitto and Kafka")
 
     def run(self) -> ChaosReport:
         """The whole run; processes are stopped whatever happens."""
         cfg = self.config
         rng = random.Random(cfg.seed)  # noqa: S311 - a reproducible schedule, not security
         report = ChaosReport()
-        _services("up")
+        _services("up")  # Kafka (and the dev broker, unused here)
+        _services("start-mosquitto", env=self.broker_env)  # this run's broker
+        secret_values: dict[str, str] = {}
         try:
             self._start_aggregator()
             self._start_bridge()
@@ -250,13 +287,21 @@ class ChaosRun:
                 reset_rate=0.01,
                 late_fraction=0.1,
                 reassign=3,
-                client_id=f"chaos-sim-{secrets.token_hex(3)}",
                 ack_timeout_s=cfg.settle_timeout_s,
             )
+            # Register and provision before the clock starts: the kills hit a running fleet.
+            sim = Simulator(sim_config)
+            sim.logins = sim.register()
+            sim_config.register = False
+            customer_key = self._customer_key(next(iter(sim.customers)))
+            secret_values = {
+                "admin token": self.token,
+                "customer API key": customer_key,
+                **{f"password of {x.device_id}": x.password or "" for x in sim.logins},
+                **{name: value for name, value in self._configured_secrets().items()},
+            }
             result: list[SimulationResult] = []
-            simulator = threading.Thread(
-                target=lambda: result.append(Simulator(sim_config).run()), name="simulator"
-            )
+            simulator = threading.Thread(target=lambda: result.append(sim.run()), name="simulator")
             started = time.monotonic()
             simulator.start()
             order = [COMPONENTS[i % len(COMPONENTS)] for i in range(cfg.kills)]
@@ -267,6 +312,7 @@ class ChaosRun:
                     time.sleep(0.05)
                 self._hit(component)
                 report.kills.append((time.monotonic() - started, component))
+                self._read_as_customer(customer_key, next(iter(sim.customers)))
             simulator.join()
             if not result:
                 raise RuntimeError("the simulator failed; see the log above")
@@ -281,7 +327,45 @@ class ChaosRun:
         finally:
             self.bridge.stop()
             self.aggregator.stop()
+            _services("stop-mosquitto", env=self.broker_env)
+        logs = [
+            *sorted((self.config.work_dir / "logs").glob("*.log")),
+            self.config.work_dir / "broker" / "mosquitto" / "mosquitto.log",
+            Path(os.environ.get("TELEMETER_RUN_DIR", str(RUN_DIR))) / "kafka" / "kafka.out",
+        ]
+        report.logs_scanned = sum(p.exists() for p in logs)
+        report.leaks = scan_for_secrets(logs, secret_values)
         return report
+
+    def _customer_key(self, customer: str) -> str:
+        """A customer API key, used against the API during the run (so the scan looks for
+        a secret that really crossed the wire)."""
+        response = httpx.post(
+            f"{self.api_url}/v1/customers/{customer}/api-keys",
+            json={"name": "chaos"},
+            headers={"Authorization": f"Bearer {self.token}"},
+            timeout=30,
+        )
+        response.raise_for_status()
+        return str(response.json()["secret"])
+
+    def _read_as_customer(self, key: str, customer: str) -> None:
+        """One usage read with the customer key, and one it may not make (403)."""
+        headers = {"Authorization": f"Bearer {key}"}
+        for path in (f"/v1/customers/{customer}/usage?meter=steps", "/v1/customers"):
+            with contextlib.suppress(httpx.HTTPError):  # the API may be down: a kill just happened
+                httpx.get(self.api_url + path, headers=headers, timeout=10)
+
+    def _configured_secrets(self) -> dict[str, str]:
+        s = self.settings
+        found = {
+            "MQTT bridge password": s.mqtt.password.get_secret_value() if s.mqtt.password else ""
+        }
+        for role in ("admin", "bridge", "aggregator", "api"):
+            creds = getattr(s.kafka, role)
+            if creds is not None:
+                found[f"Kafka {role} password"] = creds.password.get_secret_value()
+        return found
 
 
 def free_port() -> int:
@@ -291,10 +375,27 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def broker_env(settings: Settings, config: ChaosConfig) -> dict[str, str]:
+    """The environment of ``deploy/services.sh`` for the run's own Mosquitto."""
+    m = settings.mqtt
+    return {
+        **os.environ,
+        "TELEMETER_RUN_DIR": str(config.work_dir / "broker"),
+        "TELEMETER_MQTT_PORT": str(m.port),
+        "TELEMETER_MQTT_TLS_PORT": str(free_port()),
+        "TELEMETER_BROKER_BRIDGE_USERS": m.login,
+        "TELEMETER_MQTT__TOPIC_PREFIX": m.topic_prefix,
+        "TELEMETER_MQTT__PASSWORD": m.password.get_secret_value() if m.password else "",
+    }
+
+
 def chaos_settings(base: Settings, config: ChaosConfig, api_port: int | None = None) -> Settings:
-    """Settings isolated to one chaos run: own topics, database, MQTT namespace and chDB
-    directory, so a run never mixes with a running ``make up``."""
+    """Settings isolated to one chaos run: own topics, database, MQTT namespace, broker
+    (with a random bridge password) and chDB directory, and a random admin token unless one
+    is configured, so a run never mixes with a running ``make up``."""
     tag = f"chaos{config.seed}_{secrets.token_hex(3)}"
+    broker_dir = config.work_dir / "broker"
+    admin = base.api.admin_token or SecretStr(secrets.token_urlsafe(32))
     return base.model_copy(
         update={
             "kafka": base.kafka.model_copy(
@@ -302,8 +403,20 @@ def chaos_settings(base: Settings, config: ChaosConfig, api_port: int | None = N
             ),
             "mqtt": base.mqtt.model_copy(
                 update={
+                    "port": free_port(),
                     "topic_prefix": f"{tag}/",
                     "client_id": f"{tag}-bridge",
+                    "username": None,
+                    "password": SecretStr(secrets.token_urlsafe(24)),
+                    "ca_file": broker_dir / "pki" / "ca.crt",
+                }
+            ),
+            "broker": base.broker.model_copy(
+                update={
+                    "auth_dir": broker_dir / "mosquitto" / "auth",
+                    "pid_file": broker_dir / "mosquitto" / "mosquitto.pid",
+                    "ca_cert_file": broker_dir / "pki" / "ca.crt",
+                    "ca_key_file": broker_dir / "pki" / "ca.key",
                 }
             ),
             "store": base.store.model_copy(
@@ -313,6 +426,8 @@ def chaos_settings(base: Settings, config: ChaosConfig, api_port: int | None = N
                 update={"group_id": f"{tag}-aggregator", "metrics_port": free_port()}
             ),
             "bridge": base.bridge.model_copy(update={"metrics_port": free_port()}),
-            "api": base.api.model_copy(update={"port": api_port or free_port()}),
+            "api": base.api.model_copy(
+                update={"port": api_port or free_port(), "admin_token": admin}
+            ),
         }
     )

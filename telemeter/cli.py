@@ -7,8 +7,9 @@ telemeter api           the HTTP API only
 telemeter simulate      simulated devices, with ground truth
 telemeter load          thousands of devices from worker processes at a target rate
 telemeter demo          the stack + a simulation + usage table + reconciliation
-telemeter topics        create the Kafka topics
-telemeter check-config  validate the settings and print them
+telemeter topics        create the Kafka topics (and, with admin credentials, the ACLs)
+telemeter broker-sync   rewrite the MQTT broker's device users from the store, reload it
+telemeter check-config  validate the settings and print them (secrets masked)
 """
 
 from __future__ import annotations
@@ -36,8 +37,13 @@ def _settings() -> Settings:
     try:
         return Settings()
     except ValidationError as exc:
-        print(f"telemeter: invalid configuration:\n{exc}", file=sys.stderr)
-        raise SystemExit(2) from exc
+        # Never the input values: they may be the very secrets that were refused.
+        problems = [
+            f"  {'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg']}"
+            for e in exc.errors(include_input=False, include_url=False)
+        ]
+        print("telemeter: invalid configuration:\n" + "\n".join(problems), file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 async def _until_signalled() -> int:
@@ -141,18 +147,31 @@ def cmd_api(settings: Settings, _args: argparse.Namespace) -> int:
 
 
 def cmd_topics(settings: Settings, _args: argparse.Namespace) -> int:
-    """Create the Kafka topics."""
-    from telemeter.components import topics
-    from telemeter.kafka import ensure_topics
+    """Create the Kafka topics and ACLs."""
+    from telemeter.components import prepare_kafka, topics
 
-    _run(lambda: ensure_topics(settings.kafka.bootstrap, topics(settings)))
+    _run(lambda: prepare_kafka(settings, "admin"))
     print("topics ready: " + ", ".join(t.name for t in topics(settings)))
     return 0
 
 
+def cmd_broker_sync(settings: Settings, _args: argparse.Namespace) -> int:
+    """Render the broker's device users from the store's credentials and reload it."""
+    from telemeter.components import device_credentials, open_store
+
+    async def main() -> int:
+        async with open_store(settings) as store:
+            await device_credentials(settings, store).sync()
+        return 0
+
+    code = _run(main)
+    print(f"broker files written to {settings.broker.auth_dir}")
+    return code
+
+
 def cmd_check_config(settings: Settings, _args: argparse.Namespace) -> int:
-    """Print the effective settings (secrets hidden)."""
-    print(json.dumps(settings.model_dump(mode="json"), indent=2))
+    """Print the effective settings (secrets masked)."""
+    print(json.dumps(settings.public_dump(), indent=2))
     return 0
 
 
@@ -168,7 +187,8 @@ def _sim_config(settings: Settings, args: argparse.Namespace) -> Any:
         qos=args.qos,
         seed=args.seed,
         mqtt_host=settings.mqtt.host,
-        mqtt_port=settings.mqtt.port,
+        mqtt_port=args.mqtt_port or (8883 if args.tls else 1883),
+        mqtt_ca_file=settings.mqtt.ca_file if args.tls else None,
         topic_prefix=settings.mqtt.topic_prefix,
         api_url=args.api_url or f"http://{settings.api.host}:{settings.api.port}",
         api_token=token.get_secret_value(),
@@ -244,7 +264,6 @@ def cmd_load(settings: Settings, args: argparse.Namespace) -> int:
     config = LoadConfig(
         devices=args.devices,
         workers=args.workers,
-        clients_per_worker=args.clients_per_worker,
         rate=args.rate,
         ramp_up_s=args.ramp_up,
         duration_s=None if args.messages else args.duration,
@@ -256,7 +275,8 @@ def cmd_load(settings: Settings, args: argparse.Namespace) -> int:
         customers=args.customers,
         prefix=args.prefix,
         mqtt_host=settings.mqtt.host,
-        mqtt_port=settings.mqtt.port,
+        mqtt_port=args.mqtt_port or (8883 if args.tls else 1883),
+        mqtt_ca_file=settings.mqtt.ca_file if args.tls else None,
         topic_prefix=settings.mqtt.topic_prefix,
         api_url=args.api_url or f"http://{settings.api.host}:{settings.api.port}",
         api_token=token.get_secret_value(),
@@ -281,7 +301,9 @@ def _add_load_parser(sub: Any) -> None:
         help=(cmd_load.__doc__ or "").strip(),
         description="Offer load from simulated devices (delta meters, integer values) in "
         "worker processes that share a few MQTT connections each, at a target rate reached "
-        "by a linear ramp-up. Registers the customers and devices through the API first. "
+        "by a linear ramp-up, each device its own MQTT connection logged in as itself. "
+        "Registers the customers and devices and issues their credentials through the API "
+        "first. "
         "Live progress on stderr; the final report shows sent, acknowledged, achieved rate "
         "and publish->PUBACK latency percentiles. Exit code 1 when messages stayed "
         "unacknowledged or (with --reconcile) the API does not account for every reading.",
@@ -289,12 +311,6 @@ def _add_load_parser(sub: Any) -> None:
     add = load.add_argument
     add("--devices", type=int, default=2000, help="simulated devices (default 2000)")
     add("--workers", type=int, default=2, help="worker processes (default 2)")
-    add(
-        "--clients-per-worker",
-        type=int,
-        default=1,
-        help="MQTT connections per worker, shared by its devices (default 1)",
-    )
     add("--rate", type=float, default=5000, help="target messages/s in total (default 5000)")
     add("--ramp-up", type=float, default=5, help="seconds to reach the rate linearly (default 5)")
     add("--duration", type=float, default=60, help="seconds of sending (default 60)")
@@ -310,6 +326,7 @@ def _add_load_parser(sub: Any) -> None:
     add("--customers", type=int, default=10, help="customers the devices belong to (default 10)")
     add("--prefix", default="load", help="prefix of customer and device ids (default 'load')")
     add("--api-url", default=None, help="API base URL (default from settings)")
+    _add_device_login_options(load)
     add("--no-register", action="store_true", help="do not create customers/devices first")
     add("--reconcile", action="store_true", help="afterwards, compare the API with the truth")
     add("--truth", default=None, help="write the ground truth JSON to this file")
@@ -334,6 +351,18 @@ def cmd_chaos(settings: Settings, args: argparse.Namespace) -> int:
     )
     print(f"report: {out}")
     return 0 if report.exact else 1
+
+
+def _add_device_login_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--tls",
+        action="store_true",
+        help="devices log in with client certificates from the API on the broker's TLS "
+        "listener (default: passwords on the plain listener)",
+    )
+    p.add_argument(
+        "--mqtt-port", type=int, default=None, help="broker port for devices (1883; 8883 TLS)"
+    )
 
 
 def _add_sim_options(
@@ -379,6 +408,7 @@ def _add_sim_options(
         help="where to write the ground truth JSON",
     )
     p.add_argument("--api-url", default=None, help="API base URL (default from settings)")
+    _add_device_login_options(p)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -392,6 +422,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("bridge", cmd_bridge),
         ("api", cmd_api),
         ("topics", cmd_topics),
+        ("broker-sync", cmd_broker_sync),
         ("check-config", cmd_check_config),
     ):
         sub.add_parser(name, help=(fn.__doc__ or "").strip()).set_defaults(fn=fn)
@@ -419,7 +450,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``telemeter`` console script."""
     args = build_parser().parse_args(argv)
     settings = _settings()
-    logs.configure(settings.log_level, settings.log_format)
+    logs.configure(settings.log_level, settings.log_format, secrets=settings.secrets())
     return int(args.fn(settings, args))
 
 

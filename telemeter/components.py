@@ -17,22 +17,31 @@ import structlog
 import uvicorn
 
 from aggregator.dead_letters import DeadLetterRecorder
+from aggregator.devices import DeviceRulesCache
 from aggregator.service import MeterCatalog, UsageAggregator
 from api.app import create_app
 from api.cache import ResponseCache
 from api.catalog import CatalogCache
 from api.deps import ApiContext, EventReplay
+from identity.ca import DeviceCa
+from identity.mosquitto import MosquittoAuthFiles
+from identity.service import DeviceCredentials
 from ingest.bridge import TelemetryBridge
-from ingest.mqtt import MqttSubscriber
+from ingest.mqtt import MqttSubscriber, MqttTls
 from ingest.validation import TelemetryValidator
 from storage.store import ClickHouseStore
 from telemeter.config import Settings
 from telemeter.kafka import (
+    AclBinding,
+    AclOperation,
+    AclResource,
+    KafkaAuth,
     KafkaEventSource,
     KafkaHealth,
     KafkaPublisher,
     KafkaUnavailable,
     TopicSpec,
+    ensure_acls,
     ensure_topics,
 )
 
@@ -90,6 +99,57 @@ def topics(settings: Settings) -> list[TopicSpec]:
     ]
 
 
+Role = str  # "admin", "bridge", "aggregator" or "api": a principal of KafkaSettings
+
+
+def kafka_auth(settings: Settings, role: Role) -> KafkaAuth:
+    """How the client playing ``role`` authenticates to Kafka."""
+    k = settings.kafka
+    if not k.authenticated:
+        return KafkaAuth()
+    creds = getattr(k, role)
+    if creds is None:
+        raise ValueError(f"no Kafka credentials for {role} (TELEMETER_KAFKA__{role.upper()})")
+    return KafkaAuth(
+        protocol=k.security_protocol,
+        mechanism=k.sasl_mechanism,
+        username=creds.username,
+        password=creds.password,
+        ssl_cafile=k.ssl_cafile,
+    )
+
+
+def kafka_acls(settings: Settings) -> list[AclBinding]:
+    """What each principal may do, and nothing more (``KafkaSettings``'s docstring)."""
+    k, group = settings.kafka, settings.aggregator.group_id
+    topic, grp = AclResource.TOPIC, AclResource.GROUP
+    read, write = AclOperation.READ, AclOperation.WRITE
+    bridge = f"User:{k.bridge.username}"
+    aggregator = f"User:{k.aggregator.username}"
+    api = f"User:{k.api.username}"
+    return [
+        AclBinding(topic, k.events_topic, bridge, write),
+        AclBinding(topic, k.dead_letter_topic, bridge, write),
+        AclBinding(topic, k.events_topic, aggregator, read),
+        AclBinding(grp, group, aggregator, read),
+        AclBinding(topic, k.dead_letter_topic, aggregator, write),
+        AclBinding(topic, k.dead_letter_topic, aggregator, read),
+        AclBinding(grp, f"{group}-dead-letters", aggregator, read),
+        AclBinding(topic, k.events_topic, api, write),
+        AclBinding(AclResource.CLUSTER, "kafka-cluster", api, AclOperation.DESCRIBE),
+    ]
+
+
+async def prepare_kafka(settings: Settings, role: Role) -> None:
+    """Topics (and, with an admin principal, the ACLs) in place before a client of ``role``
+    starts. Without admin credentials the role's own principal checks the topics exist."""
+    k = settings.kafka
+    setup = kafka_auth(settings, "admin" if k.admin is not None or not k.authenticated else role)
+    await ensure_topics(k.bootstrap, topics(settings), setup)
+    if k.authenticated and k.admin is not None:
+        await ensure_acls(k.bootstrap, kafka_acls(settings), setup)
+
+
 @contextlib.asynccontextmanager
 async def open_store(settings: Settings, clock: Clock = utc_now) -> AsyncIterator[ClickHouseStore]:
     """Connect the store, create the schema and the default meters."""
@@ -100,6 +160,9 @@ async def open_store(settings: Settings, clock: Clock = utc_now) -> AsyncIterato
     created = await store.ensure_default_meters(clock())
     if created:
         log.info("default_meters_created", meters=created)
+    kinds = await store.ensure_default_device_kinds(clock())
+    if kinds:
+        log.info("default_device_kinds_created", kinds=kinds)
     try:
         yield store
     finally:
@@ -109,16 +172,16 @@ async def open_store(settings: Settings, clock: Clock = utc_now) -> AsyncIterato
 @contextlib.asynccontextmanager
 async def run_bridge(settings: Settings, clock: Clock = utc_now) -> AsyncIterator[TelemetryBridge]:
     """MQTT -> Kafka, running until the context exits."""
-    await ensure_topics(settings.kafka.bootstrap, topics(settings))
-    publisher = KafkaPublisher(settings.kafka.bootstrap, client_id=settings.mqtt.client_id)
+    await prepare_kafka(settings, "bridge")
+    publisher = KafkaPublisher(
+        settings.kafka.bootstrap,
+        client_id=settings.mqtt.client_id,
+        auth=kafka_auth(settings, "bridge"),
+    )
     await publisher.start()
     b = settings.bridge
     bridge = TelemetryBridge(
-        validator=TelemetryValidator(
-            topic_prefix=settings.mqtt.topic_prefix,
-            max_payload_bytes=b.max_payload_bytes,
-            max_future_skew=b.max_future_skew,
-        ),
+        validator=validator(settings),
         publisher=publisher,
         events_topic=settings.kafka.events_topic,
         dead_letter_topic=settings.kafka.dead_letter_topic,
@@ -129,6 +192,9 @@ async def run_bridge(settings: Settings, clock: Clock = utc_now) -> AsyncIterato
         host=m.host,
         port=m.port,
         client_id=m.client_id,
+        username=m.login,
+        password=m.password,
+        tls=MqttTls(m.ca_file, m.cert_file, m.key_file) if m.tls else None,
         topic_filter=m.topic_filter,
         session_expiry_s=int(m.session_expiry.total_seconds()),
         keepalive_s=int(m.keepalive.total_seconds()),
@@ -153,15 +219,19 @@ async def run_aggregator(
     settings: Settings, store: ClickHouseStore, clock: Clock = utc_now
 ) -> AsyncIterator[UsageAggregator]:
     """Kafka -> ClickHouse, running until the context exits."""
-    await ensure_topics(settings.kafka.bootstrap, topics(settings))
+    await prepare_kafka(settings, "aggregator")
+    auth = kafka_auth(settings, "aggregator")
     source = KafkaEventSource(
         settings.kafka.bootstrap,
         settings.kafka.events_topic,
         settings.aggregator.group_id,
         client_id=f"{settings.aggregator.group_id}-{socket.gethostname()}",
         instance_id=settings.aggregator.instance_id,
+        auth=auth,
     )
-    dead_letters = KafkaPublisher(settings.kafka.bootstrap, client_id="telemeter-aggregator-dlq")
+    dead_letters = KafkaPublisher(
+        settings.kafka.bootstrap, client_id="telemeter-aggregator-dlq", auth=auth
+    )
     await source.start()
     await dead_letters.start()
     a = settings.aggregator
@@ -169,6 +239,7 @@ async def run_aggregator(
         source=source,
         sink=store,
         catalog=MeterCatalog(store),
+        devices=DeviceRulesCache(store, settings.ingest.unknown_devices),
         dead_letters=dead_letters,
         dead_letter_topic=settings.kafka.dead_letter_topic,
         clock=clock,
@@ -191,7 +262,7 @@ async def run_dead_letter_recorder(
     settings: Settings, store: ClickHouseStore
 ) -> AsyncIterator[DeadLetterRecorder]:
     """Dead-letter topic -> the store's ``dead_letters`` table, until the context exits."""
-    await ensure_topics(settings.kafka.bootstrap, topics(settings))
+    await prepare_kafka(settings, "aggregator")
     a = settings.aggregator
     group = f"{a.group_id}-dead-letters"
     source = KafkaEventSource(
@@ -200,6 +271,7 @@ async def run_dead_letter_recorder(
         group,
         client_id=f"{group}-{socket.gethostname()}",
         instance_id=a.instance_id,
+        auth=kafka_auth(settings, "aggregator"),
     )
     await source.start()
     recorder = DeadLetterRecorder(
@@ -218,6 +290,30 @@ async def run_dead_letter_recorder(
         log.info("dead_letter_recorder_stopped")
 
 
+def validator(settings: Settings) -> TelemetryValidator:
+    """The wire-contract validator of the bridge, shared by dead-letter replays."""
+    return TelemetryValidator.for_settings(
+        settings.ingest,
+        topic_prefix=settings.mqtt.topic_prefix,
+        max_payload_bytes=settings.bridge.max_payload_bytes,
+    )
+
+
+def device_credentials(
+    settings: Settings, store: ClickHouseStore, clock: Clock = utc_now
+) -> DeviceCredentials:
+    """Device credentials kept in step with the broker's files (when ``broker.auth_dir``)."""
+    b = settings.broker
+    return DeviceCredentials(
+        store=store,
+        broker=MosquittoAuthFiles(b.auth_dir, b.pid_file) if b.auth_dir is not None else None,
+        ca=lambda: DeviceCa.load(b.ca_cert_file, b.ca_key_file),
+        clock=clock,
+        topic_prefix=settings.mqtt.topic_prefix,
+        cert_validity=b.device_cert_validity,
+    )
+
+
 def api_context(
     settings: Settings,
     store: ClickHouseStore,
@@ -229,24 +325,25 @@ def api_context(
     if is_default:
         log.warning(
             "dev_mode_default_admin_token",
-            token=token.get_secret_value(),
-            hint="set TELEMETER_API__ADMIN_TOKEN; outside dev (TELEMETER_ENV=prod) "
-            "a token is required",
+            hint="the API accepts the dev default admin token (README); set "
+            "TELEMETER_API__ADMIN_TOKEN; outside dev (TELEMETER_ENV=prod) a token of 32+ "
+            "characters is required",
         )
-    b = settings.bridge
+    a = settings.api
     return ApiContext(
         store=store,
-        admin_token=token.get_secret_value(),
+        admin_token=token,
         clock=clock,
-        kafka_check=KafkaHealth(settings.kafka.bootstrap).check,
-        validator=TelemetryValidator(
-            topic_prefix=settings.mqtt.topic_prefix,
-            max_payload_bytes=b.max_payload_bytes,
-            max_future_skew=b.max_future_skew,
-        ),
+        credentials=device_credentials(settings, store, clock),
+        kafka_check=KafkaHealth(settings.kafka.bootstrap, kafka_auth(settings, "api")).check,
+        validator=validator(settings),
+        device_rules=DeviceRulesCache(store, settings.ingest.unknown_devices),
         replay=replay,
-        cache=ResponseCache(settings.api.response_cache_mib * 2**20),
-        catalog=CatalogCache(settings.api.catalog_cache_entries),
+        cache=ResponseCache(a.response_cache_mib * 2**20),
+        catalog=CatalogCache(a.catalog_cache_entries),
+        metrics_token=a.metrics_token,
+        max_body_bytes=a.max_body_bytes,
+        max_in_flight=a.max_in_flight,
     )
 
 
@@ -257,14 +354,23 @@ async def run_api(
     """uvicorn serving the API; yields its base URL once it accepts connections."""
     # Replays publish to the events topic. Without Kafka the API still serves everything
     # else and answers replays with 503.
-    replays = KafkaPublisher(settings.kafka.bootstrap, client_id="telemeter-api-replay")
+    replays = KafkaPublisher(
+        settings.kafka.bootstrap, client_id="telemeter-api-replay", auth=kafka_auth(settings, "api")
+    )
     replay: EventReplay | None = None
     try:
         await replays.start()
         replay = functools.partial(replays.publish, settings.kafka.events_topic)
     except KafkaUnavailable as exc:
         log.warning("api_replay_unavailable", error=str(exc))
-    app = create_app(api_context(settings, store, clock, replay))
+    context = api_context(settings, store, clock, replay)
+    app = create_app(context)
+    # The broker's files follow the store: written now (a restart repairs a missed sync)
+    # and daily (the CRL must never expire).
+    assert context.credentials is not None
+    broker_sync = supervise(
+        asyncio.create_task(context.credentials.run_periodic_sync(), name="broker-sync")
+    )
     config = uvicorn.Config(
         app,
         host=settings.api.host,
@@ -287,4 +393,5 @@ async def run_api(
     finally:
         server.should_exit = True
         await task
+        await _cancel(broker_sync)
         await replays.stop()

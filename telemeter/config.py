@@ -1,9 +1,15 @@
 """Settings for every deployable: one pydantic-settings class, env prefix ``TELEMETER_``,
-nested sections (``TELEMETER_KAFKA__BOOTSTRAP``). Built in the composition root, never at
-import time. Outside dev (``TELEMETER_ENV=prod``) placeholder secrets are refused."""
+nested sections (``TELEMETER_KAFKA__BOOTSTRAP``, ``TELEMETER_KAFKA__BRIDGE__PASSWORD``).
+Built in the composition root, never at import time.
+
+Secrets are ``SecretStr`` from the moment they are read. The dev defaults below work out of
+the box with ``deploy/services.sh`` (which reads the same values from
+``deploy/dev-secrets.env``); outside dev (``TELEMETER_ENV=prod``) every one of them is
+refused, and so is an admin token shorter than 32 characters."""
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from pathlib import Path
 from typing import Literal
@@ -13,14 +19,47 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from aggregator.config import AggregatorSettings
 from api.config import DEV_ADMIN_TOKEN, ApiSettings
-from ingest.config import BridgeSettings
+from ingest.config import BridgeSettings, IngestSettings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+RUN_DIR = REPO_ROOT / ".run"
+DEV_SECRETS_FILE = REPO_ROOT / "deploy" / "dev-secrets.env"
+
+# The dev defaults, also in deploy/dev-secrets.env for deploy/services.sh (a test checks
+# that the two agree). Announced, public, and refused outside dev.
+DEV_MQTT_PASSWORD = "dev-mqtt-bridge-secret"  # noqa: S105
+DEV_KAFKA_PASSWORDS = {
+    "admin": "dev-kafka-admin-secret",
+    "bridge": "dev-kafka-bridge-secret",
+    "aggregator": "dev-kafka-aggregator-secret",
+    "api": "dev-kafka-api-secret",
+}
+DEV_SECRETS = frozenset({DEV_ADMIN_TOKEN, DEV_MQTT_PASSWORD, *DEV_KAFKA_PASSWORDS.values()})
+MIN_ADMIN_TOKEN_LENGTH = 32
+
+
+class KafkaCredentials(BaseModel):
+    """One Kafka principal: SASL username and password."""
+
+    username: str = Field(min_length=1, max_length=200)
+    password: SecretStr
+
+
+def _kafka_user(role: str) -> KafkaCredentials:
+    return KafkaCredentials(
+        username=f"telemeter-{role}", password=SecretStr(DEV_KAFKA_PASSWORDS[role])
+    )
 
 
 class KafkaSettings(BaseModel):
-    """Where Kafka is and which topics Telemeter uses (created by Telemeter, never by the
-    broker: auto-creation is off)."""
+    """Where Kafka is, which topics Telemeter uses (created by Telemeter, never by the
+    broker: auto-creation is off) and who each client is.
+
+    Every client authenticates as its own principal (SASL/SCRAM by default), and the ACLs
+    that ``admin`` creates at start let each do only its job: the bridge writes the events
+    and dead-letter topics, the aggregator reads events and writes and reads dead letters
+    in its consumer groups, the API writes events (dead-letter replays). Without ``admin``
+    (``TELEMETER_KAFKA__ADMIN=null``) topics and ACLs must already exist."""
 
     bootstrap: str = "127.0.0.1:9092"
     events_topic: str = "telemeter.events"
@@ -28,13 +67,34 @@ class KafkaSettings(BaseModel):
     dead_letter_topic: str = "telemeter.dead-letters"
     dead_letter_partitions: int = Field(3, ge=1)
     request_timeout: timedelta = timedelta(seconds=30)
+    security_protocol: Literal["PLAINTEXT", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "SASL_PLAINTEXT",
+        description="SASL_SSL in production across hosts; PLAINTEXT only for a broker without "
+        "authentication (then no principals and no ACLs)",
+    )
+    sasl_mechanism: Literal["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"] = "SCRAM-SHA-512"
+    ssl_cafile: Path | None = Field(None, description="CA of the brokers' certificates (SASL_SSL)")
+    admin: KafkaCredentials | None = Field(
+        default_factory=lambda: _kafka_user("admin"),
+        description="creates topics and ACLs at start; null when they are managed elsewhere",
+    )
+    bridge: KafkaCredentials = Field(default_factory=lambda: _kafka_user("bridge"))
+    aggregator: KafkaCredentials = Field(default_factory=lambda: _kafka_user("aggregator"))
+    api: KafkaCredentials = Field(default_factory=lambda: _kafka_user("api"))
+
+    @property
+    def authenticated(self) -> bool:
+        """Whether clients authenticate (SASL) at all."""
+        return self.security_protocol != "PLAINTEXT"
 
 
 class MqttSettings(BaseModel):
-    """The MQTT broker and how the bridge subscribes to it."""
+    """The MQTT broker and how the bridge connects to it: its own user (one per bridge
+    instance; the broker forces the client id to the username, so no one else can take
+    this bridge's session), a password, optionally TLS."""
 
     host: str = "127.0.0.1"
-    port: int = 1883
+    port: int = Field(1883, description="1883: password listener; 8883: the TLS listener")
     topic_prefix: str = Field("", description="prepended to devices/{id}/telemetry, e.g. 'site1/'")
     share_group: str = Field(
         "",
@@ -44,7 +104,21 @@ class MqttSettings(BaseModel):
         "persistence, so messages published after a broker restart and before the bridges "
         "reconnect are dropped by the broker",
     )
-    client_id: str = "telemeter-bridge-0"
+    client_id: str = Field(
+        "telemeter-bridge-0",
+        description="stable per bridge instance (its persistent session); also its username "
+        "unless username is set",
+    )
+    username: str | None = Field(None, description="default: the client id")
+    password: SecretStr | None = Field(
+        SecretStr(DEV_MQTT_PASSWORD), description="null with a client certificate (TLS)"
+    )
+    tls: bool = Field(False, description="connect with TLS (the broker's TLS listener)")
+    ca_file: Path | None = Field(
+        RUN_DIR / "pki" / "ca.crt", description="CA that signed the broker's certificate"
+    )
+    cert_file: Path | None = Field(None, description="client certificate for mutual TLS")
+    key_file: Path | None = Field(None, description="its private key")
     session_expiry: timedelta = timedelta(days=7)
     keepalive: timedelta = timedelta(seconds=30)
 
@@ -54,13 +128,52 @@ class MqttSettings(BaseModel):
         plain = f"{self.topic_prefix}devices/+/telemetry"
         return f"$share/{self.share_group}/{plain}" if self.share_group else plain
 
+    @property
+    def login(self) -> str:
+        """The username the bridge connects with."""
+        return self.username or self.client_id
+
+
+class BrokerSettings(BaseModel):
+    """How the API keeps the MQTT broker's users in step with device credentials.
+
+    The broker (Mosquitto) reads a password file and an ACL file from ``auth_dir``; each is
+    ``service.*`` (the bridges' users, written by whoever deploys the broker:
+    ``deploy/services.sh`` here) followed by ``devices.*`` (written by Telemeter). After a
+    change Telemeter rewrites them and sends SIGHUP to the broker in ``pid_file``, which
+    reloads them without dropping other connections. ``ca_*``: the device CA that signs
+    device certificates (``POST /v1/devices/{id}/credentials``) and its revocation list."""
+
+    auth_dir: Path | None = Field(
+        RUN_DIR / "mosquitto" / "auth",
+        description="null: store credentials but write no broker files",
+    )
+    pid_file: Path | None = Field(
+        RUN_DIR / "mosquitto" / "mosquitto.pid", description="null: do not signal the broker"
+    )
+    ca_cert_file: Path | None = Field(RUN_DIR / "pki" / "ca.crt")
+    ca_key_file: Path | None = Field(RUN_DIR / "pki" / "ca.key")
+    device_cert_validity: timedelta = Field(timedelta(days=397), description="of issued certs")
+
+
+_DSN_PASSWORD = re.compile(r"^(?P<head>[a-z][a-z0-9+.-]*://[^:/@]+:)(?P<password>[^@/]+)(?=@)")
+
 
 class StoreSettings(BaseModel):
     """ClickHouse through clickhouse-connect: ``chdb:///abs/path`` (embedded, default) or
-    ``http://host:8123`` (a server)."""
+    ``http://user:password@host:8123`` (a server)."""
 
-    dsn: str = f"chdb://{REPO_ROOT / '.run' / 'chdb'}"
+    dsn: str = f"chdb://{RUN_DIR / 'chdb'}"
     database: str = "telemeter"
+
+    def dsn_password(self) -> str | None:
+        """The password inside the DSN, if any (so logs can mask it)."""
+        match = _DSN_PASSWORD.match(self.dsn)
+        return match.group("password") if match else None
+
+    def masked_dsn(self) -> str:
+        """The DSN with its password replaced by ``***``."""
+        return _DSN_PASSWORD.sub(r"\g<head>***", self.dsn)
 
 
 class Settings(BaseSettings):
@@ -78,24 +191,71 @@ class Settings(BaseSettings):
     log_format: Literal["console", "json"] = "console"
     kafka: KafkaSettings = KafkaSettings()
     mqtt: MqttSettings = MqttSettings()
+    broker: BrokerSettings = BrokerSettings()
     store: StoreSettings = StoreSettings()
+    ingest: IngestSettings = IngestSettings()
     bridge: BridgeSettings = BridgeSettings()
     aggregator: AggregatorSettings = AggregatorSettings()
     api: ApiSettings = ApiSettings()
 
     @model_validator(mode="after")
     def _refuse_unsafe_defaults(self) -> Settings:
-        if self.env != "dev":
-            token = self.api.admin_token
-            if token is None or token.get_secret_value() in ("", DEV_ADMIN_TOKEN, "changeme"):
-                raise ValueError(
-                    "TELEMETER_API__ADMIN_TOKEN must be set to a real secret outside dev "
-                    "(TELEMETER_ENV=prod)"
-                )
+        if self.env == "dev":
+            return self
+        problems = []
+        token = self.api.admin_token
+        if token is None or token.get_secret_value() in DEV_SECRETS:
+            problems.append("TELEMETER_API__ADMIN_TOKEN must be set to a real secret")
+        elif len(token.get_secret_value()) < MIN_ADMIN_TOKEN_LENGTH:
+            problems.append(
+                f"TELEMETER_API__ADMIN_TOKEN must be at least {MIN_ADMIN_TOKEN_LENGTH} "
+                "characters (e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+            )
+        for name, secret in self._secret_fields():
+            if secret in DEV_SECRETS and name != "TELEMETER_API__ADMIN_TOKEN":
+                problems.append(f"{name} is still the dev default")
+        if problems:
+            raise ValueError("refused outside dev (TELEMETER_ENV=prod): " + "; ".join(problems))
         return self
+
+    def _secret_fields(self) -> list[tuple[str, str]]:
+        """Every configured secret with the variable it comes from."""
+        found: list[tuple[str, str]] = []
+        if self.api.admin_token is not None:
+            found.append(("TELEMETER_API__ADMIN_TOKEN", self.api.admin_token.get_secret_value()))
+        if self.api.metrics_token is not None:
+            found.append(
+                ("TELEMETER_API__METRICS_TOKEN", self.api.metrics_token.get_secret_value())
+            )
+        if self.mqtt.password is not None:
+            found.append(("TELEMETER_MQTT__PASSWORD", self.mqtt.password.get_secret_value()))
+        if self.kafka.authenticated:
+            for role in ("admin", "bridge", "aggregator", "api"):
+                creds: KafkaCredentials | None = getattr(self.kafka, role)
+                if creds is not None:
+                    found.append(
+                        (
+                            f"TELEMETER_KAFKA__{role.upper()}__PASSWORD",
+                            creds.password.get_secret_value(),
+                        )
+                    )
+        dsn_password = self.store.dsn_password()
+        if dsn_password:
+            found.append(("TELEMETER_STORE__DSN", dsn_password))
+        return found
+
+    def secrets(self) -> list[str]:
+        """Every secret value in these settings, for the log redactor."""
+        return [value for _, value in self._secret_fields()]
 
     def admin_token(self) -> tuple[SecretStr, bool]:
         """The admin token and whether it is the dev default."""
         if self.api.admin_token is not None:
             return self.api.admin_token, False
         return SecretStr(DEV_ADMIN_TOKEN), True
+
+    def public_dump(self) -> dict[str, object]:
+        """The settings as JSON-ready data with every secret masked (``check-config``)."""
+        data = self.model_dump(mode="json")
+        data["store"]["dsn"] = self.store.masked_dsn()
+        return data

@@ -8,15 +8,20 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from enum import IntEnum
 from operator import attrgetter
+from pathlib import Path
 from typing import Any
 
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import CommitFailedError, KafkaError
+from aiokafka.helpers import create_ssl_context
 from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.producer.message_accumulator import BatchBuilder
+from aiokafka.protocol.admin import CreateAclsRequest
+from pydantic import SecretStr
 
 log = structlog.get_logger(__name__)
 
@@ -28,6 +33,92 @@ class KafkaUnavailable(Exception):
 
 
 @dataclass(frozen=True, slots=True)
+class KafkaAuth:
+    """How one client authenticates: ``PLAINTEXT`` (no authentication) or SASL over plain
+    TCP or TLS with a username and password. The password stays a ``SecretStr`` until the
+    client is built, so no repr or log shows it."""
+
+    protocol: str = "PLAINTEXT"
+    mechanism: str = "SCRAM-SHA-512"
+    username: str | None = None
+    password: SecretStr | None = None
+    ssl_cafile: Path | None = None
+
+    def client_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for aiokafka's producer, consumer and admin client."""
+        if self.protocol == "PLAINTEXT":
+            return {}
+        kwargs: dict[str, Any] = {
+            "security_protocol": self.protocol,
+            "sasl_mechanism": self.mechanism,
+            "sasl_plain_username": self.username,
+            "sasl_plain_password": self.password.get_secret_value() if self.password else None,
+        }
+        if self.protocol == "SASL_SSL":
+            cafile = str(self.ssl_cafile) if self.ssl_cafile else None
+            kwargs["ssl_context"] = create_ssl_context(cafile=cafile)
+        return kwargs
+
+
+class AclResource(IntEnum):
+    """Kafka's ACL resource types (the wire values)."""
+
+    TOPIC = 2
+    GROUP = 3
+    CLUSTER = 4
+
+
+class AclOperation(IntEnum):
+    """Kafka's ACL operations (the wire values)."""
+
+    READ = 3
+    WRITE = 4
+    CREATE = 5
+    DESCRIBE = 8
+
+
+@dataclass(frozen=True, slots=True)
+class AclBinding:
+    """Allow ``principal`` (``User:<name>``) ``operation`` on one resource, by literal name."""
+
+    resource: AclResource
+    name: str
+    principal: str
+    operation: AclOperation
+
+
+_LITERAL, _ANY_HOST, _ALLOW = 3, "*", 3
+
+
+async def ensure_acls(bootstrap: str, bindings: Sequence[AclBinding], auth: KafkaAuth) -> None:
+    """Create the ACL bindings (creating an existing one changes nothing). aiokafka's admin
+    client has no ACL call, so this sends Kafka's CreateAcls request itself, one binding per
+    request; ``auth`` must be a principal allowed to alter ACLs (a super user)."""
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap, request_timeout_ms=10_000, **auth.client_kwargs()
+    )
+    try:
+        await admin.start()
+        node = admin._client.get_random_node()
+        for b in bindings:
+            request = CreateAclsRequest(
+                b.resource, b.name, _LITERAL, b.principal, _ANY_HOST, b.operation, _ALLOW
+            )
+            response = await admin._client.send(node, request)
+            for error_code, message in response.creation_responses:
+                if error_code:
+                    raise KafkaUnavailable(
+                        f"CreateAcls {b.operation.name} on {b.resource.name} {b.name!r} for "
+                        f"{b.principal}: error {error_code} {message}"
+                    )
+        log.info("kafka_acls_ensured", bindings=len(bindings))
+    except KafkaError as exc:
+        raise KafkaUnavailable(f"cannot create ACLs on {bootstrap}: {exc!r}") from exc
+    finally:
+        await admin.close()
+
+
+@dataclass(frozen=True, slots=True)
 class TopicSpec:
     """A topic Telemeter owns, with its partition count."""
 
@@ -35,12 +126,17 @@ class TopicSpec:
     partitions: int
 
 
-async def ensure_topics(bootstrap: str, topics: list[TopicSpec], timeout_s: float = 60) -> None:
+async def ensure_topics(
+    bootstrap: str, topics: list[TopicSpec], auth: KafkaAuth | None = None, timeout_s: float = 60
+) -> None:
     """Create missing topics with explicit partition counts (broker auto-creation is off).
     Retries until Kafka answers or ``timeout_s`` passes."""
     deadline = asyncio.get_running_loop().time() + timeout_s
+    kwargs = (auth or KafkaAuth()).client_kwargs()
     while True:
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
+        admin = AIOKafkaAdminClient(
+            bootstrap_servers=bootstrap, request_timeout_ms=10_000, **kwargs
+        )
         try:
             await admin.start()
             existing = set(await admin.list_topics())
@@ -71,8 +167,11 @@ class KafkaPublisher:
     """Idempotent producer with ``acks=all``: a record is acknowledged only when the broker
     has it durably, and producer retries never write it twice within a session."""
 
-    def __init__(self, bootstrap: str, client_id: str, linger_ms: int = 5) -> None:
+    def __init__(
+        self, bootstrap: str, client_id: str, auth: KafkaAuth | None = None, linger_ms: int = 5
+    ) -> None:
         self._producer = AIOKafkaProducer(
+            **(auth or KafkaAuth()).client_kwargs(),
             bootstrap_servers=bootstrap,
             client_id=client_id,
             enable_idempotence=True,
@@ -232,6 +331,7 @@ class KafkaEventSource:
         group_id: str,
         client_id: str,
         instance_id: str | None = None,
+        auth: KafkaAuth | None = None,
     ) -> None:
         self._topic = topic
         # A stable instance id makes this a static group member: after a crash the restarted
@@ -239,6 +339,7 @@ class KafkaEventSource:
         # member's session to expire (30 s).
         self._consumer = AIOKafkaConsumer(
             topic,
+            **(auth or KafkaAuth()).client_kwargs(),
             bootstrap_servers=bootstrap,
             group_id=group_id,
             group_instance_id=instance_id,
@@ -347,12 +448,17 @@ class KafkaEventSource:
 class KafkaHealth:
     """Answers whether Kafka is reachable (for /readyz)."""
 
-    def __init__(self, bootstrap: str) -> None:
+    def __init__(self, bootstrap: str, auth: KafkaAuth | None = None) -> None:
         self._bootstrap = bootstrap
+        self._auth = auth or KafkaAuth()
 
     async def check(self) -> None:
         """Raise KafkaUnavailable unless a broker answers a metadata request."""
-        admin = AIOKafkaAdminClient(bootstrap_servers=self._bootstrap, request_timeout_ms=3_000)
+        admin = AIOKafkaAdminClient(
+            bootstrap_servers=self._bootstrap,
+            request_timeout_ms=3_000,
+            **self._auth.client_kwargs(),
+        )
         try:
             await asyncio.wait_for(admin.start(), timeout=5)
             await asyncio.wait_for(admin.describe_cluster(), timeout=5)

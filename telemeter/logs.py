@@ -1,20 +1,88 @@
-"""Structured logging, configured once per process by the composition root."""
+"""Structured logging, configured once per process by the composition root.
+
+No secret reaches a log line. Two layers, because one alone leaks:
+
+1. Tracebacks never render local variables (structlog's rich console renderer shows them by
+   default, and a local named ``context`` or ``credentials`` carries a token).
+2. Every formatted line -- our events, tracebacks, uvicorn's and aiokafka's records -- passes
+   :class:`Redactor` last: the secrets this process was configured with (admin token,
+   MQTT/Kafka passwords, the store DSN's password) are replaced by ``***``, and so is
+   anything shaped like a credential Telemeter issues (customer keys ``tmk_``, staff tokens
+   ``tms_``, device passwords ``tmd_``), a bearer token, or a password in a URL.
+   ``tests/telemeter/test_logs.py`` and the chaos log scan hold it to that.
+"""
 
 from __future__ import annotations
 
 import logging
+import re
 import sys
+from collections.abc import Iterable
 
 import structlog
 
+MASK = "***"
+# Shapes of credentials that are not known in advance (issued at run time, or sent by a
+# caller): the prefix stays, so a reader still sees what kind of secret was there.
+_SHAPES = re.compile(
+    r"(?P<issued>\b(?:tmk|tms|tmd)_[0-9a-f]{16}_)[A-Za-z0-9_-]{8,}"
+    r"|(?P<bearer>\b[Bb]earer\s+)[^\s'\",]+"
+    r"|(?P<url>\b[a-z][a-z0-9+.-]*://[^\s:/@'\"]+:)[^\s@/'\"]+(?=@)"
+    r"|(?P<kv>\b(?:password|passwd|secret|token|sasl_plain_password)(?:['\"]?\s*[=:]\s*['\"]?))"
+    r"(?!\*\*\*)[^\s'\",)}]+",
+    re.IGNORECASE,
+)
 
-def configure(level: str = "info", fmt: str = "console") -> None:
-    """Route stdlib and structlog output through one renderer on stderr."""
-    renderer: structlog.types.Processor = (
-        structlog.processors.JSONRenderer()
-        if fmt == "json"
-        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
-    )
+
+class Redactor:
+    """Replaces known secrets and credential-shaped text with ``***``."""
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        self._words: set[str] = set()
+        self._known: re.Pattern[str] | None = None
+        self.add(secrets)
+
+    def add(self, secrets: Iterable[str]) -> None:
+        """Also mask these exact strings (short ones are ignored: masking a 5-character
+        value would garble ordinary words, and no real secret is that short)."""
+        self._words |= {s for s in secrets if s and len(s) >= 6}
+        longest_first = sorted(self._words, key=len, reverse=True)
+        self._known = re.compile("|".join(map(re.escape, longest_first))) if longest_first else None
+
+    def __call__(self, text: str) -> str:
+        """``text`` with every secret masked."""
+        if self._known is not None:
+            text = self._known.sub(MASK, text)
+        return _SHAPES.sub(_keep_prefix, text)
+
+
+def _keep_prefix(match: re.Match[str]) -> str:
+    prefix = next(g for g in match.groups() if g is not None)
+    return prefix + MASK
+
+
+REDACT = Redactor()
+"""The process-wide redactor: the composition root adds the configured secrets."""
+
+
+class _RedactingFormatter(structlog.stdlib.ProcessorFormatter):
+    """The ProcessorFormatter whose output passes the redactor last."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return REDACT(super().format(record))
+
+
+def configure(level: str = "info", fmt: str = "console", secrets: Iterable[str] = ()) -> None:
+    """Route stdlib and structlog output through one renderer on stderr; ``secrets`` are
+    masked in every line."""
+    REDACT.add(secrets)
+    renderer: structlog.types.Processor
+    if fmt == "json":
+        renderer = structlog.processors.JSONRenderer()
+    else:
+        renderer = structlog.dev.ConsoleRenderer(
+            colors=sys.stderr.isatty(), exception_formatter=structlog.dev.plain_traceback
+        )
     shared: list[structlog.types.Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
@@ -26,12 +94,15 @@ def configure(level: str = "info", fmt: str = "console") -> None:
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=True,
     )
+    # JSON lines carry the traceback as text (no locals) under "exception".
+    final: list[structlog.types.Processor] = [
+        structlog.stdlib.ProcessorFormatter.remove_processors_meta
+    ]
+    if fmt == "json":
+        final.append(structlog.processors.format_exc_info)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
-        structlog.stdlib.ProcessorFormatter(
-            foreign_pre_chain=shared,
-            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
-        )
+        _RedactingFormatter(foreign_pre_chain=shared, processors=[*final, renderer])
     )
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -1,20 +1,31 @@
 """Test helpers that talk to the real services: read a Kafka topic until a condition
-holds, publish over MQTT, wait for a condition. Nothing here sleeps for a fixed time
-to "let things settle"."""
+holds, get devices credentials and publish over MQTT as each of them, wait for a condition.
+Nothing here sleeps for a fixed time to "let things settle"."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
+import httpx
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from devices.simulator import Publisher
+from devices.fleet import BrokerEndpoint, DeviceLogin, Fleet
+from devices.provision import provision
+from telemeter.kafka import KafkaAuth
 
 T = TypeVar("T")
+
+
+def admin_auth() -> KafkaAuth:
+    """The dev Kafka's admin principal (tests read topics as it; ACLs allow it everything)."""
+    from telemeter.components import kafka_auth
+    from telemeter.config import Settings
+
+    return kafka_auth(Settings(_env_file=None), "admin")  # type: ignore[call-arg]
 
 
 async def read_topic(
@@ -26,7 +37,10 @@ async def read_topic(
     """Read a topic from the beginning (no consumer group) until ``until(records)`` holds;
     returns the decoded JSON values. Raises TimeoutError with what was read otherwise."""
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        **admin_auth().client_kwargs(),
     )
     await consumer.start()
     records: list[dict[str, Any]] = []
@@ -66,16 +80,67 @@ async def wait_for(
         await asyncio.sleep(interval_s)
 
 
-def publish_all(messages: list[tuple[str, bytes]], client_id: str, timeout_s: float = 120) -> int:
-    """Publish QoS 1 messages from one client and wait for the broker's acknowledgements;
-    returns how many were acknowledged."""
-    publisher = Publisher("127.0.0.1", 1883, client_id)
+def device_of(topic: str) -> str:
+    """The device id in ``.../devices/<id>/telemetry``."""
+    return topic.rsplit("/", 2)[-2]
+
+
+async def logins_for(
+    settings: Any,
+    store: Any,
+    device_ids: Iterable[str],
+    kind: str = "door",
+    *,
+    certificates: bool = False,
+) -> dict[str, DeviceLogin]:
+    """Credentials for these devices through the real use case (registering those not yet
+    registered as ``kind``, unassigned), which writes the module broker's files and reloads
+    it -- for tests that run no API."""
+    from datetime import UTC, datetime
+
+    from schemas.catalog import DeviceSpec
+    from schemas.identity import CredentialType
+    from telemeter.components import device_credentials
+
+    ids = sorted(set(device_ids))
+    known = await store.known_devices(ids)
+    now = datetime.now(UTC)
+    await store.put_devices([(d, DeviceSpec(kind=kind)) for d in ids if d not in known], now)
+    kind_of = CredentialType.CERTIFICATE if certificates else CredentialType.PASSWORD
+    issued = await device_credentials(settings, store).issue_many(ids, kind_of)
+    return {
+        c.device_id: DeviceLogin(c.device_id, c.password, c.certificate_pem, c.private_key_pem)
+        for c in issued
+    }
+
+
+def issue_logins(
+    api_url: str, token: str, device_ids: Iterable[str], *, certificates: bool = False
+) -> dict[str, DeviceLogin]:
+    """A new credential for each (registered) device, through the API."""
+    ids = sorted(set(device_ids))
+    headers = {"Authorization": f"Bearer {token}"}
+    with httpx.Client(base_url=api_url, headers=headers, timeout=60) as http:
+        return {login.device_id: login for login in provision(http, ids, certificates=certificates)}
+
+
+def publish_as(
+    endpoint: BrokerEndpoint,
+    logins: Mapping[str, DeviceLogin],
+    messages: list[tuple[str, bytes]],
+    timeout_s: float = 120,
+) -> int:
+    """Publish QoS 1 messages, each from the device its topic names, logged in as itself,
+    and wait for the broker's acknowledgements; returns how many were acknowledged."""
+    needed = sorted({device_of(topic) for topic, _ in messages})
+    fleet = Fleet(endpoint, [logins[d] for d in needed])
     try:
+        fleet.connect(timeout_s=30)
         for topic, payload in messages:
-            publisher.publish(topic, payload, 1)
+            fleet.publish_as(device_of(topic), topic, payload, 1)
         deadline = time.monotonic() + timeout_s
-        while publisher.acked < len(messages) and time.monotonic() < deadline:
-            time.sleep(0.01)
-        return publisher.acked
+        while fleet.acked + fleet.refused < len(messages) and time.monotonic() < deadline:
+            fleet.pump(0.01)
+        return fleet.acked
     finally:
-        publisher.close()
+        fleet.close()

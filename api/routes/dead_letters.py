@@ -128,7 +128,9 @@ async def replay_dead_letter(letter_id: LetterPath, context: ContextDep) -> Repl
     if not isinstance(verdict, Accepted):
         raise _still_invalid(letter_id, verdict.reason, verdict.detail)
     event = verdict.event
-    problem = check_catalog(event, {m.name: m for m in await store.list_meters()})
+    assert context.device_rules is not None  # set by ApiContext.__post_init__
+    rules = await context.device_rules.current()
+    problem = check_catalog(event, {m.name: m for m in await store.list_meters()}, rules)
     if problem is not None:
         raise _still_invalid(letter_id, *problem)
     # 1. Kafka acknowledges the event, 2. the letter is marked. If 2 fails the letter stays

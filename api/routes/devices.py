@@ -6,12 +6,12 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
 
-from api.deps import Admin, ContextDep, StoreDep
+from api.deps import ContextDep, Provisioner, StoreDep
 from api.errors import ApiProblem
 from schemas.catalog import Device, DeviceBatch, DeviceBatchResult, DeviceSpec, Page
 from schemas.telemetry import DEVICE_ID_PATTERN
 
-router = APIRouter(prefix="/v1/devices", tags=["catalog"], dependencies=[Admin])
+router = APIRouter(prefix="/v1/devices", tags=["catalog"], dependencies=[Provisioner])
 DevicePath = Annotated[str, Path(pattern=DEVICE_ID_PATTERN, examples=["printer-0042"])]
 
 

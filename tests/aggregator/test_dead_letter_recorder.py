@@ -17,7 +17,7 @@ from storage.store import ClickHouseStore
 from telemeter.components import topics
 from telemeter.config import Settings
 from telemeter.kafka import KafkaEventSource, KafkaPublisher, ensure_topics
-from tests.support import wait_for
+from tests.support import admin_auth, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -34,6 +34,7 @@ async def recording(
         settings.kafka.dead_letter_topic,
         group_id,
         client_id=f"{group_id}-test",
+        auth=admin_auth(),
     )
     await source.start()
     recorder = DeadLetterRecorder(source=source, store=store, max_wait_ms=100)
@@ -64,7 +65,9 @@ def dead_letter(device: str, seq: int) -> DeadLetter:
 
 async def produce(settings: Settings, values: list[tuple[bytes | None, bytes]]) -> None:
     """Write records to the dead-letter topic."""
-    async with KafkaPublisher(settings.kafka.bootstrap, client_id="test-dlq-producer") as p:
+    async with KafkaPublisher(
+        settings.kafka.bootstrap, client_id="test-dlq-producer", auth=admin_auth()
+    ) as p:
         for key, value in values:
             await p.publish(settings.kafka.dead_letter_topic, key, value)
 
@@ -77,7 +80,7 @@ class TestDeadLetterRecorder:
     ) -> None:
         """Letters (with duplicates and one non-dead-letter record) are recorded once each;
         a full re-read by a new consumer group leaves a replayed letter replayed."""
-        await ensure_topics(settings.kafka.bootstrap, topics(settings))
+        await ensure_topics(settings.kafka.bootstrap, topics(settings), admin_auth())
         letters = [dead_letter(f"rec-{i % 3}", i) for i in range(12)]
         records = [
             (dl.device_id.encode() if dl.device_id else None, dl.model_dump_json().encode())

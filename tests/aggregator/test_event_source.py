@@ -17,12 +17,15 @@ from telemeter.kafka import (
     TopicSpec,
     ensure_topics,
 )
+from tests.support import admin_auth
 
 pytestmark = pytest.mark.integration
 
 
 async def _source(settings: Settings, topic: str, group: str) -> KafkaEventSource:
-    source = KafkaEventSource(settings.kafka.bootstrap, topic, group, client_id=group)
+    source = KafkaEventSource(
+        settings.kafka.bootstrap, topic, group, client_id=group, auth=admin_auth()
+    )
     await source.start()
     return source
 
@@ -37,7 +40,9 @@ async def _fetch(source: KafkaEventSource, n: int) -> RecordBatch:
 
 
 async def _committed(settings: Settings, topic: str, group: str) -> int | None:
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka.bootstrap, group_id=group)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka.bootstrap, group_id=group, **admin_auth().client_kwargs()
+    )
     await consumer.start()
     try:
         return await consumer.committed(TopicPartition(topic, 0))
@@ -49,8 +54,10 @@ async def _committed(settings: Settings, topic: str, group: str) -> int | None:
 async def topic(services: None, settings: Settings) -> str:
     """A one-partition topic holding the values b'0' .. b'9'."""
     name = f"{settings.kafka.events_topic}.src{secrets.token_hex(3)}"
-    await ensure_topics(settings.kafka.bootstrap, [TopicSpec(name, 1)])
-    async with KafkaPublisher(settings.kafka.bootstrap, client_id="src-test") as producer:
+    await ensure_topics(settings.kafka.bootstrap, [TopicSpec(name, 1)], admin_auth())
+    async with KafkaPublisher(
+        settings.kafka.bootstrap, client_id="src-test", auth=admin_auth()
+    ) as producer:
         for i in range(10):
             await producer.publish(name, b"k", str(i).encode())
     return name

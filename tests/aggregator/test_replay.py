@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from aggregator.service import MeterCatalog, UsageAggregator
-from schemas.catalog import CustomerSpec, DeviceSpec
+from schemas.catalog import CustomerSpec, DeviceKindSpec, DeviceSpec
 from schemas.telemetry import Reading, TelemetryEvent
 from schemas.usage import Window
 from storage.errors import StoreUnavailable
@@ -20,7 +20,7 @@ from storage.store import ClickHouseStore, ReadingRow, UsageQuery
 from telemeter.components import run_aggregator, topics
 from telemeter.config import Settings
 from telemeter.kafka import KafkaEventSource, KafkaPublisher, ensure_topics
-from tests.support import wait_for
+from tests.support import admin_auth, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -28,8 +28,11 @@ T0 = datetime(2026, 11, 5, 8, 0, tzinfo=UTC)
 RANGE = (datetime(2026, 11, 1, tzinfo=UTC), datetime(2026, 12, 1, tzinfo=UTC))
 
 
+KIND = "step-printer"  # a printer that also counts steps: a kind that allows both meters
+
+
 def event(device: str, seq: int, pages: int) -> bytes:
-    """An events-topic record: a printer's page counter reading."""
+    """An events-topic record: a page counter reading and a step."""
     at = T0 + timedelta(minutes=seq)
     return (
         TelemetryEvent(
@@ -50,7 +53,9 @@ def event(device: str, seq: int, pages: int) -> bytes:
 
 async def produce(settings: Settings, records: list[tuple[str, bytes]]) -> None:
     """Write records to the events topic, keyed by device."""
-    async with KafkaPublisher(settings.kafka.bootstrap, client_id="test-producer") as producer:
+    async with KafkaPublisher(
+        settings.kafka.bootstrap, client_id="test-producer", auth=admin_auth()
+    ) as producer:
         for device, value in records:
             await producer.publish(settings.kafka.events_topic, device.encode(), value)
 
@@ -70,11 +75,12 @@ class TestReplay:
     ) -> None:
         """Duplicates in a batch, a restart with new duplicates, and a full replay by a new
         consumer group all leave the totals exactly as the unique messages say."""
-        await ensure_topics(settings.kafka.bootstrap, topics(settings))
+        await ensure_topics(settings.kafka.bootstrap, topics(settings), admin_auth())
         await store.put_customer("rp", CustomerSpec(name="Replay"), T0)
+        await store.put_device_kind(KIND, DeviceKindSpec(meters=["pages_printed", "steps"]), T0)
         for d in ("rp-1", "rp-2"):
             await store.put_device(
-                d, DeviceSpec(kind="printer", customer_id="rp", assigned_from=RANGE[0]), T0
+                d, DeviceSpec(kind=KIND, customer_id="rp", assigned_from=RANGE[0]), T0
             )
         # 20 messages per device, pages +3 each: 19 deltas * 3 = 57 per device.
         unique = [(d, event(d, s, 1000 + 3 * s)) for d in ("rp-1", "rp-2") for s in range(20)]
@@ -141,10 +147,11 @@ class TestStoreOutage:
         """After an insert failure the aggregator retries the same batch; every message of
         it and of later batches is counted once."""
         settings = make_settings()
-        await ensure_topics(settings.kafka.bootstrap, topics(settings))
+        await ensure_topics(settings.kafka.bootstrap, topics(settings), admin_auth())
         await store.put_customer("rp", CustomerSpec(name="Replay"), T0)
+        await store.put_device_kind(KIND, DeviceKindSpec(meters=["pages_printed", "steps"]), T0)
         await store.put_device(
-            "flaky-1", DeviceSpec(kind="printer", customer_id="rp", assigned_from=RANGE[0]), T0
+            "flaky-1", DeviceSpec(kind=KIND, customer_id="rp", assigned_from=RANGE[0]), T0
         )
         await produce(settings, [("flaky-1", event("flaky-1", s, 1000 + s)) for s in range(10)])
         source = KafkaEventSource(
@@ -152,9 +159,12 @@ class TestStoreOutage:
             settings.kafka.events_topic,
             settings.aggregator.group_id,
             "flaky",
+            auth=admin_auth(),
         )
         sink = FlakySink(store)
-        async with KafkaPublisher(settings.kafka.bootstrap, client_id="flaky-dlq") as dlq:
+        async with KafkaPublisher(
+            settings.kafka.bootstrap, client_id="flaky-dlq", auth=admin_auth()
+        ) as dlq:
             await source.start()
             aggregator = UsageAggregator(
                 source=source,

@@ -151,6 +151,8 @@ class TestCatalog:
             },
             {"device_id": "bulk-2", "kind": "shoe-v2"},  # kind only
         ]
+        r = await client.put("/v1/device-kinds/shoe-v2", json={"meters": ["distance_km"]})
+        assert r.status_code == 200, r.text
         r = await client.put("/v1/devices", json={"devices": second})
         assert r.json() == {"devices": 3, "assignments": 1}
         devices = {d["device_id"]: d for d in (await client.get("/v1/devices")).json()["items"]}
@@ -189,6 +191,7 @@ class TestCatalog:
             "/v1/devices/keep-1",
             json={"kind": "door", "customer_id": "keep", "assigned_from": "2026-11-01T00:00:00Z"},
         )
+        await client.put("/v1/device-kinds/door-v2", json={"meters": ["door_cycles"]})
         body = (await client.put("/v1/devices/keep-1", json={"kind": "door-v2"})).json()
         assert (body["kind"], body["customer_id"]) == ("door-v2", "keep")
         assert len(body["assignments"]) == 1
@@ -210,8 +213,48 @@ class TestCatalog:
             response = await client.get(path)
             assert response.status_code == 404
             assert "PUT /v1/" in response.json()["error"]["message"]
-        r = await client.put("/v1/devices/d", json={"kind": "x", "customer_id": "ghost"})
+        r = await client.put("/v1/devices/d", json={"kind": "door", "customer_id": "ghost"})
         assert r.status_code == 404
+        assert "ghost" in r.json()["error"]["message"]
+
+
+class TestDeviceKinds:
+    """Each device kind lists the meters its devices may report."""
+
+    async def test_defaults_for_the_five_kinds(self, client: httpx.AsyncClient) -> None:
+        """The five kinds of the product story exist from the start with their meters."""
+        r = await client.get("/v1/device-kinds")
+        assert r.status_code == 200
+        kinds = {k["kind"]: k["meters"] for k in r.json()["items"]}
+        assert kinds["door"] == ["door_cycles", "slam_force_n"]
+        assert kinds["pitch"] == ["pitch_minutes"]
+        assert {"shoe", "printer", "car"} <= kinds.keys()
+
+    async def test_put_and_get(self, client: httpx.AsyncClient) -> None:
+        """A kind is defined (sorted, without duplicates) and read back."""
+        r = await client.put(
+            "/v1/device-kinds/projector",
+            json={"meters": ["steps", "door_cycles", "steps"], "description": "beamer"},
+        )
+        assert r.status_code == 200, r.text
+        expected = {
+            "kind": "projector",
+            "meters": ["door_cycles", "steps"],
+            "description": "beamer",
+        }
+        assert r.json() == expected
+        assert (await client.get("/v1/device-kinds/projector")).json() == expected
+
+    async def test_unknown_meter_or_kind_is_404(self, client: httpx.AsyncClient) -> None:
+        """A kind naming an undefined meter, a device of an undefined kind, and an
+        undefined kind itself are 404s that say how to fix them."""
+        r = await client.put("/v1/device-kinds/ghostly", json={"meters": ["no_such_meter"]})
+        assert r.status_code == 404
+        assert "PUT /v1/meters/no_such_meter" in r.json()["error"]["message"]
+        r = await client.put("/v1/devices/ghost-1", json={"kind": "ghostly"})
+        assert r.status_code == 404
+        assert "PUT /v1/device-kinds/ghostly" in r.json()["error"]["message"]
+        assert (await client.get("/v1/device-kinds/ghostly")).status_code == 404
 
 
 @pytest.fixture(scope="module")

@@ -12,15 +12,15 @@ import pytest
 
 from api.app import create_app
 from api.deps import ApiContext
-from ingest.validation import TelemetryValidator
 from schemas.dead_letter import DeadLetter, RejectReason
 from schemas.telemetry import Reading, Telemetry
 from storage.store import ClickHouseStore
 from telemeter.components import topics
+from telemeter.components import validator as bridge_validator
 from telemeter.config import Settings
 from telemeter.kafka import KafkaPublisher, ensure_topics
 from tests.conftest import ADMIN_TOKEN
-from tests.support import read_topic
+from tests.support import admin_auth, read_topic
 
 pytestmark = pytest.mark.integration
 
@@ -97,11 +97,7 @@ async def letters(store: ClickHouseStore, settings: Settings) -> dict[str, DeadL
 
 def context(store: ClickHouseStore, settings: Settings, **extra: object) -> ApiContext:
     """The API's context with the clock at NOW and the bridge's rules for this module."""
-    validator = TelemetryValidator(
-        topic_prefix=settings.mqtt.topic_prefix,
-        max_payload_bytes=settings.bridge.max_payload_bytes,
-        max_future_skew=settings.bridge.max_future_skew,
-    )
+    validator = bridge_validator(settings)
     return ApiContext(
         store=store,
         admin_token=ADMIN_TOKEN,
@@ -126,9 +122,11 @@ async def replaying(
     services: None, store: ClickHouseStore, settings: Settings, letters: dict[str, DeadLetter]
 ) -> AsyncIterator[httpx.AsyncClient]:
     """An API client of an app that replays to this module's events topic on real Kafka."""
-    await ensure_topics(settings.kafka.bootstrap, topics(settings))
+    await ensure_topics(settings.kafka.bootstrap, topics(settings), admin_auth())
     events = settings.kafka.events_topic
-    async with KafkaPublisher(settings.kafka.bootstrap, client_id="test-api-replay") as kafka:
+    async with KafkaPublisher(
+        settings.kafka.bootstrap, client_id="test-api-replay", auth=admin_auth()
+    ) as kafka:
 
         async def replay(key: bytes, value: bytes) -> None:
             await kafka.publish(events, key, value)

@@ -245,15 +245,16 @@ async def stack(services: None, settings: Settings) -> AsyncIterator[RunningStac
 @pytest.mark.e2e
 @pytest.mark.integration
 @pytest.mark.slow
+@pytest.mark.usefixtures("broker")
 class TestLoadThroughThePipeline:
     """The load generator's ground truth reconciles exactly with the API."""
 
     async def test_load_run_reconciles_exactly(
         self, stack: RunningStack, settings: Settings
     ) -> None:
-        """3,000 QoS 1 messages of 1..5 readings from 2 worker processes are acknowledged,
-        and the API accounts for every reading once; a truth with one reading more would
-        not reconcile."""
+        """3,000 QoS 1 messages of 1..5 readings from 300 devices, each logged in as itself,
+        in 2 worker processes are acknowledged, and the API accounts for every reading once;
+        a truth with one reading more would not reconcile."""
         config = LoadConfig(
             devices=300,
             workers=2,
@@ -266,6 +267,7 @@ class TestLoadThroughThePipeline:
             seed=11,
             customers=4,
             prefix=f"lt{secrets.token_hex(3)}",
+            mqtt_port=settings.mqtt.port,
             topic_prefix=settings.mqtt.topic_prefix,
             api_url=stack.api_url,
             api_token=ADMIN_TOKEN,

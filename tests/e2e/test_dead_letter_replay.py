@@ -17,16 +17,21 @@ import pytest
 from aggregator.dead_letters import DeadLetterRecorder
 from api.app import create_app
 from api.deps import ApiContext
-from ingest.validation import TelemetryValidator
 from schemas.telemetry import format_time
 from telemeter.components import utc_now
+from telemeter.components import validator as bridge_validator
 from telemeter.config import Settings
 from telemeter.kafka import KafkaEventSource, KafkaPublisher
 from telemeter.stack import RunningStack, run_stack
-from tests.conftest import ADMIN_TOKEN
-from tests.support import publish_all, wait_for
+from tests.conftest import ADMIN_TOKEN, TestBroker
+from tests.support import admin_auth, issue_logins, publish_as, wait_for
 
-pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.slow]
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.integration,
+    pytest.mark.slow,
+    pytest.mark.usefixtures("broker"),
+]
 
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
@@ -48,6 +53,7 @@ async def recorder(stack: RunningStack, settings: Settings) -> AsyncIterator[Dea
         settings.kafka.dead_letter_topic,
         group,
         client_id=f"{group}-{socket.gethostname()}",
+        auth=admin_auth(),
     )
     await source.start()
     recorder = DeadLetterRecorder(
@@ -70,14 +76,11 @@ async def recorder(stack: RunningStack, settings: Settings) -> AsyncIterator[Dea
 async def replay_api(stack: RunningStack, settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     """The API around the stack's store with a Kafka publisher for replays (``run_stack``
     does not give its API one yet), through ASGI."""
-    b = settings.bridge
-    validator = TelemetryValidator(
-        topic_prefix=settings.mqtt.topic_prefix,
-        max_payload_bytes=b.max_payload_bytes,
-        max_future_skew=b.max_future_skew,
-    )
+    validator = bridge_validator(settings)
     events = settings.kafka.events_topic
-    async with KafkaPublisher(settings.kafka.bootstrap, client_id="e2e-api-replay") as kafka:
+    async with KafkaPublisher(
+        settings.kafka.bootstrap, client_id="e2e-api-replay", auth=admin_auth()
+    ) as kafka:
 
         async def replay(key: bytes, value: bytes) -> None:
             await kafka.publish(events, key, value)
@@ -106,10 +109,12 @@ class TestDeadLetterReplay:
         recorder: DeadLetterRecorder,  # running; its records are what the API lists
         replay_api: httpx.AsyncClient,
         settings: Settings,
+        broker: TestBroker,
     ) -> None:
         """A reading for a meter that does not exist is dead-lettered and listed; after the
-        meter is created the replay counts it once, and neither a second replay (409) nor
-        the device's resend of the same message counts it again."""
+        meter is created and allowed for the device's kind the replay counts it once, and
+        neither a second replay (409) nor the device's resend of the same message counts it
+        again."""
         now = datetime.now(UTC)
         window = {
             "meter": "beam_minutes",
@@ -127,6 +132,8 @@ class TestDeadLetterReplay:
 
         async with httpx.AsyncClient(base_url=stack.api_url, headers=AUTH) as api:
             await api.put("/v1/customers/dl-cust", json={"name": "Dead Letter BV"})
+            kind = await api.put("/v1/device-kinds/projector", json={"meters": []})
+            assert kind.status_code == 200, kind.text
             device = await api.put(
                 "/v1/devices/dl-dev-1",
                 json={
@@ -136,7 +143,9 @@ class TestDeadLetterReplay:
                 },
             )
             assert device.status_code == 200, device.text
-            assert await asyncio.to_thread(publish_all, [(mqtt_topic, payload)], "e2e-dl-1") == 1
+            logins = await asyncio.to_thread(issue_logins, stack.api_url, ADMIN_TOKEN, ["dl-dev-1"])
+            sent = [(mqtt_topic, payload)]
+            assert await asyncio.to_thread(publish_as, broker.endpoint(), logins, sent) == 1
 
             async def listed() -> list[dict[str, object]]:
                 response = await api.get(
@@ -153,6 +162,12 @@ class TestDeadLetterReplay:
 
             put = await api.put("/v1/meters/beam_minutes", json={"unit": "min", "kind": "delta"})
             assert put.status_code == 200
+            # Defined, but not yet allowed for a projector: still refused, for that reason.
+            refused = await replay_api.post(f"/v1/dead-letters/{letter_id}/replay")
+            assert refused.status_code == 409, refused.text
+            assert refused.json()["error"]["reason"] == "meter_not_allowed"
+            kind = await api.put("/v1/device-kinds/projector", json={"meters": ["beam_minutes"]})
+            assert kind.status_code == 200
             replayed = await replay_api.post(f"/v1/dead-letters/{letter_id}/replay")
             assert replayed.status_code == 202, replayed.text
             body = replayed.json()
@@ -171,7 +186,7 @@ class TestDeadLetterReplay:
 
             # The device resends the same message: accepted now, and deduplicated.
             consumed = stack.aggregator.records
-            assert await asyncio.to_thread(publish_all, [(mqtt_topic, payload)], "e2e-dl-2") == 1
+            assert await asyncio.to_thread(publish_as, broker.endpoint(), logins, sent) == 1
             await wait_for(lambda: _records(stack), lambda n: n > consumed)
             assert await usage() == counted
             got = (await api.get(f"/v1/dead-letters/{letter_id}")).json()

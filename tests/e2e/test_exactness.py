@@ -13,16 +13,31 @@ from typing import Any
 import httpx
 import pytest
 
+from devices.fleet import DeviceLogin
+from ingest.config import IngestSettings
 from schemas.telemetry import format_time
 from schemas.usage import Window
 from storage.windows import window_start
 from telemeter.components import run_bridge
 from telemeter.config import Settings
 from telemeter.stack import RunningStack, run_stack
-from tests.conftest import ADMIN_TOKEN
-from tests.support import publish_all, wait_for
+from tests.conftest import ADMIN_TOKEN, SettingsFactory, TestBroker
+from tests.support import device_of, issue_logins, publish_as, wait_for
 
-pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.slow]
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.integration,
+    pytest.mark.slow,
+    pytest.mark.usefixtures("broker"),
+]
+LOGINS: dict[str, DeviceLogin] = {}  # the credential of every device registered here
+
+
+@pytest.fixture(scope="module")
+def settings(make_settings: SettingsFactory) -> Settings:
+    """This module's settings, accepting readings up to 60 days old (a resend 36 days
+    later is tested: the deduplication horizon, not the ingest horizon, is the point)."""
+    return make_settings(ingest=IngestSettings(max_past_age=timedelta(days=60)))
 
 
 @pytest.fixture(scope="module")
@@ -57,9 +72,12 @@ def message(
     return f"{settings.mqtt.topic_prefix}devices/{device}/telemetry", json.dumps(body).encode()
 
 
-async def publish(messages: list[tuple[str, bytes]], client_id: str) -> None:
-    """Publish at QoS 1 and insist the broker acknowledged every message."""
-    assert await asyncio.to_thread(publish_all, messages, client_id) == len(messages)
+async def publish(broker: TestBroker, messages: list[tuple[str, bytes]]) -> None:
+    """Publish at QoS 1, each message as the device it names, and insist the broker
+    acknowledged every message."""
+    assert {device_of(t) for t, _ in messages} <= LOGINS.keys(), "register the device first"
+    acked = await asyncio.to_thread(publish_as, broker.endpoint(), LOGINS, messages)
+    assert acked == len(messages)
 
 
 async def usage(
@@ -105,27 +123,30 @@ async def register(
     api: httpx.AsyncClient,
     device: str,
     customer: str,
+    kind: str,
     since: datetime = datetime(2026, 1, 1, tzinfo=UTC),
 ) -> None:
-    """Create the customer (UTC) and assign the device to it from ``since``."""
+    """Create the customer (UTC), assign the device (of ``kind``) to it from ``since`` and
+    issue the device its password."""
     r = await api.put(f"/v1/customers/{customer}", json={"name": customer, "timezone": "UTC"})
     assert r.status_code == 200, r.text
     r = await api.put(
         f"/v1/devices/{device}",
-        json={"kind": "printer", "customer_id": customer, "assigned_from": format_time(since)},
+        json={"kind": kind, "customer_id": customer, "assigned_from": format_time(since)},
     )
     assert r.status_code == 200, r.text
+    LOGINS.update(await asyncio.to_thread(issue_logins, str(api.base_url), ADMIN_TOKEN, [device]))
 
 
 class TestLateAndOutOfOrder:
     """Every reading lands in the window of its own timestamp."""
 
     async def test_offline_hour_flushed_after_newer_readings(
-        self, api: httpx.AsyncClient, settings: Settings
+        self, api: httpx.AsyncClient, settings: Settings, broker: TestBroker
     ) -> None:
         """A device that was offline for an hour sends its buffered counter readings, newest
         first, after newer ones: each hour gets its own usage and there is no false reset."""
-        await register(api, "late-printer", "late-co")
+        await register(api, "late-printer", "late-co", "printer")
         now = datetime.now(UTC).replace(second=0, microsecond=0)
         start = now - timedelta(minutes=70)
         # One counter reading every 2 minutes for 70 minutes: 1000, 1007, 1014, ...
@@ -135,8 +156,8 @@ class TestLateAndOutOfOrder:
             for i, (at, v) in enumerate(series)
         ]
         live, buffered = messages[30:], messages[:30]
-        await publish(live, "late-live")
-        await publish(list(reversed(buffered)), "late-flush")
+        await publish(broker, live)
+        await publish(broker, list(reversed(buffered)))
         hours = await settled(
             api,
             "late-co",
@@ -160,31 +181,32 @@ class TestDuplicates:
     """The same (device_id, seq) never counts twice, whenever and however it comes back."""
 
     async def test_resends_seconds_and_36_days_later(
-        self, api: httpx.AsyncClient, settings: Settings
+        self, api: httpx.AsyncClient, settings: Settings, broker: TestBroker
     ) -> None:
         """A resend seconds later, and a message stamped 36 days ago resent, count once."""
-        await register(api, "dup-door", "dup-co", since=datetime(2025, 1, 1, tzinfo=UTC))
+        await register(api, "dup-door", "dup-co", "door", since=datetime(2025, 1, 1, tzinfo=UTC))
         now = datetime.now(UTC)
         old = now - timedelta(days=36)
         fresh = message(settings, "dup-door", 1, [("door_cycles", 4, now)])
         aged = message(settings, "dup-door", 2, [("door_cycles", 9, old)], sent_at=old)
-        await publish([fresh, aged, fresh], "dup-1")
+        await publish(broker, [fresh, aged, fresh])
         start, end = old - timedelta(days=1), now + timedelta(minutes=1)
         await settled(api, "dup-co", "door_cycles", start, end, readings=2)
-        await publish([aged, fresh, aged], "dup-2")  # resent again, seconds later
+        await publish(broker, [aged, fresh, aged])  # resent again, seconds later
         # Wait until the resends have certainly been through the aggregator: a marker
         # message published after them is counted.
         marker = message(settings, "dup-door", 3, [("door_cycles", 0, now)])
-        await publish([marker], "dup-3")
+        await publish(broker, [marker])
         body = await settled(api, "dup-co", "door_cycles", start, end, readings=3)
         assert body["total"] == "13"
         assert body["readings"] == 3
 
     async def test_resend_through_another_bridge_instance(
-        self, stack: RunningStack, api: httpx.AsyncClient, settings: Settings
+        self, stack: RunningStack, api: httpx.AsyncClient, settings: Settings, broker: TestBroker
     ) -> None:
-        """With a second bridge in the share group, resends that it forwards add nothing."""
-        await register(api, "dup-car", "dup-car-co")
+        """With a second bridge (its own broker user) in the share group, resends that it
+        forwards add nothing."""
+        await register(api, "dup-car", "dup-car-co", "shoe")
         now = datetime.now(UTC)
         original = message(settings, "dup-car", 1, [("steps", 11, now)])
         # Session expiry 0: once it leaves, the broker stops routing the group's messages
@@ -193,19 +215,19 @@ class TestDuplicates:
             update={
                 "mqtt": settings.mqtt.model_copy(
                     update={
-                        "client_id": settings.mqtt.client_id + "-b",
+                        "client_id": broker.bridge_users[1],
                         "session_expiry": timedelta(0),
                     }
                 )
             }
         )
         async with run_bridge(second) as other:
-            await publish([original] * 8, "dup-car-pub")
+            await publish(broker, [original] * 8)
             await wait_for(lambda: _forwarded(other), lambda n: n >= 1, timeout_s=60)
             assert stack.bridge.forwarded >= 1
         start, end = now - timedelta(minutes=1), now + timedelta(minutes=1)
         marker = message(settings, "dup-car", 2, [("steps", 0, now)])
-        await publish([marker], "dup-car-marker")
+        await publish(broker, [marker])
         body = await settled(api, "dup-car-co", "steps", start, end, readings=2)
         assert body["total"] == "11"
 
@@ -218,18 +240,18 @@ class TestReassignment:
     """Usage follows who held the device at each reading's time."""
 
     async def test_late_readings_after_a_move_stay_with_the_old_customer(
-        self, api: httpx.AsyncClient, settings: Settings
+        self, api: httpx.AsyncClient, settings: Settings, broker: TestBroker
     ) -> None:
         """Moved from A to B at T: readings after T count for B, readings before T that
         arrive afterwards still count for A."""
         now = datetime.now(UTC).replace(microsecond=0)
         move = now - timedelta(minutes=10)
-        await register(api, "moved-1", "owner-a")
+        await register(api, "moved-1", "owner-a", "pitch")
         r = await api.put("/v1/customers/owner-b", json={"name": "B", "timezone": "UTC"})
         assert r.status_code == 200
         r = await api.put(
             "/v1/devices/moved-1",
-            json={"kind": "printer", "customer_id": "owner-b", "assigned_from": format_time(move)},
+            json={"kind": "pitch", "customer_id": "owner-b", "assigned_from": format_time(move)},
         )
         assert r.status_code == 200
         before = [
@@ -242,8 +264,8 @@ class TestReassignment:
             )
             for i in range(1, 4)
         ]  # 3 * 5 = 15, stamped after
-        await publish(after, "moved-after")
-        await publish(before, "moved-late")
+        await publish(broker, after)
+        await publish(broker, before)
         start, end = now - timedelta(hours=1), now + timedelta(minutes=1)
         a = await settled(api, "owner-a", "pitch_minutes", start, end, readings=4)
         b = await settled(api, "owner-b", "pitch_minutes", start, end, readings=3)

@@ -22,10 +22,34 @@ from schemas.dead_letter import MAX_KEPT_PAYLOAD
 from schemas.telemetry import format_time
 from telemeter.config import Settings
 from telemeter.stack import RunningStack, run_stack
-from tests.conftest import ADMIN_TOKEN
-from tests.support import publish_all, read_topic, wait_for
+from tests.conftest import ADMIN_TOKEN, TestBroker
+from tests.support import device_of, issue_logins, publish_as, read_topic, wait_for
 
-pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.slow]
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.integration,
+    pytest.mark.slow,
+    pytest.mark.usefixtures("broker"),
+]
+
+
+async def publish_registered(
+    stack: RunningStack,
+    broker: TestBroker,
+    messages: list[tuple[str, bytes]],
+    kinds: dict[str, str],
+) -> int:
+    """Register each message's device (``kinds[device]``, default shoe; no customer), issue
+    it a password through the API and publish the messages, each as its device; returns
+    how many the broker acknowledged."""
+    devices = sorted({device_of(t) for t, _ in messages})
+    headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    async with httpx.AsyncClient(base_url=stack.api_url, headers=headers) as http:
+        batch = [{"device_id": d, "kind": kinds.get(d, "shoe")} for d in devices]
+        r = await http.put("/v1/devices", json={"devices": batch})
+        assert r.status_code == 200, r.text
+    logins = await asyncio.to_thread(issue_logins, stack.api_url, ADMIN_TOKEN, devices)
+    return await asyncio.to_thread(publish_as, broker.endpoint(), logins, messages)
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +116,18 @@ def _invalid_messages(prefix: str) -> dict[str, tuple[str, bytes]]:
             topic("bad-negative"),
             doc("bad-negative", [{"meter": "steps", "value": -5, "at": ok_at}]),
         ),
+        "too_old": (  # a broken clock's counter reading: must never become a baseline
+            topic("bad-old"),
+            doc("bad-old", [{"meter": "pages_printed", "value": 0, "at": "1970-01-01T00:00:00Z"}]),
+        ),
+        "meter_not_allowed": (  # a warehouse door cannot bill pitch minutes
+            topic("bad-door"),
+            doc("bad-door", [{"meter": "pitch_minutes", "value": 90, "at": ok_at}]),
+        ),
     }
+
+
+INVALID_KINDS = {"bad-old": "printer", "bad-door": "door"}
 
 
 class TestPipeline:
@@ -108,6 +143,7 @@ class TestPipeline:
             rate=120,
             duration_s=5,
             seed=7,
+            mqtt_port=settings.mqtt.port,
             topic_prefix=settings.mqtt.topic_prefix,
             api_url=stack.api_url,
             api_token=ADMIN_TOKEN,
@@ -136,6 +172,7 @@ class TestPipeline:
             rate=80,
             duration_s=4,
             seed=11,
+            mqtt_port=settings.mqtt.port,
             topic_prefix=settings.mqtt.topic_prefix,
             api_url=stack.api_url,
             api_token=ADMIN_TOKEN,
@@ -214,12 +251,12 @@ class TestPipeline:
                 assert rated["rating"] == expected.model_dump(mode="json"), customer
 
     async def test_every_invalid_message_is_dead_lettered(
-        self, stack: RunningStack, settings: Settings
+        self, stack: RunningStack, settings: Settings, broker: TestBroker
     ) -> None:
         """Each invalid message lands in the dead-letter topic with its reason, original
         topic and raw payload, and adds no usage."""
         invalid = _invalid_messages(settings.mqtt.topic_prefix)
-        acked = await asyncio.to_thread(publish_all, list(invalid.values()), "e2e-invalid")
+        acked = await publish_registered(stack, broker, list(invalid.values()), INVALID_KINDS)
         assert acked == len(invalid)
         letters = await read_topic(
             settings.kafka.bootstrap,
@@ -241,11 +278,15 @@ class TestPipeline:
         assert by_reason["device_mismatch"]["device_id"] == "bad-victim"
         big = invalid["payload_too_large"][1]
         assert f"payload of {len(big)} bytes" in by_reason["payload_too_large"]["detail"]
+        assert by_reason["too_old"]["stage"] == "bridge"
+        assert by_reason["too_old"]["device_id"] == "bad-old"
+        assert by_reason["meter_not_allowed"]["stage"] == "aggregator"
+        assert "'door'" in by_reason["meter_not_allowed"]["detail"]
 
-    async def test_unregistered_device_shows_as_unassigned(
-        self, stack: RunningStack, settings: Settings
+    async def test_unassigned_device_shows_as_unassigned(
+        self, stack: RunningStack, settings: Settings, broker: TestBroker
     ) -> None:
-        """Readings of a device nobody holds are kept and visible as unassigned."""
+        """Readings of a registered device nobody holds are kept and visible as unassigned."""
         now = datetime.now(UTC)
         body = {
             "device_id": "orphan-1",
@@ -254,10 +295,8 @@ class TestPipeline:
             "readings": [{"meter": "pitch_minutes", "value": "42", "at": format_time(now)}],
         }
         topic = f"{settings.mqtt.topic_prefix}devices/orphan-1/telemetry"
-        assert (
-            await asyncio.to_thread(publish_all, [(topic, json.dumps(body).encode())], "e2e-orphan")
-            == 1
-        )
+        sent = [(topic, json.dumps(body).encode())]
+        assert await publish_registered(stack, broker, sent, {"orphan-1": "pitch"}) == 1
         async with httpx.AsyncClient(
             base_url=stack.api_url, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}
         ) as http:

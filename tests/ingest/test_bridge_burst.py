@@ -7,11 +7,13 @@ import json
 
 import pytest
 
+from storage.store import ClickHouseStore
 from telemeter.components import run_bridge
 from telemeter.config import Settings
-from tests.support import publish_all, read_topic
+from tests.conftest import TestBroker
+from tests.support import device_of, logins_for, publish_as, read_topic
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.usefixtures("broker")]
 
 BURST = 20_000
 
@@ -33,14 +35,14 @@ class TestBurst:
     """Nothing is dropped by the broker config or the bridge."""
 
     async def test_20000_qos1_messages_arrive_complete(
-        self, services: None, settings: Settings
+        self, services: None, settings: Settings, broker: TestBroker, store: ClickHouseStore
     ) -> None:
-        """20,000 QoS 1 messages from one publisher all reach the events topic."""
+        """20,000 QoS 1 messages from 50 devices, each logged in as itself, all reach the
+        events topic."""
         messages = [message(settings, i) for i in range(BURST)]
+        logins = await logins_for(settings, store, {device_of(t) for t, _ in messages})
         async with run_bridge(settings):
-            acked = await asyncio.to_thread(
-                publish_all, messages, f"burst-{settings.mqtt.client_id}"
-            )
+            acked = await asyncio.to_thread(publish_as, broker.endpoint(), logins, messages)
             assert acked == BURST
             records = await read_topic(
                 settings.kafka.bootstrap,

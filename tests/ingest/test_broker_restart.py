@@ -5,16 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
 
 import pytest
 
+from storage.store import ClickHouseStore
 from telemeter.components import run_bridge
 from telemeter.config import Settings
-from tests.conftest import SERVICES
-from tests.support import publish_all, read_topic
+from tests.conftest import TestBroker
+from tests.support import device_of, logins_for, publish_as, read_topic
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.usefixtures("broker")]
 
 COUNT = 300
 
@@ -40,18 +40,15 @@ class TestBrokerRestart:
     """The bridge's subscription survives a broker restart."""
 
     async def test_messages_published_before_the_bridge_reconnects_arrive(
-        self, services: None, settings: Settings
+        self, services: None, settings: Settings, broker: TestBroker, store: ClickHouseStore
     ) -> None:
         """Restart Mosquitto, publish at once, and every message reaches the events topic."""
+        sent = messages(settings)
+        logins = await logins_for(settings, store, {device_of(t) for t, _ in sent}, "shoe")
         async with run_bridge(settings):
-            await asyncio.to_thread(
-                subprocess.run,
-                [str(SERVICES), "restart-mosquitto"],
-                check=True,
-                capture_output=True,
-            )
+            await asyncio.to_thread(broker.services, "restart-mosquitto")
             # Published immediately: the bridge is still in its reconnect back-off.
-            acked = await asyncio.to_thread(publish_all, messages(settings), "restart-pub")
+            acked = await asyncio.to_thread(publish_as, broker.endpoint(), logins, sent)
             assert acked == COUNT
             records = await read_topic(
                 settings.kafka.bootstrap,

@@ -22,10 +22,12 @@ DEVICE = "printer-0042"
 TOPIC = f"site1/devices/{DEVICE}/telemetry"
 RECEIVED = format_time(NOW)
 LIMIT = format_time(NOW + SKEW)
+AGE = timedelta(days=35)
+FLOOR = format_time(NOW - AGE)
 
 
 def _validator() -> TelemetryValidator:
-    return TelemetryValidator(topic_prefix="site1/", max_future_skew=SKEW)
+    return TelemetryValidator(topic_prefix="site1/", max_future_skew=SKEW, max_past_age=AGE)
 
 
 def _full(payload: bytes) -> Any:
@@ -45,7 +47,7 @@ def _message(**overrides: Any) -> dict[str, Any]:
 
 
 def _fast(doc: Any) -> bytes | None:
-    return canonical_event(json.dumps(doc).encode(), TOPIC, DEVICE, RECEIVED, LIMIT)
+    return canonical_event(json.dumps(doc).encode(), TOPIC, DEVICE, RECEIVED, LIMIT, FLOOR)
 
 
 _times = st.one_of(
@@ -58,6 +60,8 @@ _times = st.one_of(
         [
             "2026-11-27T09:05:00.123Z",  # exactly the limit
             "2026-11-27T09:05:00.124Z",  # one millisecond past it
+            "2026-10-23T09:00:00.123Z",  # exactly the floor (35 days back)
+            "2026-10-23T09:00:00.122Z",  # one millisecond before it
             "2026-02-30T00:00:00.000Z",
             "2026-11-27T09:00:00Z",
             "2026-11-27T09:00:00.000+00:00",
@@ -137,7 +141,7 @@ class TestAgreesWithTheModel:
         """When the fast path writes an event, the full model accepts the message and
         writes exactly the same bytes."""
         payload = json.dumps(doc).encode()
-        fast = canonical_event(payload, TOPIC, DEVICE, RECEIVED, LIMIT)
+        fast = canonical_event(payload, TOPIC, DEVICE, RECEIVED, LIMIT, FLOOR)
         event("fast" if fast is not None else "full model")
         if fast is None:
             return
@@ -216,4 +220,4 @@ class TestLeavesTheRestToTheModel:
     def test_utf16_payload(self) -> None:
         """A payload that is JSON only when read as UTF-16 is not taken."""
         payload = json.dumps(_message()).encode("utf-16")
-        assert canonical_event(payload, TOPIC, DEVICE, RECEIVED, LIMIT) is None
+        assert canonical_event(payload, TOPIC, DEVICE, RECEIVED, LIMIT, FLOOR) is None

@@ -76,6 +76,7 @@ def _padded(size: int) -> bytes:
 
 
 LATE = NOW + SKEW + timedelta(milliseconds=1)
+OLD = NOW - timedelta(days=35) - timedelta(milliseconds=1)
 
 REJECTIONS = [
     # invalid_topic
@@ -354,6 +355,49 @@ REJECTIONS = [
         RejectReason.FUTURE_TIMESTAMP,
         id="sent-at-past-skew-with-offset",
     ),
+    # too_old: past the 35-day horizon, or before 1970 whatever the horizon
+    pytest.param(
+        TOPIC,
+        _payload(_doc(readings=[_reading(at=_iso(OLD))])),
+        RejectReason.TOO_OLD,
+        id="reading-at-just-past-max-age",
+    ),
+    pytest.param(
+        TOPIC,
+        _payload(_doc(sent_at=_iso(OLD))),
+        RejectReason.TOO_OLD,
+        id="sent-at-just-past-max-age",
+    ),
+    pytest.param(
+        TOPIC,
+        _payload(_doc(readings=[_reading(value="0", at="1970-01-01T00:00:00.000Z")])),
+        RejectReason.TOO_OLD,
+        id="reading-at-1970-counter-zero",
+    ),
+    pytest.param(
+        TOPIC,
+        _payload(_doc(readings=[_reading(at="1899-12-31T23:59:59.999Z")])),
+        RejectReason.TOO_OLD,
+        id="reading-at-1899",
+    ),
+    pytest.param(
+        TOPIC,
+        _payload(_doc(readings=[_reading(at="0001-01-01T00:00:00.000Z")])),
+        RejectReason.TOO_OLD,
+        id="reading-at-year-1",
+    ),
+    pytest.param(
+        TOPIC,
+        _payload(_doc(readings=[_reading(at="0001-01-01T00:00:00.000+01:00")])),
+        RejectReason.SCHEMA_VIOLATION,
+        id="reading-before-year-1-in-utc",
+    ),
+    pytest.param(
+        TOPIC,
+        _payload(_doc(readings=[_reading(value="1e9999999999999999999")])),
+        RejectReason.INVALID_VALUE,
+        id="value-exponent-beyond-decimal",
+    ),
 ]
 
 
@@ -377,7 +421,12 @@ class TestRejections:
     def test_every_bridge_reason_is_covered(self) -> None:
         """The table exercises every reason code except the aggregator's catalog checks."""
         covered = {param.values[2] for param in REJECTIONS}
-        aggregator_only = {RejectReason.UNKNOWN_METER, RejectReason.NEGATIVE_VALUE}
+        aggregator_only = {
+            RejectReason.UNKNOWN_METER,
+            RejectReason.NEGATIVE_VALUE,
+            RejectReason.UNKNOWN_DEVICE,
+            RejectReason.METER_NOT_ALLOWED,
+        }
         assert covered == set(RejectReason) - aggregator_only
 
     def test_invalid_topic_has_no_device(self, validator: TelemetryValidator) -> None:

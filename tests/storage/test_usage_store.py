@@ -231,7 +231,7 @@ class TestGauges:
         """max takes the highest reading; latest the one with the latest reading time."""
         await catalog.put_customer("gg", CustomerSpec(name="G"), T0)
         await catalog.put_device(
-            "gg-1", DeviceSpec(kind="x", customer_id="gg", assigned_from=NOV[0]), T0
+            "gg-1", DeviceSpec(kind="printer", customer_id="gg", assigned_from=NOV[0]), T0
         )
         await catalog.insert_readings(
             [
@@ -305,7 +305,7 @@ class TestCatalog:
     async def test_device_needs_existing_customer(self, catalog: ClickHouseStore) -> None:
         """Assigning a device to an unknown customer is NotFound."""
         with pytest.raises(NotFound):
-            await catalog.put_device("nc-1", DeviceSpec(kind="x", customer_id="nobody"), T0)
+            await catalog.put_device("nc-1", DeviceSpec(kind="door", customer_id="nobody"), T0)
 
     async def test_default_meters_exist(self, catalog: ClickHouseStore) -> None:
         """The five device kinds' meters are created at start."""

@@ -11,6 +11,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from telemeter.config import Settings
 from telemeter.kafka import KafkaPublisher, TopicSpec, ensure_topics
+from tests.support import admin_auth
 
 pytestmark = [pytest.mark.integration]
 
@@ -18,7 +19,10 @@ pytestmark = [pytest.mark.integration]
 async def _read(bootstrap: str, topic: str, n: int) -> list[tuple[int, bytes, bytes]]:
     """(partition, key, value) of the first n records of a topic."""
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        **admin_auth().client_kwargs(),
     )
     await consumer.start()
     out: list[tuple[int, bytes, bytes]] = []
@@ -41,9 +45,11 @@ class TestSendMany:
     ) -> None:
         """Records batched by send_many land where send puts the same key, in order."""
         topic = f"{settings.kafka.events_topic}.publisher"
-        await ensure_topics(settings.kafka.bootstrap, [TopicSpec(topic, 6)])
+        await ensure_topics(settings.kafka.bootstrap, [TopicSpec(topic, 6)], admin_auth())
         records = [(f"dev-{i % 25}".encode(), f"{i}".encode()) for i in range(2_000)]
-        async with KafkaPublisher(settings.kafka.bootstrap, client_id="t-publisher") as pub:
+        async with KafkaPublisher(
+            settings.kafka.bootstrap, client_id="t-publisher", auth=admin_auth()
+        ) as pub:
             sent = await pub.send_many(topic, records)
             covered = sorted(i for _future, indexes in sent for i in indexes)
             assert covered == list(range(len(records)))

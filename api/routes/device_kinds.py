@@ -1,0 +1,34 @@
+"""Device kinds: the meters a device of each kind may report."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path
+
+from api.deps import Admin, ContextDep, Provisioner
+from schemas.catalog import KIND_PATTERN, DeviceKind, DeviceKindSpec, Page
+
+router = APIRouter(prefix="/v1/device-kinds", tags=["catalog"])
+KindPath = Annotated[str, Path(pattern=KIND_PATTERN, examples=["printer"])]
+
+
+@router.get("", summary="List device kinds", dependencies=[Provisioner])
+async def list_device_kinds(context: ContextDep) -> Page[DeviceKind]:
+    """Every kind with the meters its devices may report."""
+    items = await context.store.list_device_kinds()
+    return Page[DeviceKind](items=items, count=len(items))
+
+
+@router.get("/{kind}", summary="Get a device kind", dependencies=[Provisioner])
+async def get_device_kind(kind: KindPath, context: ContextDep) -> DeviceKind:
+    """One kind; 404 if it is not defined."""
+    return await context.store.get_device_kind(kind)
+
+
+@router.put("/{kind}", summary="Define a device kind", dependencies=[Admin])
+async def put_device_kind(kind: KindPath, spec: DeviceKindSpec, context: ContextDep) -> DeviceKind:
+    """Create or replace the kind's meter allowlist (every meter must be defined: 404
+    otherwise). A device of this kind that reports any other meter is refused whole, as a
+    dead letter ``meter_not_allowed``; widening the list and replaying it counts it once."""
+    return await context.store.put_device_kind(kind, spec, context.clock())

@@ -1,0 +1,39 @@
+"""Staff tokens: named, revocable bearer tokens with a role, managed by an admin. The secret
+is shown once, at creation; only its hash is stored (``storage/identity.py``)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Response
+
+from api.deps import Admin, ContextDep
+from schemas.catalog import Page
+from schemas.identity import CreatedStaffToken, StaffToken, StaffTokenSpec
+
+router = APIRouter(prefix="/v1/staff-tokens", tags=["access"], dependencies=[Admin])
+TokenPath = Annotated[str, Path(pattern=r"^[0-9a-f]{16}$", examples=["5e0c9b1a7d3f2e64"])]
+
+
+@router.post("", summary="Create a staff token", status_code=201)
+async def create_staff_token(spec: StaffTokenSpec, context: ContextDep) -> CreatedStaffToken:
+    """A token for a person or a machine, with a role: ``provisioner`` registers devices and
+    manages their credentials only; ``admin`` may do what the admin token does. Send it as
+    `Authorization: Bearer <secret>`; store the ``secret`` now, it is shown only here."""
+    token, secret = await context.store.create_staff_token(spec.name, spec.role, context.clock())
+    return CreatedStaffToken(**token.model_dump(), secret=secret)
+
+
+@router.get("", summary="List staff tokens")
+async def list_staff_tokens(context: ContextDep) -> Page[StaffToken]:
+    """Every staff token, revoked ones included, oldest first; without their secrets."""
+    items = await context.store.list_staff_tokens()
+    return Page[StaffToken](items=items, count=len(items))
+
+
+@router.delete(
+    "/{token_id}", summary="Revoke a staff token", status_code=204, response_class=Response
+)
+async def revoke_staff_token(token_id: TokenPath, context: ContextDep) -> None:
+    """From now on the token is a 401. Revoking it again changes nothing; 404 if unknown."""
+    await context.store.revoke_staff_token(token_id, context.clock())
