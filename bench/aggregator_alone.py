@@ -22,6 +22,11 @@ kinds, one reading each, every meter a registered default meter). Then:
   Python values, in batches of the aggregator's default size, into a ``readings`` table of
   the same schema on a fresh chDB directory (the store side alone, without Kafka).
 
+Every Kafka client logs in (SASL): the aggregator as its own principal, with the topic and
+group ACLs it creates at start; the bench's producer, bare consumer and offset reader as
+the admin principal. Authentication happens once per connection, so it is in neither
+rate (``bench/kafka.py``).
+
 Both baselines run in the bench process, after ``gc.freeze()`` so that the workload it
 holds does not slow their garbage collections. Besides events/s the notes give CPU time
 per event (the aggregator process and its event-loop thread, from ``/proc``; the bare
@@ -35,7 +40,6 @@ uses 100,000 events.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import os
 import random
@@ -53,23 +57,31 @@ from decimal import Decimal
 from pathlib import Path
 
 import clickhouse_connect
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.partitioner import DefaultPartitioner
 
 from aggregator.config import AggregatorSettings
 from bench.common import Measure, table
+from bench.kafka import (
+    BOOTSTRAP,
+    admin_kwargs,
+    create_topics,
+    delete_topics,
+    end_offset_total,
+    partitions,
+    stop_consumer,
+)
 from devices.simulator import KINDS
 from schemas.catalog import DEFAULT_METERS, MeterKind
 from schemas.telemetry import Reading, TelemetryEvent, format_decimal
 from storage.schema import TABLES
 from telemeter.chaos import settings_env
 from telemeter.config import REPO_ROOT, KafkaSettings, Settings, StoreSettings
-from telemeter.kafka import TopicSpec, ensure_topics
+from telemeter.kafka import TopicSpec
 
 SCENARIO = "6. aggregator alone"
 TARGET = 200_000  # events/s on the 2-core development machine
-BOOTSTRAP = "127.0.0.1:9092"
 PARTITIONS = 6
 DEVICES = 10_000
 BATCH = AggregatorSettings().max_batch
@@ -156,7 +168,11 @@ async def prefill(topic: str, records: list[tuple[bytes, bytes]]) -> None:
     """Write ``records`` to ``topic`` in full producer batches, each to the partition the
     bridge's producer would choose for its key (murmur2, as aiokafka and Java do)."""
     producer = AIOKafkaProducer(
-        bootstrap_servers=BOOTSTRAP, acks="all", max_batch_size=1024 * 1024, linger_ms=5
+        bootstrap_servers=BOOTSTRAP,
+        acks="all",
+        max_batch_size=1024 * 1024,
+        linger_ms=5,
+        **admin_kwargs(),
     )
     await producer.start()
     try:
@@ -177,32 +193,8 @@ async def prefill(topic: str, records: list[tuple[bytes, bytes]]) -> None:
         await asyncio.gather(*futures)
     finally:
         await producer.stop()
-    if (count := await _end_offsets(topic)) != len(records):
+    if (count := await end_offset_total(topic)) != len(records):
         raise RuntimeError(f"{topic}: {count} records after pre-filling {len(records)}")
-
-
-async def _end_offsets(topic: str) -> int:
-    consumer = AIOKafkaConsumer(bootstrap_servers=BOOTSTRAP)
-    await consumer.start()
-    try:
-        parts = await _partitions(consumer, topic)
-        return int(sum((await consumer.end_offsets(parts)).values()))
-    finally:
-        await _stop(consumer)
-
-
-async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
-    while not consumer.partitions_for_topic(topic):
-        await consumer._client.force_metadata_update()  # a consumer's metadata starts empty
-        await asyncio.sleep(0.05)
-    return [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
-
-
-async def _stop(consumer: AIOKafkaConsumer) -> None:
-    # aiokafka 0.14 can re-raise the CancelledError of its own cancelled housekeeping task
-    # from stop() when a group-less consumer stops; nothing of ours is being cancelled here.
-    with contextlib.suppress(asyncio.CancelledError):
-        await consumer.stop()
 
 
 @dataclass
@@ -225,11 +217,14 @@ async def bare_consumer(topic: str, n: int) -> Timing:
     """Baseline 1: a group-less aiokafka consumer that reads ``n`` records and drops them."""
     started = time.monotonic()
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=BOOTSTRAP, enable_auto_commit=False, auto_offset_reset="earliest"
+        bootstrap_servers=BOOTSTRAP,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        **admin_kwargs(),
     )
     await consumer.start()
     try:
-        consumer.assign(await _partitions(consumer, topic))
+        consumer.assign(await partitions(consumer, topic))
         await consumer.seek_to_beginning()
         seen, first_at, first_n, first_cpu = 0, 0.0, 0, 0.0
         while seen < n:
@@ -239,7 +234,7 @@ async def bare_consumer(topic: str, n: int) -> Timing:
                 first_at, first_n, first_cpu = time.monotonic(), seen, time.process_time()
         done, cpu = time.monotonic(), time.process_time() - first_cpu
     finally:
-        await _stop(consumer)
+        await stop_consumer(consumer)
     return Timing(n - first_n, done - first_at, done - started, cpu, cpu)
 
 
@@ -299,7 +294,7 @@ async def run_aggregator(
         ),
     )
     env = {**os.environ, **settings_env(settings)}
-    admin = AIOKafkaAdminClient(bootstrap_servers=BOOTSTRAP)
+    admin = AIOKafkaAdminClient(bootstrap_servers=BOOTSTRAP, **admin_kwargs())
     await admin.start()
     started = time.monotonic()
     with log_path.open("wb") as log:
@@ -380,7 +375,7 @@ async def scenario(n: int) -> tuple[Timing, Timing, Timing, str]:
     """One run: pre-fill, baseline consumer, the aggregator, verification, insert baseline."""
     tag = f"bench.agg{secrets.token_hex(3)}"
     events_topic, dlq_topic = f"{tag}.events", f"{tag}.dlq"
-    await ensure_topics(BOOTSTRAP, [TopicSpec(events_topic, PARTITIONS), TopicSpec(dlq_topic, 3)])
+    await create_topics([TopicSpec(events_topic, PARTITIONS), TopicSpec(dlq_topic, 3)])
     work = build_workload(n, DEVICES, tag.removeprefix("bench."))
     await prefill(events_topic, work.records)
     workdir = Path(tempfile.mkdtemp(prefix="bench-agg-"))
@@ -394,23 +389,14 @@ async def scenario(n: int) -> tuple[Timing, Timing, Timing, str]:
             events_topic, dlq_topic, n, workdir / "chdb", workdir / "aggregator.log"
         )
         note = await asyncio.to_thread(verify_store, workdir / "chdb", work)
-        if (letters := await _end_offsets(dlq_topic)) != 0:
+        if (letters := await end_offset_total(dlq_topic)) != 0:
             raise RuntimeError(f"{letters} dead letters for valid events")
         insert = await asyncio.to_thread(bare_insert, work)
     finally:
         gc.unfreeze()
         shutil.rmtree(workdir, ignore_errors=True)
-        await _delete_topics([events_topic, dlq_topic])
+        await delete_topics([events_topic, dlq_topic])
     return ours, consumer, insert, f"{note}; 0 dead letters"
-
-
-async def _delete_topics(names: list[str]) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=BOOTSTRAP)
-    await admin.start()
-    try:
-        await admin.delete_topics(names)
-    finally:
-        await admin.close()
 
 
 async def measure(quick: bool = False, events: int | None = None) -> list[Measure]:
