@@ -19,6 +19,20 @@ T = TypeVar("T")
 _DB_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 
 
+_DSN_PASSWORD = re.compile(r"^([a-z][a-z0-9+.-]*://[^:/@]+:)([^@/]+)@")
+
+
+def masked_dsn(dsn: str) -> str:
+    """The DSN with its password, if any, replaced by ``***`` (for messages and logs)."""
+    return _DSN_PASSWORD.sub(r"\1***@", dsn)
+
+
+def dsn_password(dsn: str) -> str | None:
+    """The password inside a DSN, if any (so the log redactor can mask it)."""
+    match = _DSN_PASSWORD.match(dsn)
+    return match.group(2) if match else None
+
+
 def utc(value: datetime) -> datetime:
     """ClickHouse returns naive UTC datetimes; make them aware."""
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)

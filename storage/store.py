@@ -30,6 +30,7 @@ from schemas.catalog import (
 from schemas.telemetry import EXACT
 from schemas.usage import Window
 from storage.api_keys import ApiKeyQueries
+from storage.core import masked_dsn
 from storage.core import utc as _utc
 from storage.data_version import VERSION_SQL, VersionReader
 from storage.dead_letters import DeadLetterQueries
@@ -149,7 +150,9 @@ class ClickHouseStore(
         try:
             client = await asyncio.to_thread(_open)
         except ClickHouseError as exc:
-            raise StoreUnavailable(f"cannot open ClickHouse at {dsn}: {exc}") from exc
+            raise StoreUnavailable(
+                f"cannot open ClickHouse at {masked_dsn(dsn)}: {type(exc).__name__}"
+            ) from exc
         store = cls(client, database)
         store._reads = ReadPool(_open)  # usage reads run concurrently on clients of their own
         store._meta = ReadPool(_open, size=1)

@@ -9,7 +9,6 @@ refused, and so is an admin token shorter than 32 characters."""
 
 from __future__ import annotations
 
-import re
 from datetime import timedelta
 from pathlib import Path
 from typing import Literal
@@ -20,6 +19,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from aggregator.config import AggregatorSettings
 from api.config import DEV_ADMIN_TOKEN, ApiSettings
 from ingest.config import BridgeSettings, IngestSettings
+from storage.core import dsn_password, masked_dsn
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RUN_DIR = REPO_ROOT / ".run"
@@ -156,9 +156,6 @@ class BrokerSettings(BaseModel):
     device_cert_validity: timedelta = Field(timedelta(days=397), description="of issued certs")
 
 
-_DSN_PASSWORD = re.compile(r"^(?P<head>[a-z][a-z0-9+.-]*://[^:/@]+:)(?P<password>[^@/]+)(?=@)")
-
-
 class StoreSettings(BaseModel):
     """ClickHouse through clickhouse-connect: ``chdb:///abs/path`` (embedded, default) or
     ``http://user:password@host:8123`` (a server)."""
@@ -168,12 +165,11 @@ class StoreSettings(BaseModel):
 
     def dsn_password(self) -> str | None:
         """The password inside the DSN, if any (so logs can mask it)."""
-        match = _DSN_PASSWORD.match(self.dsn)
-        return match.group("password") if match else None
+        return dsn_password(self.dsn)
 
     def masked_dsn(self) -> str:
         """The DSN with its password replaced by ``***``."""
-        return _DSN_PASSWORD.sub(r"\g<head>***", self.dsn)
+        return masked_dsn(self.dsn)
 
 
 class Settings(BaseSettings):

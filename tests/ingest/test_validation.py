@@ -651,3 +651,25 @@ class TestNeverRaises:
         verdict = TelemetryValidator().validate(TOPIC, payload, NOW)
         assert isinstance(verdict, Rejected)
         assert verdict.reason in (RejectReason.MALFORMED_JSON, RejectReason.SCHEMA_VIOLATION)
+
+
+class TestPastHorizon:
+    """Readings too far back are too_old, and nothing before 1970 is ever accepted."""
+
+    @pytest.mark.parametrize("at", ["1969-12-31T23:59:59.999Z", "1900-01-01T00:00:00.000Z"])
+    def test_nothing_before_1970_whatever_the_bound(self, at: str) -> None:
+        """Even with a past horizon of a century, a reading before 1970 is too_old, on the
+        fast path's canonical form and with an offset (full model) alike."""
+        lenient = TelemetryValidator(max_past_age=timedelta(days=36_500))
+        for stamp in (at, at.replace("Z", "+00:00")):
+            verdict = lenient.validate(TOPIC, _payload(_doc(readings=[_reading(at=stamp)])), NOW)
+            assert isinstance(verdict, Rejected), stamp
+            assert verdict.reason is RejectReason.TOO_OLD
+            assert "TELEMETER_INGEST__MAX_PAST_AGE" in verdict.detail
+
+    def test_the_bound_is_inclusive(self, validator: TelemetryValidator) -> None:
+        """A reading exactly 35 days old is accepted; a millisecond older is not."""
+        edge = _payload(_doc(readings=[_reading(at=_iso(NOW - timedelta(days=35)))]))
+        assert isinstance(validator.validate(TOPIC, edge, NOW), Accepted)
+        older = _payload(_doc(readings=[_reading(at=_iso(OLD))]))
+        assert isinstance(validator.validate(TOPIC, older, NOW), Rejected)
