@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic import BaseModel, BeforeValidator, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from aggregator.config import AggregatorSettings
@@ -36,6 +36,16 @@ DEV_KAFKA_PASSWORDS = {
 }
 DEV_SECRETS = frozenset({DEV_ADMIN_TOKEN, DEV_MQTT_PASSWORD, *DEV_KAFKA_PASSWORDS.values()})
 MIN_ADMIN_TOKEN_LENGTH = 32
+
+
+def _optional_path(value: object) -> object:
+    """``""``, ``null`` or ``none`` from the environment mean no path (not ``./null``)."""
+    if isinstance(value, str) and value.strip().lower() in ("", "null", "none"):
+        return None
+    return value
+
+
+OptionalPath = Annotated[Path | None, BeforeValidator(_optional_path)]
 
 
 class KafkaCredentials(BaseModel):
@@ -73,7 +83,7 @@ class KafkaSettings(BaseModel):
         "authentication (then no principals and no ACLs)",
     )
     sasl_mechanism: Literal["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"] = "SCRAM-SHA-512"
-    ssl_cafile: Path | None = Field(None, description="CA of the brokers' certificates (SASL_SSL)")
+    ssl_cafile: OptionalPath = Field(None, description="CA of the brokers' certificates (SASL_SSL)")
     admin: KafkaCredentials | None = Field(
         default_factory=lambda: _kafka_user("admin"),
         description="creates topics and ACLs at start; null when they are managed elsewhere",
@@ -81,6 +91,22 @@ class KafkaSettings(BaseModel):
     bridge: KafkaCredentials = Field(default_factory=lambda: _kafka_user("bridge"))
     aggregator: KafkaCredentials = Field(default_factory=lambda: _kafka_user("aggregator"))
     api: KafkaCredentials = Field(default_factory=lambda: _kafka_user("api"))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _role_defaults(cls, data: object) -> object:
+        """A role given only in part (e.g. just ``TELEMETER_KAFKA__BRIDGE__PASSWORD``) keeps
+        its default username, and the dev password for what is not given (refused in prod)."""
+        if isinstance(data, dict):
+            for role in DEV_KAFKA_PASSWORDS:
+                given = data.get(role)
+                if isinstance(given, dict):
+                    defaults = _kafka_user(role)
+                    data[role] = {
+                        "username": given.get("username", defaults.username),
+                        "password": given.get("password", defaults.password),
+                    }
+        return data
 
     @property
     def authenticated(self) -> bool:
@@ -114,11 +140,11 @@ class MqttSettings(BaseModel):
         SecretStr(DEV_MQTT_PASSWORD), description="null with a client certificate (TLS)"
     )
     tls: bool = Field(False, description="connect with TLS (the broker's TLS listener)")
-    ca_file: Path | None = Field(
+    ca_file: OptionalPath = Field(
         RUN_DIR / "pki" / "ca.crt", description="CA that signed the broker's certificate"
     )
-    cert_file: Path | None = Field(None, description="client certificate for mutual TLS")
-    key_file: Path | None = Field(None, description="its private key")
+    cert_file: OptionalPath = Field(None, description="client certificate for mutual TLS")
+    key_file: OptionalPath = Field(None, description="its private key")
     session_expiry: timedelta = timedelta(days=7)
     keepalive: timedelta = timedelta(seconds=30)
 
@@ -144,15 +170,15 @@ class BrokerSettings(BaseModel):
     reloads them without dropping other connections. ``ca_*``: the device CA that signs
     device certificates (``POST /v1/devices/{id}/credentials``) and its revocation list."""
 
-    auth_dir: Path | None = Field(
+    auth_dir: OptionalPath = Field(
         RUN_DIR / "mosquitto" / "auth",
         description="null: store credentials but write no broker files",
     )
-    pid_file: Path | None = Field(
+    pid_file: OptionalPath = Field(
         RUN_DIR / "mosquitto" / "mosquitto.pid", description="null: do not signal the broker"
     )
-    ca_cert_file: Path | None = Field(RUN_DIR / "pki" / "ca.crt")
-    ca_key_file: Path | None = Field(RUN_DIR / "pki" / "ca.key")
+    ca_cert_file: OptionalPath = Field(RUN_DIR / "pki" / "ca.crt")
+    ca_key_file: OptionalPath = Field(RUN_DIR / "pki" / "ca.key")
     device_cert_validity: timedelta = Field(timedelta(days=397), description="of issued certs")
 
 
