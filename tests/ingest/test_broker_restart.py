@@ -57,3 +57,35 @@ class TestBrokerRestart:
                 timeout_s=60,
             )
         assert {r["seq"] for r in records} == set(range(COUNT))
+
+
+class TestReload:
+    """Reloading the broker's users (SIGHUP) keeps queued messages."""
+
+    async def test_messages_queued_for_the_bridge_survive_a_credential_reload(
+        self, services: None, settings: Settings, broker: TestBroker, store: ClickHouseStore
+    ) -> None:
+        """Messages queued in the bridge's session while it is offline are all delivered
+        after another device was provisioned (the broker's files rewritten and reloaded)."""
+        sent = [
+            (t.replace("restart-", "reload-"), p.replace(b"restart-", b"reload-"))
+            for t, p in messages(settings)
+        ]
+        logins = await logins_for(settings, store, {device_of(t) for t, _ in sent}, "shoe")
+        async with run_bridge(settings):
+            pass  # the bridge's persistent session and subscription now exist, offline
+        acked = await asyncio.to_thread(publish_as, broker.endpoint(), logins, sent)
+        assert acked == COUNT
+        await logins_for(settings, store, ["reload-newcomer"], "shoe")  # rewrite + SIGHUP
+        assert "reload-newcomer" in (broker.auth_dir / "passwd").read_text()
+        async with run_bridge(settings):
+            records = await read_topic(
+                settings.kafka.bootstrap,
+                settings.kafka.events_topic,
+                until=lambda rs: (
+                    len({(r["device_id"], r["seq"]) for r in rs if "reload" in r["device_id"]})
+                    >= COUNT
+                ),
+                timeout_s=60,
+            )
+        assert {r["seq"] for r in records if "reload" in r["device_id"]} == set(range(COUNT))
