@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 
 from aggregator.config import AggregatorSettings
@@ -30,6 +31,7 @@ from telemeter.config import (
     Settings,
     StoreSettings,
 )
+from telemeter.stack import RunningStack, run_stack
 
 REPO = Path(__file__).resolve().parent.parent
 SERVICES = REPO / "deploy" / "services.sh"
@@ -209,3 +211,18 @@ async def store(settings: Settings) -> AsyncIterator[ClickHouseStore]:
     """A connected store on this module's database, with the default meters."""
     async with open_store(settings) as s:
         yield s
+
+
+@pytest.fixture(scope="module")
+async def stack(services: None, settings: Settings) -> AsyncIterator[RunningStack]:
+    """Bridge, aggregator and API on this module's broker, topics and database."""
+    async with run_stack(settings) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+async def api(stack: RunningStack) -> AsyncIterator[httpx.AsyncClient]:
+    """An admin client of the stack's API over its real socket."""
+    headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    async with httpx.AsyncClient(base_url=stack.api_url, headers=headers, timeout=30) as client:
+        yield client

@@ -8,7 +8,6 @@ import asyncio
 import json
 import secrets
 from collections import defaultdict
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -26,7 +25,7 @@ from devices.simulator import SimulationResult, Truth
 from schemas.catalog import DEFAULT_METERS, MeterKind
 from schemas.telemetry import Telemetry, format_time
 from telemeter.config import Settings
-from telemeter.stack import RunningStack, run_stack
+from telemeter.stack import RunningStack
 from tests.conftest import ADMIN_TOKEN
 
 
@@ -233,13 +232,6 @@ class TestLatency:
         only_fast = summarize_latency([fast, WorkerReport(1, 2)])
         assert only_fast is not None
         assert only_fast.p99 == 0.001
-
-
-@pytest.fixture(scope="module")
-async def stack(services: None, settings: Settings) -> AsyncIterator[RunningStack]:
-    """Bridge, aggregator and API running on this module's topics and database."""
-    async with run_stack(settings) as running:
-        yield running
 
 
 @pytest.mark.e2e

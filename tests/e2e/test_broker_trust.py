@@ -8,7 +8,7 @@ import asyncio
 import json
 import subprocess
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,6 @@ from cryptography.x509.oid import NameOID
 
 from schemas.telemetry import format_time
 from telemeter.config import DEV_MQTT_PASSWORD, Settings
-from telemeter.stack import RunningStack, run_stack
 from tests.conftest import ADMIN_TOKEN, TestBroker
 from tests.support import wait_for
 
@@ -38,29 +37,21 @@ DEVICES = ("door-a", "door-b", "door-c", "door-d", "door-tls", "door-tls-2")
 
 
 @pytest.fixture(scope="module")
-async def stack(services: None, settings: Settings) -> AsyncIterator[RunningStack]:
-    """Bridge, aggregator and API on this module's broker, topics and database."""
-    async with run_stack(settings) as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-async def api(stack: RunningStack) -> AsyncIterator[httpx.AsyncClient]:
-    """An admin client over the real socket, with the module's doors registered."""
-    async with httpx.AsyncClient(base_url=stack.api_url, headers=AUTH, timeout=30) as client:
-        r = await client.put(f"/v1/customers/{CUSTOMER}", json={"name": "Trust", "timezone": "UTC"})
-        assert r.status_code == 200, r.text
-        fleet = [
-            {
-                "device_id": d,
-                "kind": "door",
-                "customer_id": CUSTOMER,
-                "assigned_from": "2026-01-01T00:00:00Z",
-            }
-            for d in DEVICES
-        ]
-        assert (await client.put("/v1/devices", json={"devices": fleet})).status_code == 200
-        yield client
+async def api(api: httpx.AsyncClient) -> httpx.AsyncClient:
+    """The admin client, with the module's doors registered."""
+    r = await api.put(f"/v1/customers/{CUSTOMER}", json={"name": "Trust", "timezone": "UTC"})
+    assert r.status_code == 200, r.text
+    fleet = [
+        {
+            "device_id": d,
+            "kind": "door",
+            "customer_id": CUSTOMER,
+            "assigned_from": "2026-01-01T00:00:00Z",
+        }
+        for d in DEVICES
+    ]
+    assert (await api.put("/v1/devices", json={"devices": fleet})).status_code == 200
+    return api
 
 
 @pytest.fixture(scope="module")
@@ -98,6 +89,29 @@ def topic(broker: TestBroker, device: str) -> str:
     return f"{broker.topic_prefix}devices/{device}/telemetry"
 
 
+def _endpoint_args(
+    broker: TestBroker,
+    user: str | None,
+    password: str | None,
+    tls: tuple[Path, Path | None, Path | None] | None,
+    client_id: str | None,
+) -> list[str]:
+    """Host, port and login options of the broker's own clients."""
+    args = ["-h", "127.0.0.1", "-p", str(broker.tls_port if tls else broker.port)]
+    if user is not None:
+        args += ["-u", user]
+    if password is not None:
+        args += ["-P", password]
+    if client_id is not None:
+        args += ["-i", client_id]
+    if tls is not None:
+        cafile, cert, key = tls
+        args += ["--cafile", str(cafile)]
+        if cert is not None and key is not None:
+            args += ["--cert", str(cert), "--key", str(key)]
+    return args
+
+
 def mqtt_pub(
     broker: TestBroker,
     to: str,
@@ -111,22 +125,55 @@ def mqtt_pub(
 ) -> subprocess.CompletedProcess[str]:
     """``mosquitto_pub -q 1 -d`` of ``lines`` (``-m`` for one, ``-l`` for several: one
     message exits at the first refusal, where ``-l`` would keep reconnecting)."""
-    args = ["mosquitto_pub", "-h", "127.0.0.1", "-q", "1", "-d", "-V", version, "-t", to]
+    args = ["mosquitto_pub", "-q", "1", "-d", "-V", version, "-t", to]
     args += ["-m", lines[0]] if len(lines) == 1 else ["-l"]
-    args += ["-p", str(broker.tls_port if tls else broker.port)]
-    if user is not None:
-        args += ["-u", user]
-    if password is not None:
-        args += ["-P", password]
-    if client_id is not None:
-        args += ["-i", client_id]
-    if tls is not None:
-        cafile, cert, key = tls
-        args += ["--cafile", str(cafile)]
-        if cert is not None and key is not None:
-            args += ["--cert", str(cert), "--key", str(key)]
+    args += _endpoint_args(broker, user, password, tls, client_id)
     return subprocess.run(
         args, input="\n".join(lines) + "\n", capture_output=True, text=True, timeout=30
+    )
+
+
+def pub_session(
+    broker: TestBroker,
+    to: str,
+    *,
+    user: str | None = None,
+    password: str | None = None,
+    tls: tuple[Path, Path | None, Path | None] | None = None,
+) -> subprocess.Popen[str]:
+    """A long-lived ``mosquitto_pub -l -d`` (MQTT 5, QoS 1): one line on its stdin is one
+    message; its output is the debug log of CONNECTs and PUBACKs."""
+    return subprocess.Popen(
+        ["mosquitto_pub", "-V", "mqttv5", "-d", "-q", "1", "-l", "-t", to]
+        + _endpoint_args(broker, user, password, tls, None),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def sub_session(
+    broker: TestBroker,
+    topics: Sequence[str],
+    *,
+    user: str,
+    password: str,
+    wait_s: int,
+    client_id: str | None = None,
+) -> subprocess.Popen[str]:
+    """``mosquitto_sub -v`` (MQTT 5, QoS 1, persistent when a client id is given) for
+    ``wait_s`` seconds; what it received is its stdout."""
+    args = ["mosquitto_sub", "-V", "mqttv5", "-q", "1", "-v", "-W", str(wait_s)]
+    if client_id is not None:
+        args += ["-c", "-x", "3600"]
+    for t in topics:
+        args += ["-t", t]
+    return subprocess.Popen(
+        args + _endpoint_args(broker, user, password, None, client_id),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
 
 
@@ -234,34 +281,12 @@ class TestOnlyItself:
         """door-a subscribed to door-b's topic, to '#' and to '$SYS/#' receives nothing while
         door-b publishes (and the bridge does receive it)."""
         since = now_ms()
-        sub = subprocess.Popen(
-            [
-                "mosquitto_sub",
-                "-h",
-                "127.0.0.1",
-                "-p",
-                str(broker.port),
-                "-V",
-                "mqttv5",
-                "-u",
-                "door-a",
-                "-P",
-                passwords["door-a"],
-                "-q",
-                "1",
-                "-v",
-                "-W",
-                "6",
-                "-t",
-                topic(broker, "door-b"),
-                "-t",
-                "#",
-                "-t",
-                "$SYS/#",
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
+        sub = sub_session(
+            broker,
+            [topic(broker, "door-b"), "#", "$SYS/#"],
+            user="door-a",
+            password=passwords["door-a"],
+            wait_s=6,
         )
         try:
             await asyncio.sleep(1)  # subscribed (SUBACK is granted; delivery is what the ACL stops)
@@ -298,35 +323,13 @@ class TestOnlyItself:
         )
         assert as_bridge.returncode != 0
         since = now_ms()
-        thief = subprocess.Popen(
-            [
-                "mosquitto_sub",
-                "-h",
-                "127.0.0.1",
-                "-p",
-                str(broker.port),
-                "-V",
-                "mqttv5",
-                "-i",
-                bridge_id,
-                "-c",
-                "-x",
-                "3600",
-                "-u",
-                "door-a",
-                "-P",
-                passwords["door-a"],
-                "-q",
-                "1",
-                "-v",
-                "-W",
-                "8",
-                "-t",
-                f"{broker.topic_prefix}devices/+/telemetry",
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
+        thief = sub_session(
+            broker,
+            [f"{broker.topic_prefix}devices/+/telemetry"],
+            user="door-a",
+            password=passwords["door-a"],
+            wait_s=8,
+            client_id=bridge_id,
         )
         try:
             await asyncio.sleep(1)
@@ -365,55 +368,11 @@ class TestRevocation:
         disconnected and refused from then on, door-d's connection survives the broker
         reload and every message it had acknowledged is counted."""
         since = now_ms()
-        steady = subprocess.Popen(
-            [
-                "mosquitto_pub",
-                "-h",
-                "127.0.0.1",
-                "-p",
-                str(broker.port),
-                "-V",
-                "mqttv5",
-                "-d",
-                "-q",
-                "1",
-                "-l",
-                "-u",
-                "door-d",
-                "-P",
-                passwords["door-d"],
-                "-t",
-                topic(broker, "door-d"),
-            ],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
+        steady = pub_session(
+            broker, topic(broker, "door-d"), user="door-d", password=passwords["door-d"]
         )
-        revoked = subprocess.Popen(
-            [
-                "mosquitto_pub",
-                "-h",
-                "127.0.0.1",
-                "-p",
-                str(broker.port),
-                "-V",
-                "mqttv5",
-                "-d",
-                "-q",
-                "1",
-                "-l",
-                "-u",
-                "door-c",
-                "-P",
-                passwords["door-c"],
-                "-t",
-                topic(broker, "door-c"),
-            ],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
+        revoked = pub_session(
+            broker, topic(broker, "door-c"), user="door-c", password=passwords["door-c"]
         )
         assert steady.stdin is not None
         assert revoked.stdin is not None
@@ -536,33 +495,7 @@ class TestTls:
         assert got["door-tls"] == 1
         assert "door-a" not in got
 
-        session = subprocess.Popen(
-            [
-                "mosquitto_pub",
-                "-h",
-                "127.0.0.1",
-                "-p",
-                str(broker.tls_port),
-                "-V",
-                "mqttv5",
-                "-d",
-                "-q",
-                "1",
-                "-l",
-                "--cafile",
-                str(ca),
-                "--cert",
-                str(cert),
-                "--key",
-                str(key),
-                "-t",
-                topic(broker, "door-tls"),
-            ],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
+        session = pub_session(broker, topic(broker, "door-tls"), tls=(ca, cert, key))
         assert session.stdin is not None
         try:
             session.stdin.write(payload("door-tls") + "\n")

@@ -22,7 +22,7 @@ from telemeter.components import utc_now
 from telemeter.components import validator as bridge_validator
 from telemeter.config import Settings
 from telemeter.kafka import KafkaEventSource, KafkaPublisher
-from telemeter.stack import RunningStack, run_stack
+from telemeter.stack import RunningStack
 from tests.conftest import ADMIN_TOKEN, TestBroker
 from tests.support import admin_auth, issue_logins, publish_as, wait_for
 
@@ -34,13 +34,6 @@ pytestmark = [
 ]
 
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-
-
-@pytest.fixture(scope="module")
-async def stack(services: None, settings: Settings) -> AsyncIterator[RunningStack]:
-    """Bridge, aggregator and API running on this module's topics and database."""
-    async with run_stack(settings) as running:
-        yield running
 
 
 @pytest.fixture(scope="module")

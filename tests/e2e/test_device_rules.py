@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -21,7 +20,7 @@ from telemeter.components import utc_now
 from telemeter.components import validator as bridge_validator
 from telemeter.config import Settings
 from telemeter.kafka import KafkaPublisher
-from telemeter.stack import RunningStack, run_stack
+from telemeter.stack import RunningStack
 from tests.conftest import ADMIN_TOKEN, TestBroker
 from tests.support import admin_auth, issue_logins, publish_as, wait_for
 
@@ -32,20 +31,6 @@ pytestmark = [
     pytest.mark.usefixtures("broker"),
 ]
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-
-
-@pytest.fixture(scope="module")
-async def stack(services: None, settings: Settings) -> AsyncIterator[RunningStack]:
-    """The stack with the default ingest rules (35 days back, 5 minutes ahead)."""
-    async with run_stack(settings) as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-async def api(stack: RunningStack) -> AsyncIterator[httpx.AsyncClient]:
-    """An admin client over the real socket."""
-    async with httpx.AsyncClient(base_url=stack.api_url, headers=AUTH, timeout=30) as client:
-        yield client
 
 
 async def device(api: httpx.AsyncClient, stack: RunningStack, device_id: str, kind: str) -> Any:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -20,7 +19,7 @@ from schemas.usage import Window
 from storage.windows import window_start
 from telemeter.components import run_bridge
 from telemeter.config import Settings
-from telemeter.stack import RunningStack, run_stack
+from telemeter.stack import RunningStack
 from tests.conftest import ADMIN_TOKEN, SettingsFactory, TestBroker
 from tests.support import device_of, issue_logins, publish_as, wait_for
 
@@ -38,21 +37,6 @@ def settings(make_settings: SettingsFactory) -> Settings:
     """This module's settings, accepting readings up to 60 days old (a resend 36 days
     later is tested: the deduplication horizon, not the ingest horizon, is the point)."""
     return make_settings(ingest=IngestSettings(max_past_age=timedelta(days=60)))
-
-
-@pytest.fixture(scope="module")
-async def stack(services: None, settings: Settings) -> AsyncIterator[RunningStack]:
-    """Bridge, aggregator and API on this module's topics and database."""
-    async with run_stack(settings) as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-async def api(stack: RunningStack) -> AsyncIterator[httpx.AsyncClient]:
-    """An admin client over the real socket."""
-    headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-    async with httpx.AsyncClient(base_url=stack.api_url, headers=headers) as client:
-        yield client
 
 
 def message(

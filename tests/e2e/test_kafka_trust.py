@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -18,7 +17,6 @@ import pytest
 from ingest.config import IngestSettings
 from schemas.telemetry import format_time
 from telemeter.config import DEV_KAFKA_PASSWORDS, Settings
-from telemeter.stack import RunningStack, run_stack
 from tests.conftest import ADMIN_TOKEN, SettingsFactory
 from tests.support import wait_for
 
@@ -38,24 +36,16 @@ def settings(make_settings: SettingsFactory) -> Settings:
 
 
 @pytest.fixture(scope="module")
-async def stack(services: None, settings: Settings) -> AsyncIterator[RunningStack]:
-    """The stack (its start creates this module's topics and ACLs)."""
-    async with run_stack(settings) as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-async def api(stack: RunningStack) -> AsyncIterator[httpx.AsyncClient]:
-    """An admin client, with customer 'kt' holding the door 'kt-door'."""
-    async with httpx.AsyncClient(base_url=stack.api_url, headers=AUTH, timeout=30) as client:
-        r = await client.put("/v1/customers/kt", json={"name": "KT", "timezone": "UTC"})
-        assert r.status_code == 200
-        r = await client.put(
-            "/v1/devices/kt-door",
-            json={"kind": "door", "customer_id": "kt", "assigned_from": "2026-01-01T00:00:00Z"},
-        )
-        assert r.status_code == 200
-        yield client
+async def api(api: httpx.AsyncClient) -> httpx.AsyncClient:
+    """The admin client, with customer 'kt' holding the door 'kt-door'."""
+    r = await api.put("/v1/customers/kt", json={"name": "KT", "timezone": "UTC"})
+    assert r.status_code == 200
+    r = await api.put(
+        "/v1/devices/kt-door",
+        json={"kind": "door", "customer_id": "kt", "assigned_from": "2026-01-01T00:00:00Z"},
+    )
+    assert r.status_code == 200
+    return api
 
 
 def event(device: str, seq: int, cycles: int) -> str:
@@ -84,9 +74,7 @@ def kcat(
     if user is not None:
         cmd += ["-X", "security.protocol=SASL_PLAINTEXT", "-X", "sasl.mechanisms=PLAIN"]
         cmd += ["-X", f"sasl.username={user}", "-X", f"sasl.password={password}"]
-    return subprocess.run(
-        cmd, input=stdin, capture_output=True, text=True, timeout=60
-    )
+    return subprocess.run(cmd, input=stdin, capture_output=True, text=True, timeout=60)
 
 
 def produce(

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -21,7 +20,7 @@ from rating.models import BillingPeriod, PlanSpec
 from schemas.dead_letter import MAX_KEPT_PAYLOAD
 from schemas.telemetry import format_time
 from telemeter.config import Settings
-from telemeter.stack import RunningStack, run_stack
+from telemeter.stack import RunningStack
 from tests.conftest import ADMIN_TOKEN, TestBroker
 from tests.support import device_of, issue_logins, publish_as, read_topic, wait_for
 
@@ -50,13 +49,6 @@ async def publish_registered(
         assert r.status_code == 200, r.text
     logins = await asyncio.to_thread(issue_logins, stack.api_url, ADMIN_TOKEN, devices)
     return await asyncio.to_thread(publish_as, broker.endpoint(), logins, messages)
-
-
-@pytest.fixture(scope="module")
-async def stack(services: None, settings: Settings) -> AsyncIterator[RunningStack]:
-    """Bridge, aggregator and API running on this module's topics and database."""
-    async with run_stack(settings) as running:
-        yield running
 
 
 def _invalid_messages(prefix: str) -> dict[str, tuple[str, bytes]]:

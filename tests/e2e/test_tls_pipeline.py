@@ -6,14 +6,13 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 
 import pytest
 
 from devices.reconcile import reconcile
 from devices.simulator import SimulationConfig, Simulator
 from telemeter.config import Settings
-from telemeter.stack import RunningStack, run_stack
+from telemeter.stack import RunningStack
 from tests.conftest import ADMIN_TOKEN, SettingsFactory, TestBroker
 
 pytestmark = [
@@ -51,13 +50,6 @@ def settings(make_settings: SettingsFactory, broker: TestBroker) -> Settings:
         }
     )
     return make_settings(mqtt=mqtt)
-
-
-@pytest.fixture(scope="module")
-async def stack(services: None, settings: Settings) -> AsyncIterator[RunningStack]:
-    """The stack, its bridge on TLS."""
-    async with run_stack(settings) as running:
-        yield running
 
 
 async def test_simulated_fleet_over_tls_reconciles_exactly(
