@@ -144,8 +144,18 @@ def pub_session(
     """A long-lived ``mosquitto_pub -l -d`` (MQTT 5, QoS 1): one line on its stdin is one
     message; its output is the debug log of CONNECTs and PUBACKs."""
     return subprocess.Popen(
-        ["mosquitto_pub", "-V", "mqttv5", "-d", "-q", "1", "-l", "-t", to]
-        + _endpoint_args(broker, user, password, tls, None),
+        [
+            "mosquitto_pub",
+            "-V",
+            "mqttv5",
+            "-d",
+            "-q",
+            "1",
+            "-l",
+            "-t",
+            to,
+            *_endpoint_args(broker, user, password, tls, None),
+        ],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
