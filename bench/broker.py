@@ -36,6 +36,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 from pydantic import SecretStr
@@ -403,11 +404,11 @@ class LoadTarget:
             api=ApiSettings(port=self.api_port, admin_token=SecretStr(self.token)),
         )
 
-    def load_config(self, *, tls: bool = False, **values: object) -> LoadConfig:
+    def load_config(self, *, tls: bool = False, **values: Any) -> LoadConfig:
         """A load against this broker (password listener, or TLS with client
         certificates), registered and logged in through this API."""
         endpoint = self.broker.endpoint(tls)
-        config: dict[str, object] = {
+        config: dict[str, Any] = {
             "mqtt_host": endpoint.host,
             "mqtt_port": endpoint.port,
             "mqtt_ca_file": endpoint.ca_file,
@@ -416,7 +417,7 @@ class LoadTarget:
             "api_token": self.token,
             **values,
         }
-        return LoadConfig(**config)  # type: ignore[arg-type]
+        return LoadConfig(**config)
 
 
 @contextlib.asynccontextmanager

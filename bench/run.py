@@ -30,6 +30,7 @@ from telemeter.config import REPO_ROOT
 # before the soak, which loads the pipeline at half the rate it measured.
 SCENARIOS = [
     ("1", "bench.bridge_throughput", "bridge throughput"),
+    ("7", "bench.auth_cost", "auth and TLS cost at the broker"),
     ("6", "bench.aggregator_alone", "aggregator alone"),
     ("2", "bench.end_to_end", "end-to-end throughput"),
     ("3", "bench.soak", "freshness and memory soak (scenarios 3 and 5)"),
