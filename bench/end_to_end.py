@@ -1,12 +1,19 @@
 """Scenario 2, end-to-end throughput: readings/s from the load generator to the usage API
-for 60 s, reconciled exactly, at 1 and at 10 readings per message.
+for 60 s, reconciled exactly, at 1 and at 10 readings per message, and at 1 reading per
+message over mutual TLS.
 
-Setup, per run: fresh Kafka topics, MQTT topic prefix, consumer group and chDB directory;
-``python -m telemeter aggregator --api`` and ``python -m telemeter bridge`` as separate
-processes configured through ``TELEMETER_*`` (the chaos run's way); the load generator
-(``devices/load.py``) with 1,000 devices in 2 worker processes at QoS 1 (registering a
-device through the API takes 25-60 ms here, so more devices mostly add set-up time). All
-on this 2-core machine: the generator, the broker, Kafka and the pipeline share two cores.
+Setup, per run: a Mosquitto of its own (``bench/broker.py``: the project's config, the
+run's topic prefix and bridge user), fresh Kafka topics, consumer group and chDB
+directory; ``python -m telemeter aggregator --api`` and ``python -m telemeter bridge`` as
+separate processes configured through ``TELEMETER_*`` (the chaos run's way); the load
+generator (``devices/load.py``) with 1,000 devices in 2 worker processes at QoS 1. All on
+this 2-core machine: the generator, the broker, Kafka and the pipeline share two cores.
+
+Everything logs in: the load generator registers its devices through the run's API, which
+issues each a credential and writes the broker's device users (each device connects as
+itself and may write only its own topic); the bridge logs in as its broker user and writes
+to Kafka as its principal, the aggregator and the API as theirs (SCRAM). Registering and
+issuing credentials happens before the clock starts.
 
 Method:
 
@@ -14,8 +21,8 @@ Method:
   at most ``MAX_BACKLOG`` readings wait between the broker and the store (readings
   published minus rows the aggregator wrote, from its ``/metrics``, checked every 0.1 s;
   the generator pauses while the backlog is full). So the pipeline always has work queued
-  and runs at its capacity, the shared broker's memory stays bounded, and the generator
-  does not take CPU the pipeline could use for load it cannot absorb anyway.
+  and runs at its capacity, the broker's memory stays bounded, and the generator does not
+  take CPU the pipeline could use for load it cannot absorb anyway.
 - Value: readings the API accounts for / (moment the aggregator has written them all -
   first publish). The end is seen on the aggregator's ``rows_written`` counter (polled
   every 50 ms); the readings are then visible to the API, which reads the table directly.
@@ -24,8 +31,13 @@ Method:
 - The note adds the steady rate: the slope of ``rows_written`` from 20% of the send phase
   to its end, while the backlog is never empty.
 - Baseline (same run, same machine): the load generator alone publishing the same messages
-  into Mosquitto with no subscriber, unthrottled, for 10 s (quick: 5 s): the load this
-  machine can offer. ours / baseline is the share of it the pipeline absorbs.
+  into a broker of the run with no subscriber (``bench.broker.load_target``: only the API
+  that issues the devices' passwords beside it), unthrottled, for 10 s (quick: 5 s): the
+  load this machine can offer. ours / baseline is the share of it the pipeline absorbs.
+- Mutual TLS: the same 1-reading run with every device on the broker's TLS listener with
+  the client certificate the API issued it, and the bridge with a client certificate of
+  the run's CA (CN = its broker user); its baseline is the password run just before it.
+  Scenario 7 separates the broker's share of the cost, scenario 1 the bridge's.
 """
 
 from __future__ import annotations
@@ -42,18 +54,21 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
-from aiokafka.admin import AIOKafkaAdminClient
+from pydantic import SecretStr
 
 from aggregator.config import AggregatorSettings
 from api.config import ApiSettings
+from bench.broker import BENCH_RUN_DIR, BenchBroker, bench_broker, load_target
 from bench.common import Measure, table
+from bench.kafka import delete_topics
 from devices.load import LoadConfig, LoadControl, LoadProgress, LoadResult, run_load
 from devices.reconcile import Reconciliation, reconcile, reconcile_once
 from ingest.config import BridgeSettings
 from telemeter.chaos import ComponentProcess, free_port, settings_env
-from telemeter.config import REPO_ROOT, KafkaSettings, MqttSettings, Settings, StoreSettings
+from telemeter.config import REPO_ROOT, KafkaSettings, Settings, StoreSettings
 
 SCENARIO = "2. end to end"
 MAX_BACKLOG = 20_000  # readings published and not yet written to the store
@@ -68,18 +83,19 @@ def say(text: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
 
 
-def pipeline_settings(tag: str, workdir: Path) -> Settings:
-    """Settings isolated to one run: own topics, MQTT namespace, group, chDB and ports."""
+def pipeline_settings(tag: str, workdir: Path, broker: BenchBroker, tls: bool = False) -> Settings:
+    """Settings isolated to one run: own topics, broker (MQTT namespace, bridge user), group,
+    chDB and ports. ``tls``: the bridge logs in with a client certificate on the broker's
+    TLS listener instead of its password."""
     return Settings(
         _env_file=None,
         kafka=KafkaSettings(events_topic=f"{tag}.events", dead_letter_topic=f"{tag}.dlq"),
-        mqtt=MqttSettings(
-            topic_prefix=f"{tag}/", client_id=f"{tag}-bridge", session_expiry=timedelta(hours=1)
-        ),
+        mqtt=broker.bridge_mqtt(broker.bridge_users[0], tls=tls, session_expiry=timedelta(hours=1)),
+        broker=broker.broker_settings(),
         store=StoreSettings(dsn=f"chdb://{workdir / 'chdb'}", database=tag),
         aggregator=AggregatorSettings(group_id=f"{tag}-aggregator", metrics_port=free_port()),
         bridge=BridgeSettings(metrics_port=free_port()),
-        api=ApiSettings(port=free_port(), admin_token=secrets.token_urlsafe(16)),
+        api=ApiSettings(port=free_port(), admin_token=SecretStr(secrets.token_urlsafe(16))),
     )
 
 
@@ -90,6 +106,8 @@ class Pipeline:
     tag: str
     settings: Settings
     workdir: Path
+    broker: BenchBroker
+    tls: bool = False  # devices and bridge on the broker's mutual-TLS listener
     procs: dict[str, ComponentProcess] = field(default_factory=dict)
     http: httpx.AsyncClient = field(default_factory=lambda: httpx.AsyncClient(timeout=10))
 
@@ -104,6 +122,20 @@ class Pipeline:
         token = self.settings.api.admin_token
         assert token is not None
         return token.get_secret_value()
+
+    def load_config(self, readings: int, **overrides: Any) -> LoadConfig:
+        """The scenario's load (``load_config``) into this pipeline: its broker (password
+        listener, or TLS with API-issued client certificates), namespace and API."""
+        endpoint = self.broker.endpoint(self.tls)
+        values: dict[str, Any] = {
+            "mqtt_port": endpoint.port,
+            "mqtt_ca_file": endpoint.ca_file,
+            "topic_prefix": self.settings.mqtt.topic_prefix,
+            "api_url": self.api_url,
+            "api_token": self.token,
+            **overrides,
+        }
+        return load_config(self.tag, readings, **values)
 
     @property
     def pids(self) -> dict[str, int]:
@@ -156,48 +188,43 @@ class Pipeline:
 
 
 @contextlib.asynccontextmanager
-async def pipeline(label: str) -> AsyncIterator[Pipeline]:
-    """Aggregator (+API) and bridge processes on fresh topics and a fresh chDB; stopped,
-    their topics deleted and their chDB removed on exit (logs stay in .run/bench/)."""
+async def pipeline(label: str, tls: bool = False) -> AsyncIterator[Pipeline]:
+    """A broker of the run, then aggregator (+API) and bridge processes on fresh topics and
+    a fresh chDB; stopped, their topics deleted and their chDB removed on exit (logs stay in
+    .run/bench/<tag>/). ``tls``: the bridge (and the load, see ``Pipeline.load_config``) on
+    the broker's mutual-TLS listener."""
     tag = f"{label}_{secrets.token_hex(3)}"
-    workdir = REPO_ROOT / ".run" / "bench" / tag
+    workdir = BENCH_RUN_DIR / tag
     workdir.mkdir(parents=True)
-    run = Pipeline(tag, pipeline_settings(tag, workdir), workdir)
-    try:
-        run.start("aggregator", ["aggregator", "--api"])
+    with bench_broker(tag, [f"{tag}-bridge"], workdir / "broker") as broker:
+        run = Pipeline(tag, pipeline_settings(tag, workdir, broker, tls), workdir, broker, tls)
+        try:
+            run.start("aggregator", ["aggregator", "--api"])
 
-        async def api_ready() -> bool:
-            try:
-                return (await run.http.get(f"{run.api_url}/readyz")).status_code == 200
-            except httpx.HTTPError:
-                return False
+            async def api_ready() -> bool:
+                try:
+                    return (await run.http.get(f"{run.api_url}/readyz")).status_code == 200
+                except httpx.HTTPError:
+                    return False
 
-        await run.wait_until("aggregator+API", api_ready)
-        run.start("bridge", ["bridge"])
+            await run.wait_until("aggregator+API", api_ready)
+            run.start("bridge", ["bridge"])
 
-        async def bridge_ready() -> bool:
-            return "bridge_started" in (workdir / "bridge.log").read_text(errors="replace")
+            async def bridge_ready() -> bool:
+                return "bridge_started" in (workdir / "bridge.log").read_text(errors="replace")
 
-        await run.wait_until("bridge", bridge_ready)
-        say(f"pipeline {tag} up (logs in {workdir})")
-        yield run
-    finally:
-        for name in ("bridge", "aggregator"):
-            if name in run.procs:
-                run.procs[name].stop()
-        await run.http.aclose()
-        with contextlib.suppress(Exception):
-            await _delete_topics(run.settings)
-        shutil.rmtree(workdir / "chdb", ignore_errors=True)
-
-
-async def _delete_topics(settings: Settings) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap)
-    await admin.start()
-    try:
-        await admin.delete_topics([settings.kafka.events_topic, settings.kafka.dead_letter_topic])
-    finally:
-        await admin.close()
+            await run.wait_until("bridge", bridge_ready)
+            say(f"pipeline {tag} up (logs in {workdir})")
+            yield run
+        finally:
+            for name in ("bridge", "aggregator"):
+                if name in run.procs:
+                    run.procs[name].stop()
+            await run.http.aclose()
+            with contextlib.suppress(Exception):
+                k = run.settings.kafka
+                await delete_topics([k.events_topic, k.dead_letter_topic])
+            shutil.rmtree(workdir / "chdb", ignore_errors=True)
 
 
 class Throttle:
@@ -326,73 +353,120 @@ async def wait_accounted(run: Pipeline, result: LoadResult, timeout_s: float) ->
     return time.time()
 
 
-def load_config(run_tag: str, readings: int, **overrides: object) -> LoadConfig:
-    """The scenario's load: 1,000 devices, 2 workers, QoS 1, ``readings`` per message."""
-    values: dict[str, object] = {
+def load_values(run_tag: str, readings: int, **overrides: Any) -> dict[str, Any]:
+    """The scenario's load as ``LoadConfig`` fields: 1,000 devices, 2 workers, QoS 1,
+    ``readings`` per message (the broker, namespace and API come in ``overrides``)."""
+    values: dict[str, Any] = {
         "devices": DEVICES,
         "workers": WORKERS,
         "readings_per_message": readings,
         "seed": 2,
         "customers": CUSTOMERS,
         "prefix": run_tag,
-        "topic_prefix": f"{run_tag}/",
     }
     values.update(overrides)
-    return LoadConfig(**values)  # type: ignore[arg-type]
+    return values
 
 
-async def baseline(readings: int, seconds: float) -> LoadResult:
-    """The generator alone into Mosquitto: no subscriber, no pipeline, unthrottled."""
-    tag = f"b2_{secrets.token_hex(3)}"
-    config = load_config(tag, readings, rate=1e6, ramp_up_s=0.0, duration_s=seconds, register=False)
-    return await _run_load(config)
+def load_config(run_tag: str, readings: int, **overrides: Any) -> LoadConfig:
+    """:func:`load_values` as a ``LoadConfig``."""
+    return LoadConfig(**load_values(run_tag, readings, **overrides))
+
+
+async def baselines(seconds: float) -> dict[int, LoadResult]:
+    """The generator alone into Mosquitto, per readings-per-message count: a broker of the
+    run with no subscriber and no pipeline (``bench.broker.load_target``: the API that
+    issues the devices' passwords runs beside it), unthrottled."""
+    out: dict[int, LoadResult] = {}
+    async with load_target("b2") as target:
+        for i, readings in enumerate(TARGETS):
+            values = load_values(target.tag, readings, rate=1e6, ramp_up_s=0.0, duration_s=seconds)
+            out[readings] = await _run_load(target.load_config(register=i == 0, **values))
+    return out
+
+
+def _row(
+    name: str,
+    out: RunOutcome,
+    config: LoadConfig,
+    baseline_name: str,
+    baseline: float,
+    target: str,
+    met: bool,
+) -> Measure:
+    rec, lat = out.reconciliation, out.load.latency
+    note = (
+        f"{out.load.readings:,} readings in {out.load.sent:,} msgs; missing {rec.missing}, "
+        f"double-counted {rec.double_counted}"
+        + ("" if rec.exact else " (NOT EXACT: " + rec.summary() + ")")
+        + f"; steady {out.steady:,.0f} readings/s; generator achieved "
+        f"{out.load.achieved_rate:,.0f} msg/s of {config.rate:,.0f} offered under the "
+        f"{MAX_BACKLOG:,}-reading backlog throttle (paused {out.paused_share:.0%} of the time)"
+        + (f"; PUBACK p99 {lat.p99 * 1000:,.0f} ms" if lat else "")
+    )
+    return Measure(
+        scenario=SCENARIO,
+        name=name,
+        value=out.rate,
+        unit="readings/s",
+        baseline_name=baseline_name,
+        baseline=baseline,
+        target=target,
+        met=met,
+        note=note,
+    )
 
 
 async def measure(quick: bool = False) -> list[Measure]:
-    """Both rows of scenario 2 (1 and 10 readings per message)."""
+    """Scenario 2's rows: 1 and 10 readings per message with password logins, each against
+    the generator alone; then 1 reading per message over mutual TLS (devices and bridge)
+    against the password run of the same run."""
     duration = 10.0 if quick else 60.0
-    measures = []
-    for readings, target in TARGETS.items():
-        base = await baseline(readings, 5.0 if quick else 10.0)
-        base_rate = base.readings / base.send_s if base.send_s else 0.0
-        say(f"baseline, {readings} readings/msg: {base_rate:,.0f} readings/s")
-        async with pipeline(f"e2e{readings}") as run:
-            config = load_config(
-                run.tag,
+    bases = await baselines(5.0 if quick else 10.0)
+    rates = {r: b.readings / b.send_s if b.send_s else 0.0 for r, b in bases.items()}
+    for readings, rate in rates.items():
+        say(f"baseline, {readings} readings/msg: {rate:,.0f} readings/s")
+    measures: list[Measure] = []
+    outcomes: dict[tuple[int, bool], RunOutcome] = {}
+    for readings, tls in ((1, False), (1, True), (10, False)):
+        target = TARGETS[readings]
+        async with pipeline(f"e2e{readings}{'tls' if tls else ''}", tls=tls) as run:
+            config = run.load_config(
                 readings,
                 rate=1.25 * target / readings,
                 ramp_up_s=1.0 if quick else 2.0,
                 duration_s=duration,
-                topic_prefix=run.settings.mqtt.topic_prefix,
-                api_url=run.api_url,
-                api_token=run.token,
             )
-            out = await run_pipeline(run, config)
-        rec = out.reconciliation
-        lat = out.load.latency
-        note = (
-            f"{out.load.readings:,} readings in {out.load.sent:,} msgs; missing {rec.missing}, "
-            f"double-counted {rec.double_counted}"
-            + ("" if rec.exact else " (NOT EXACT: " + rec.summary() + ")")
-            + f"; steady {out.steady:,.0f} readings/s; generator achieved "
-            f"{out.load.achieved_rate:,.0f} msg/s of {config.rate:,.0f} offered under the "
-            f"{MAX_BACKLOG:,}-reading backlog throttle (paused {out.paused_share:.0%} of the time)"
-            + (f"; PUBACK p99 {lat.p99 * 1000:,.0f} ms" if lat else "")
+            out = outcomes[readings, tls] = await run_pipeline(run, config)
+        name = (
+            f"{readings} reading{'s' if readings > 1 else ''}/msg, {duration:.0f} s, QoS 1, "
+            f"{DEVICES:,} devices"
         )
-        measures.append(
-            Measure(
-                scenario=SCENARIO,
-                name=f"{readings} reading{'s' if readings > 1 else ''}/msg, "
-                f"{duration:.0f} s, QoS 1, {DEVICES:,} devices",
-                value=out.rate,
-                unit="readings/s",
-                baseline_name="load generator alone into Mosquitto",
-                baseline=base_rate,
-                target=f">= {target:,.0f} readings/s, exact",
-                met=rec.exact and out.rate >= target,
-                note=note,
+        if not tls:
+            measures.append(
+                _row(
+                    name,
+                    out,
+                    config,
+                    "load generator alone into Mosquitto",
+                    rates[readings],
+                    f">= {target:,.0f} readings/s, exact",
+                    out.reconciliation.exact and out.rate >= target,
+                )
             )
-        )
+        else:
+            password = outcomes[readings, False]
+            measures.append(
+                _row(
+                    f"mutual TLS (devices and bridge): {name}",
+                    out,
+                    config,
+                    "the same with password logins",
+                    password.rate,
+                    "exact",
+                    out.reconciliation.exact,
+                )
+            )
     return measures
 
 

@@ -1,9 +1,10 @@
 """Scenarios 3 and 5, freshness and memory soak: the pipeline at 50% of its maximum
 sustainable rate for 10 minutes (quick: 60 s).
 
-Setup: as scenario 2 (``bench/end_to_end.py``): ``telemeter aggregator --api`` and
-``telemeter bridge`` as separate processes on fresh topics and a fresh chDB, the load
-generator with 1,000 devices in 2 workers, 1 reading per message, QoS 1. The rate is
+Setup: as scenario 2 (``bench/end_to_end.py``): a broker of its own, ``telemeter
+aggregator --api`` and ``telemeter bridge`` as separate processes on fresh topics and a
+fresh chDB, the load generator with 1,000 devices in 2 workers, 1 reading per message,
+QoS 1, every device and the probe device logged in with a password the API issued. The rate is
 ``--rate`` messages/s; by default a saturating probe of 20 s (quick: 10 s) on the same
 pipeline measures its end-to-end rate first (scenario 2's method) and the soak runs at half
 of it. ``bench.run`` can pass half of scenario 2's 1-reading rate instead
@@ -45,13 +46,12 @@ import httpx
 from bench.common import Measure, table
 from bench.end_to_end import (
     Pipeline,
-    load_config,
     pipeline,
     run_pipeline,
     say,
     services_running,
 )
-from devices.fleet import BrokerEndpoint, DeviceLogin, Fleet
+from devices.fleet import DeviceLogin, Fleet
 from devices.load import ASSIGNED_FROM, LoadControl, LoadResult, run_load
 from devices.load_messages import wire_time
 from devices.provision import provision
@@ -136,9 +136,8 @@ class Probes:
         await asyncio.to_thread(self._publish, stop)
 
     def _publish(self, stop: asyncio.Event) -> None:
-        mqtt = self.run.settings.mqtt
         assert self.login is not None, "register() first"
-        publisher = Fleet(BrokerEndpoint(mqtt.host, mqtt.port), [self.login])
+        publisher = Fleet(self.run.broker.endpoint(), [self.login])
         publisher.connect()
         topic = f"{self.run.settings.mqtt.topic_prefix}devices/{self.device}/telemetry"
         seq0 = int(time.time() * 1000) * 1000
@@ -229,7 +228,8 @@ class MemorySampler:
 
 
 def soak_rate_from(measures: list[Measure]) -> float | None:
-    """Half of scenario 2's 1-reading/msg rate (messages/s), for ``bench.run``."""
+    """Half of scenario 2's 1-reading/msg rate with password logins (messages/s), for
+    ``bench.run``."""
     for m in measures:
         if m.scenario.startswith("2.") and m.name.startswith("1 reading/"):
             return m.value / 2
@@ -238,16 +238,7 @@ def soak_rate_from(measures: list[Measure]) -> float | None:
 
 async def probe_rate(run: Pipeline, seconds: float) -> float:
     """The pipeline's end-to-end rate at 1 reading/msg (scenario 2's method), msgs/s."""
-    config = load_config(
-        run.tag,
-        1,
-        rate=20_000.0,
-        ramp_up_s=1.0,
-        duration_s=seconds,
-        topic_prefix=run.settings.mqtt.topic_prefix,
-        api_url=run.api_url,
-        api_token=run.token,
-    )
+    config = run.load_config(1, rate=20_000.0, ramp_up_s=1.0, duration_s=seconds)
     out = await run_pipeline(run, config)
     if not out.reconciliation.exact:
         raise RuntimeError(f"probe run not exact: {out.reconciliation.summary()}")
@@ -269,16 +260,8 @@ async def measure(quick: bool = False, rate: float | None = None) -> list[Measur
         memory.pids.update({"bridge": run.pids["bridge"], "aggregator+API": run.pids["aggregator"]})
         probes = Probes(run, f"{run.tag}-probe", f"{run.tag}-probe-0")
         await probes.register()
-        config = load_config(
-            run.tag,
-            1,
-            rate=rate,
-            ramp_up_s=5.0,
-            duration_s=duration,
-            register=not registered,
-            topic_prefix=run.settings.mqtt.topic_prefix,
-            api_url=run.api_url,
-            api_token=run.token,
+        config = run.load_config(
+            1, rate=rate, ramp_up_s=5.0, duration_s=duration, register=not registered
         )
         controls: list[LoadControl] = []
         started = asyncio.Event()
