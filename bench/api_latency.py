@@ -30,6 +30,10 @@ Method:
    this machine and this client), and the store's ``usage`` query alone, one at a time in
    the filling process (what the database costs without HTTP or concurrency).
 
+Authentication: every request carries the admin token, which the API's middleware checks
+before the route (a constant-time compare of a bearer token: microseconds against queries
+of tens of milliseconds); ``/healthz`` is public, so the floor does not include it.
+
 The load client runs on the same 2-core machine as the server, so both compete for the
 CPU; the ``/healthz`` row shows what the client and the HTTP stack alone achieve.
 
@@ -62,6 +66,7 @@ import clickhouse_connect
 import httpx
 
 from bench.common import Measure, table
+from identity import dev_pki
 from rating.models import PlanSpec
 from schemas.usage import Window
 from storage.store import ClickHouseStore, UsageQuery
@@ -284,6 +289,18 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _broker_env(workdir: Path) -> dict[str, str]:
+    """``TELEMETER_BROKER__*`` pointing at a dev CA and an auth directory in ``workdir``."""
+    pki, auth = workdir / "pki", workdir / "broker-auth"
+    dev_pki.main([str(pki), str(auth)])
+    return {
+        "TELEMETER_BROKER__AUTH_DIR": str(auth),
+        "TELEMETER_BROKER__PID_FILE": str(workdir / "no-broker.pid"),
+        "TELEMETER_BROKER__CA_CERT_FILE": str(pki / "ca.crt"),
+        "TELEMETER_BROKER__CA_KEY_FILE": str(pki / "ca.key"),
+    }
+
+
 class ApiProcess:
     """``python -m telemeter api`` on the filled directory, as its own process."""
 
@@ -302,6 +319,10 @@ class ApiProcess:
             "TELEMETER_API__RESPONSE_CACHE_MIB": "64" if cache else "0",
             # No Kafka: replays are not measured (the API answers them 503 and serves the rest).
             "TELEMETER_KAFKA__BOOTSTRAP": f"127.0.0.1:{_free_port()}",
+            # No MQTT broker either: the API keeps a broker's device users in step with the
+            # credentials it issues, so it gets a dev CA and an auth directory of this run's
+            # own (and no broker to signal), never the shared broker's files.
+            **_broker_env(log.parent),
         }
         self.proc: subprocess.Popen[bytes] | None = None
 
