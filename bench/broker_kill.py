@@ -9,6 +9,12 @@ count messages the broker acknowledged to the publisher that never reached the s
 
     .venv/bin/python -m bench.broker_kill --rate 2000 --duration 8
 
+The broker is one of this run (``bench/broker.py``: the project's config with its
+authentication, its own directory and ports; ``deploy/services.sh kill-mosquitto`` and
+``start-mosquitto`` with that broker's environment), never the shared one. The publisher
+logs in as a device (password; it may write only its own telemetry topic) and the
+subscriber as a bridge user of the broker (it may read ``devices/+/telemetry``).
+
 Two subscriber modes: ``live`` (connected, keeping up: like a healthy bridge) and
 ``offline`` (persistent session, disconnected during the run: like a bridge that is down,
 so everything queues in the broker).
@@ -17,8 +23,8 @@ so everything queues in the broker).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import secrets
-import subprocess
 import threading
 import time
 from dataclasses import dataclass
@@ -27,18 +33,17 @@ from typing import Any
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
-from telemeter.config import REPO_ROOT
-
-SERVICES = REPO_ROOT / "deploy" / "services.sh"
+from bench.broker import HOST, BenchBroker, bench_broker
 
 
-def _client(client_id: str) -> paho.Client:
+def _client(user: str, password: str) -> paho.Client:
     client = paho.Client(
         callback_api_version=CallbackAPIVersion.VERSION2,
-        client_id=client_id,
+        client_id=user,  # the broker forces the client id to the username anyway
         protocol=paho.MQTTv311,
         clean_session=False,
     )
+    client.username_pw_set(user, password)
     client.reconnect_delay_set(min_delay=1, max_delay=1)
     client.max_inflight_messages_set(100)
     client.max_queued_messages_set(0)
@@ -56,10 +61,12 @@ class Outcome:
     lost: int
 
 
-def measure(rate: float, duration_s: float, mode: str) -> Outcome:
+def measure(broker: BenchBroker, rate: float, duration_s: float, mode: str) -> Outcome:
     """Publish at ``rate`` for ``duration_s``, kill -9 the broker halfway, restart it."""
     tag = secrets.token_hex(3)
-    topic = f"probe/{tag}"
+    device = f"probe-pub-{tag}"
+    [password] = asyncio.run(broker.add_devices([device])).values()
+    topic = f"{broker.topic_prefix}devices/{device}/telemetry"
     received: set[int] = set()
     lock = threading.Lock()
 
@@ -67,10 +74,10 @@ def measure(rate: float, duration_s: float, mode: str) -> Outcome:
         with lock:
             received.add(int(msg.payload))
 
-    sub = _client(f"probe-sub-{tag}")
+    sub = _client(broker.bridge_users[0], broker.password)
     sub.on_message = on_message
-    sub.connect("127.0.0.1", 1883)
-    sub.subscribe(f"{topic}/#", qos=1)
+    sub.connect(HOST, broker.port)
+    sub.subscribe(f"{broker.topic_prefix}devices/+/telemetry", qos=1)
     sub.loop_start()
     time.sleep(0.5)  # let SUBACK arrive before an offline subscriber disconnects
     if mode == "offline":
@@ -85,9 +92,9 @@ def measure(rate: float, duration_s: float, mode: str) -> Outcome:
             if mid in mids:
                 acked.add(mids[mid])
 
-    pub = _client(f"probe-pub-{tag}")
+    pub = _client(device, password)
     pub.on_publish = on_publish
-    pub.connect("127.0.0.1", 1883)
+    pub.connect(HOST, broker.port)
     pub.loop_start()
     total = int(rate * duration_s)
     started = time.monotonic()
@@ -95,16 +102,16 @@ def measure(rate: float, duration_s: float, mode: str) -> Outcome:
     for i in range(total):
         while time.monotonic() - started < i / rate:
             time.sleep(0.0005)
-        info = pub.publish(f"{topic}/x", str(i).encode(), qos=1)
+        info = pub.publish(topic, str(i).encode(), qos=1)
         with lock:
             mids[info.mid] = i
         if not killed and time.monotonic() - started >= duration_s / 2:
-            subprocess.run([str(SERVICES), "kill-mosquitto"], check=True, capture_output=True)
-            subprocess.run([str(SERVICES), "start-mosquitto"], check=True, capture_output=True)
+            broker.kill9()
+            broker.start()
             killed = True
     _settle(lambda: len(acked), total, stall_s=10)
     if mode == "offline":
-        sub.connect("127.0.0.1", 1883)
+        sub.connect(HOST, broker.port)
         sub.loop_start()
     _settle(lambda: len(received), total, stall_s=10)
     pub.disconnect()
@@ -127,17 +134,18 @@ def _settle(count: Any, target: int, stall_s: float) -> None:
 
 
 def main() -> None:
-    """Run both modes and print a table."""
+    """Run both modes on a broker of this run and print a table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rate", type=float, default=2000, help="messages/s (2000)")
     parser.add_argument("--duration", type=float, default=8, help="seconds (8)")
     args = parser.parse_args()
-    subprocess.run([str(SERVICES), "up"], check=True, capture_output=True)
-    print("| subscriber | sent | acked by broker | received | acked but lost |")
-    print("|---|---|---|---|---|")
-    for mode in ("live", "offline"):
-        o = measure(args.rate, args.duration, mode)
-        print(f"| {o.mode} | {o.sent} | {o.acked} | {o.received} | {o.lost} |")
+    tag = f"kill_{secrets.token_hex(3)}"
+    with bench_broker(tag, [f"{tag}-sub"]) as broker:
+        print("| subscriber | sent | acked by broker | received | acked but lost |")
+        print("|---|---|---|---|---|")
+        for mode in ("live", "offline"):
+            o = measure(broker, args.rate, args.duration, mode)
+            print(f"| {o.mode} | {o.sent} | {o.acked} | {o.received} | {o.lost} |")
 
 
 if __name__ == "__main__":
