@@ -34,8 +34,9 @@ staff token (`POST /v1/staff-tokens`) for devices and their credentials, or a cu
 key (`POST /v1/customers/{id}/api-keys`) to read that customer's usage, rated usage and
 invoice preview only. A request without a valid token is refused before its body is read.
 Quantities and money are decimal strings; times are ISO 8601 (1970-2299).
-Errors are `{"error": {"code": ..., "message": ..., "request_id": ...}}`; every response
-carries `X-Request-Id`.
+Errors are `{"error": {"code": ..., "message": ..., "request_id": ...}}` (a 422
+`invalid_request` adds `details`: every input at fault), for every status each operation
+documents; every response carries `X-Request-Id`.
 """
 
 
@@ -45,8 +46,12 @@ def create_app(context: ApiContext) -> FastAPI:
     app.state.context = context
     errors.install(app)
     app.add_middleware(Guard, context=context)
+    app.include_router(health.router, responses=errors.responses(500))
+    # What the middleware and the dependencies answer on every /v1 route (api/middleware.py,
+    # api/deps.py), in the one error shape; each route adds its own 400 and 413
+    # (it reads a body), 404 and 409.
+    v1_errors = errors.responses(401, 403, 422, 500, 503)
     for module in (
-        health,
         meters,
         customers,
         device_kinds,
@@ -61,7 +66,7 @@ def create_app(context: ApiContext) -> FastAPI:
         api_keys,
         staff_tokens,
     ):
-        app.include_router(module.router)
+        app.include_router(module.router, responses=v1_errors)
 
     @app.get("/metrics", include_in_schema=False)
     def metrics() -> Response:

@@ -31,6 +31,7 @@ from identity.ca import DeviceCa
 from identity.errors import CaUnavailable
 from identity.service import DeviceCredentials
 from ingest.validation import TelemetryValidator
+from schemas.catalog import CUSTOMER_ID_PATTERN
 from schemas.identity import StaffRole
 from storage.store import ClickHouseStore
 
@@ -177,7 +178,14 @@ async def require_provisioner(principal: PrincipalDep) -> None:
 
 async def require_customer_reader(
     principal: PrincipalDep,
-    customer_id: Annotated[str, Path(description="the customer whose data is read")],
+    customer_id: Annotated[
+        str,
+        Path(
+            pattern=CUSTOMER_ID_PATTERN,
+            examples=["acme"],
+            description="the customer whose data is read",
+        ),
+    ],
 ) -> None:
     """For the routes a customer may read: an admin, or an unrevoked API key of the
     ``{customer_id}`` in the path (403 for another customer's key or a provisioner)."""

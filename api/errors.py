@@ -4,17 +4,68 @@ shape as the errors ``api/middleware.py`` answers itself (401, 413, 503, 500).""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import compile_path
 
 from identity.errors import BrokerSyncFailed, CaUnavailable, CredentialRefused, InvalidCsr
+from schemas.errors import ErrorBody
 from storage.errors import Conflict, NotFound, StoreUnavailable
 from telemeter.kafka import KafkaUnavailable
 
 log = structlog.get_logger(__name__)
+
+
+_DESCRIPTIONS = {
+    400: "the body cannot be read as UTF-8 JSON (`bad_request`)",
+    401: "no valid bearer token (`unauthorized`), refused before the body is read",
+    403: "the token is valid but may not call this route (`forbidden`)",
+    404: "a resource named in the request does not exist (`not_found`)",
+    409: "the request conflicts with the current state (`conflict`, ...)",
+    413: "the body is larger than TELEMETER_API__MAX_BODY_BYTES (`payload_too_large`)",
+    422: "invalid input: `invalid_request` with `details` naming every input at fault, or a "
+    "code naming the rule broken",
+    500: "an unexpected failure (`internal_error`); the body carries only the request id",
+    503: "overloaded (`overloaded`, with Retry-After) or a dependency failed "
+    "(`store_unavailable`, ...); retry later",
+}
+
+
+def responses(
+    *statuses: int, notes: Mapping[int, str] | None = None
+) -> dict[int | str, dict[str, Any]]:
+    """The OpenAPI ``responses`` of these error statuses, each with the one error body;
+    ``notes`` says more about a status on a particular route."""
+    notes = notes or {}
+    return {
+        status: {
+            "model": ErrorBody,
+            "description": _DESCRIPTIONS[status]
+            + (f": {notes[status]}" if status in notes else ""),
+        }
+        for status in statuses
+    }
+
+
+def _allowed_methods(request: Request) -> str | None:
+    """The methods documented at the request's path: of its concrete template if it has one
+    (``/v1/plans/compare``), else of the templates that match it. (Starlette's 405 names the
+    methods of the first route at the path only: ``PUT`` was missing where ``GET`` came
+    first.)"""
+    matching = [
+        (template.count("{"), operations)
+        for template, operations in request.app.openapi()["paths"].items()
+        if compile_path(template)[0].match(request.url.path)
+    ]
+    fewest = min((params for params, _ in matching), default=0)
+    methods = {m.upper() for params, ops in matching if params == fewest for m in ops}
+    return ", ".join(sorted(methods)) or None
 
 
 def error_body(code: str, message: str, **extra: object) -> dict[str, object]:
@@ -108,4 +159,7 @@ def install(app: FastAPI) -> None:
         )
         for name, value in (exc.headers or {}).items():
             response.headers[name] = value
+        allowed = _allowed_methods(request) if exc.status_code == 405 else None
+        if allowed is not None:
+            response.headers["Allow"] = allowed
         return response

@@ -22,7 +22,8 @@ from schemas.telemetry import DeviceId, MeterName, format_decimal, format_time, 
 
 T = TypeVar("T")
 
-CustomerId = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")]
+CUSTOMER_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+CustomerId = Annotated[str, Field(pattern=CUSTOMER_ID_PATTERN)]
 KIND_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 KindName = Annotated[str, Field(pattern=KIND_PATTERN)]
 

@@ -11,6 +11,7 @@ from fastapi import APIRouter, Path, Response
 from pydantic import BaseModel, ConfigDict, Field, field_serializer
 
 from api.deps import Admin, ContextDep
+from api.errors import responses
 from api.routes.customers import CustomerPath
 from schemas.catalog import Page
 from schemas.telemetry import format_time
@@ -70,7 +71,12 @@ def _info(key: ApiKey) -> ApiKeyInfo:
     )
 
 
-@router.post("/{customer_id}/api-keys", summary="Create a customer API key", status_code=201)
+@router.post(
+    "/{customer_id}/api-keys",
+    summary="Create a customer API key",
+    status_code=201,
+    responses=responses(400, 404, 413),
+)
 async def create_api_key(
     customer_id: CustomerPath, spec: ApiKeySpec, context: ContextDep
 ) -> CreatedApiKey:
@@ -90,7 +96,9 @@ async def create_api_key(
     )
 
 
-@router.get("/{customer_id}/api-keys", summary="List a customer's API keys")
+@router.get(
+    "/{customer_id}/api-keys", summary="List a customer's API keys", responses=responses(404)
+)
 async def list_api_keys(customer_id: CustomerPath, context: ContextDep) -> Page[ApiKeyInfo]:
     """The customer's keys, revoked ones included, oldest first; without their secrets."""
     await context.store.get_customer(customer_id)
@@ -103,6 +111,7 @@ async def list_api_keys(customer_id: CustomerPath, context: ContextDep) -> Page[
     summary="Revoke a customer API key",
     status_code=204,
     response_class=Response,
+    responses=responses(404),
 )
 async def revoke_api_key(customer_id: CustomerPath, key_id: KeyPath, context: ContextDep) -> None:
     """Revoke the key: from now on it is a 401. Revoking it again changes nothing; 404 if the

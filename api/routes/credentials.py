@@ -13,7 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
 from api.deps import ContextDep, Provisioner
-from api.errors import ApiProblem
+from api.errors import ApiProblem, responses
 from api.routes.devices import DevicePath
 from schemas.catalog import Page
 from schemas.identity import (
@@ -38,7 +38,19 @@ _CSV_FIELDS = [
 
 
 @router.post(
-    "/devices/{device_id}/credentials", summary="Issue a device credential", status_code=201
+    "/devices/{device_id}/credentials",
+    summary="Issue a device credential",
+    status_code=201,
+    responses=responses(
+        400,
+        404,
+        409,
+        413,
+        notes={
+            404: "the device is not registered",
+            409: "`credential_refused`: e.g. a csr with a password credential",
+        },
+    ),
 )
 async def issue_credential(
     device_id: DevicePath,
@@ -54,7 +66,11 @@ async def issue_credential(
     return await context.credentials.issue(device_id, spec)
 
 
-@router.get("/devices/{device_id}/credentials", summary="List a device's credentials")
+@router.get(
+    "/devices/{device_id}/credentials",
+    summary="List a device's credentials",
+    responses=responses(404),
+)
 async def list_credentials(device_id: DevicePath, context: ContextDep) -> Page[Credential]:
     """The device's credentials, revoked ones included, oldest first; no secrets."""
     assert context.credentials is not None
@@ -67,6 +83,7 @@ async def list_credentials(device_id: DevicePath, context: ContextDep) -> Page[C
     summary="Revoke a device credential",
     status_code=204,
     response_class=Response,
+    responses=responses(404),
 )
 async def revoke_credential(
     device_id: DevicePath, credential_id: CredentialPath, context: ContextDep
@@ -84,6 +101,7 @@ async def revoke_credential(
     summary="Revoke all of a device's credentials",
     status_code=204,
     response_class=Response,
+    responses=responses(404),
 )
 async def revoke_credentials(device_id: DevicePath, context: ContextDep) -> None:
     """Every credential of the device, e.g. when it is lost or stolen."""
@@ -111,6 +129,7 @@ async def revoke_credentials(device_id: DevicePath, context: ContextDep) -> None
         }
     },
     responses={
+        **responses(404, 409, 413, notes={404: "a device is not registered"}),
         201: {
             "content": {
                 "text/csv": {
@@ -120,7 +139,7 @@ async def revoke_credentials(device_id: DevicePath, context: ContextDep) -> None
                     "tmd_...,,\n"
                 }
             }
-        }
+        },
     },
 )
 async def issue_fleet(request: Request, context: ContextDep) -> Response | BulkCredentials:

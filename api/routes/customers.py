@@ -7,12 +7,11 @@ from typing import Annotated
 from fastapi import APIRouter, Path
 
 from api.deps import Admin, ContextDep, StoreDep
-from schemas.catalog import Customer, CustomerSpec, Page
+from api.errors import responses
+from schemas.catalog import CUSTOMER_ID_PATTERN, Customer, CustomerSpec, Page
 
 router = APIRouter(prefix="/v1/customers", tags=["catalog"], dependencies=[Admin])
-CustomerPath = Annotated[
-    str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$", examples=["acme"])
-]
+CustomerPath = Annotated[str, Path(pattern=CUSTOMER_ID_PATTERN, examples=["acme"])]
 
 
 @router.get("", summary="List customers")
@@ -22,13 +21,13 @@ async def list_customers(store: StoreDep) -> Page[Customer]:
     return Page[Customer](items=items, count=len(items))
 
 
-@router.get("/{customer_id}", summary="Get a customer")
+@router.get("/{customer_id}", summary="Get a customer", responses=responses(404))
 async def get_customer(customer_id: CustomerPath, store: StoreDep) -> Customer:
     """One customer; 404 if it does not exist."""
     return await store.get_customer(customer_id)
 
 
-@router.put("/{customer_id}", summary="Create or update a customer")
+@router.put("/{customer_id}", summary="Create or update a customer", responses=responses(400, 413))
 async def put_customer(
     customer_id: CustomerPath, spec: CustomerSpec, context: ContextDep
 ) -> Customer:

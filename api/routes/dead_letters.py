@@ -3,14 +3,14 @@ cause is fixed (e.g. the meter now exists)."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
 from pydantic import AwareDatetime
 
 from aggregator.rules import check_catalog
 from api.deps import Admin, ContextDep, StoreDep
-from api.errors import ApiProblem
+from api.errors import ApiProblem, responses
 from ingest.validation import Accepted
 from schemas.catalog import Page
 from schemas.dead_letter import (
@@ -25,10 +25,6 @@ router = APIRouter(prefix="/v1/dead-letters", tags=["dead letters"], dependencie
 LetterPath = Annotated[
     str, Path(min_length=1, max_length=64, examples=["5f1c0e3a9b7d4c2e8a6f1b3d"])
 ]
-
-
-def _error(description: str) -> dict[str, Any]:
-    return {"description": description + ' (`{"error": {"code": ..., "message": ...}}`)'}
 
 
 @router.get("", summary="List dead letters")
@@ -78,7 +74,7 @@ async def list_dead_letters(
 @router.get(
     "/{letter_id}",
     summary="Get a dead letter",
-    responses={404: _error("no dead letter with this id")},
+    responses=responses(404, notes={404: "no dead letter with this id"}),
 )
 async def get_dead_letter(letter_id: LetterPath, store: StoreDep) -> RecordedDeadLetter:
     """One dead letter with its original payload and replay status."""
@@ -89,14 +85,17 @@ async def get_dead_letter(letter_id: LetterPath, store: StoreDep) -> RecordedDea
     "/{letter_id}/replay",
     summary="Replay a dead letter",
     status_code=202,
-    responses={
-        404: _error("no dead letter with this id"),
-        409: _error(
-            "`already_replayed`, or `still_invalid` with the `reason` and `detail` the "
-            "message is still rejected for; the dead letter stays as it is"
-        ),
-        503: _error("no Kafka publisher in this API process, or Kafka or the store failed"),
-    },
+    responses=responses(
+        404,
+        409,
+        503,
+        notes={
+            404: "no dead letter with this id",
+            409: "`already_replayed`, or `still_invalid` with the `reason` and `detail` the "
+            "message is still rejected for; the dead letter stays as it is",
+            503: "also `replay_unavailable`: no Kafka publisher in this API process",
+        },
+    ),
 )
 async def replay_dead_letter(letter_id: LetterPath, context: ContextDep) -> ReplayAccepted:
     """Check the original message again with the bridge's rules and the catalog's (as the

@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path
 
 from api.deps import Admin, ContextDep, Provisioner
+from api.errors import responses
 from schemas.catalog import KIND_PATTERN, DeviceKind, DeviceKindSpec, Page
 
 router = APIRouter(prefix="/v1/device-kinds", tags=["catalog"])
@@ -20,13 +21,23 @@ async def list_device_kinds(context: ContextDep) -> Page[DeviceKind]:
     return Page[DeviceKind](items=items, count=len(items))
 
 
-@router.get("/{kind}", summary="Get a device kind", dependencies=[Provisioner])
+@router.get(
+    "/{kind}",
+    summary="Get a device kind",
+    dependencies=[Provisioner],
+    responses=responses(404),
+)
 async def get_device_kind(kind: KindPath, context: ContextDep) -> DeviceKind:
     """One kind; 404 if it is not defined."""
     return await context.store.get_device_kind(kind)
 
 
-@router.put("/{kind}", summary="Define a device kind", dependencies=[Admin])
+@router.put(
+    "/{kind}",
+    summary="Define a device kind",
+    dependencies=[Admin],
+    responses=responses(400, 404, 413, notes={404: "a meter is not defined"}),
+)
 async def put_device_kind(kind: KindPath, spec: DeviceKindSpec, context: ContextDep) -> DeviceKind:
     """Create or replace the kind's meter allowlist (every meter must be defined: 404
     otherwise). A device of this kind that reports any other meter is refused whole, as a

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query
 
 from api.deps import ContextDep, Provisioner, StoreDep
-from api.errors import ApiProblem
+from api.errors import ApiProblem, responses
 from schemas.catalog import Device, DeviceBatch, DeviceBatchResult, DeviceSpec, Page
 from schemas.telemetry import DEVICE_ID_PATTERN
 
@@ -27,7 +27,11 @@ async def list_devices(
     return Page[Device](items=items, count=len(items))
 
 
-@router.put("", summary="Register or (re)assign many devices")
+@router.put(
+    "",
+    summary="Register or (re)assign many devices",
+    responses=responses(400, 404, 413, notes={404: "a customer or kind is not defined"}),
+)
 async def put_devices(batch: DeviceBatch, context: ContextDep) -> DeviceBatchResult:
     """Up to 10,000 devices in one request, each exactly as ``PUT /v1/devices/{device_id}``
     would treat it (a fleet of thousands registers in seconds instead of minutes). Every
@@ -46,13 +50,17 @@ async def put_devices(batch: DeviceBatch, context: ContextDep) -> DeviceBatchRes
     return DeviceBatchResult(devices=written, assignments=assignments)
 
 
-@router.get("/{device_id}", summary="Get a device")
+@router.get("/{device_id}", summary="Get a device", responses=responses(404))
 async def get_device(device_id: DevicePath, store: StoreDep) -> Device:
     """One device with its assignment history; 404 if it does not exist."""
     return await store.get_device(device_id)
 
 
-@router.put("/{device_id}", summary="Register a device or (re)assign it")
+@router.put(
+    "/{device_id}",
+    summary="Register a device or (re)assign it",
+    responses=responses(400, 404, 413, notes={404: "the customer or kind is not defined"}),
+)
 async def put_device(device_id: DevicePath, spec: DeviceSpec, context: ContextDep) -> Device:
     """Register the device and record that ``customer_id`` holds it from ``assigned_from``
     (default now; ``customer_id: null`` unassigns). Readings are attributed to the holder

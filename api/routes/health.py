@@ -2,24 +2,55 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 
 from api.deps import ContextDep
+from schemas.errors import ErrorBody
 from storage.errors import StoreError
 from telemeter.kafka import KafkaUnavailable
 
 router = APIRouter(tags=["health"])
 
 
+class Liveness(BaseModel):
+    """The process serves requests."""
+
+    status: Literal["ok"]
+
+
+class Readiness(BaseModel):
+    """Whether every dependency answers, and what each one said."""
+
+    status: Literal["ready", "not_ready"]
+    checks: dict[str, str] = Field(
+        description="per dependency (store, kafka): ok, or unavailable: why",
+        examples=[{"store": "ok", "kafka": "ok"}],
+    )
+
+
 @router.get("/healthz", summary="The process is up")
-async def healthz() -> dict[str, str]:
+async def healthz() -> Liveness:
     """Always 200 while the process serves requests."""
-    return {"status": "ok"}
+    return Liveness(status="ok")
 
 
-@router.get("/readyz", summary="Kafka and the store are reachable")
-async def readyz(context: ContextDep) -> JSONResponse:
+@router.get(
+    "/readyz",
+    summary="Kafka and the store are reachable",
+    response_model=Readiness,
+    responses={
+        503: {
+            "model": Readiness | ErrorBody,
+            "description": "a dependency does not answer (status not_ready, with the failing "
+            "checks), or the API is overloaded (the error body, with Retry-After)",
+        }
+    },
+)
+async def readyz(context: ContextDep) -> Readiness | JSONResponse:
     """200 when every dependency answers, 503 with the failing ones otherwise."""
     checks: dict[str, str] = {}
     try:
@@ -34,7 +65,7 @@ async def readyz(context: ContextDep) -> JSONResponse:
         except KafkaUnavailable as exc:
             checks["kafka"] = f"unavailable: {exc}"
     ready = all(v == "ok" for v in checks.values())
-    return JSONResponse(
-        {"status": "ready" if ready else "not_ready", "checks": checks},
-        status_code=200 if ready else 503,
-    )
+    body = Readiness(status="ready" if ready else "not_ready", checks=checks)
+    if ready:
+        return body
+    return JSONResponse(body.model_dump(), status_code=503)

@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path
 
 from api.deps import Admin, ContextDep, StoreDep
+from api.errors import responses
 from schemas.catalog import Meter, MeterSpec, Page
 from schemas.telemetry import METER_PATTERN
 
@@ -21,13 +22,17 @@ async def list_meters(store: StoreDep) -> Page[Meter]:
     return Page[Meter](items=items, count=len(items))
 
 
-@router.get("/{meter}", summary="Get a meter")
+@router.get("/{meter}", summary="Get a meter", responses=responses(404))
 async def get_meter(meter: MeterPath, store: StoreDep) -> Meter:
     """One meter; 404 if it does not exist."""
     return await store.get_meter(meter)
 
 
-@router.put("/{meter}", summary="Create or update a meter")
+@router.put(
+    "/{meter}",
+    summary="Create or update a meter",
+    responses=responses(400, 409, 413, notes={409: "the meter exists with another kind"}),
+)
 async def put_meter(meter: MeterPath, spec: MeterSpec, context: ContextDep) -> Meter:
     """Define a meter. Its kind (delta, counter, gauge) cannot change later (409)."""
     return await context.store.put_meter(meter, spec, context.clock())

@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Path, Query
 
 from api.deps import Admin, ContextDep, StoreDep
+from api.errors import ApiProblem, responses
 from rating.models import PlanSpec
 from schemas.billing import StoredPlan
 from schemas.catalog import Page
@@ -51,7 +52,7 @@ async def list_plans(store: StoreDep) -> Page[StoredPlan]:
     return Page[StoredPlan](items=items, count=len(items))
 
 
-@router.get("/{plan_id}", summary="Get a plan")
+@router.get("/{plan_id}", summary="Get a plan", responses=responses(404))
 async def get_plan(
     plan_id: PlanPath,
     store: StoreDep,
@@ -61,14 +62,25 @@ async def get_plan(
     return await store.get_plan(plan_id, version)
 
 
-@router.put("/{plan_id}", summary="Create a plan or add a version")
+@router.put(
+    "/{plan_id}",
+    summary="Create a plan or add a version",
+    responses=responses(400, 404, 413, notes={404: "a charge's meter is not defined"}),
+)
 async def put_plan(
     plan_id: PlanPath,
     spec: Annotated[PlanSpec, Body(examples=[EXAMPLE])],
     context: ContextDep,
 ) -> StoredPlan:
     """Validate the plan and store it as its next version (1 for a new plan). Every
-    charge's meter must exist."""
+    charge's meter must exist. ``compare`` is not a plan id: ``GET /v1/plans/compare``
+    compares plans."""
+    if plan_id == "compare":
+        raise ApiProblem(
+            422,
+            "reserved_plan_id",
+            "'compare' is reserved (GET /v1/plans/compare); choose another id",
+        )
     for charge in spec.charges:
         await context.store.get_meter(charge.meter)
     return await context.store.put_plan(plan_id, spec.model_dump(mode="json"), context.clock())

@@ -19,6 +19,7 @@ from pydantic import BaseModel
 
 from api.billing import period_bounds, plan_quantities
 from api.deps import Admin, ContextDep
+from api.errors import responses
 from rating.engine import rate
 from rating.errors import RatingError
 from rating.models import BillingPeriod, PlanSpec, Rating
@@ -27,6 +28,7 @@ from schemas.quotes import Quote, QuoteAcceptance, QuoteRequest, QuoteStatus, pa
 from schemas.telemetry import format_decimal, format_time, to_utc
 
 router = APIRouter(prefix="/v1", tags=["pricing"], dependencies=[Admin])
+QuotePath = Annotated[str, Path(min_length=1, max_length=64, examples=["q_3f9a1c0e5b7d2a64"])]
 _NANO = Decimal("1e-9")
 # Average lengths used to scale a usage rate to one billing period.
 _PERIOD_DAYS = {
@@ -35,7 +37,12 @@ _PERIOD_DAYS = {
 }
 
 
-@router.post("/quotes", status_code=201, summary="Quote a plan automatically")
+@router.post(
+    "/quotes",
+    status_code=201,
+    summary="Quote a plan automatically",
+    responses=responses(400, 404, 413, notes={404: "the plan (version) or the customer"}),
+)
 async def create_quote(request: Annotated[QuoteRequest, Body()], context: ContextDep) -> Quote:
     """Price ``plan_id`` for one billing period on ``quantities``, or on the customer's usage
     of the last ``basis.last_days`` days scaled to a period. Valid for ``valid_days``."""
@@ -97,8 +104,8 @@ async def create_quote(request: Annotated[QuoteRequest, Body()], context: Contex
     return quote
 
 
-@router.get("/quotes/{quote_id}", summary="Get a quote")
-async def get_quote(quote_id: Annotated[str, Path(max_length=64)], context: ContextDep) -> Quote:
+@router.get("/quotes/{quote_id}", summary="Get a quote", responses=responses(404))
+async def get_quote(quote_id: QuotePath, context: ContextDep) -> Quote:
     """One quote with its status."""
     return await context.store.get_quote(quote_id)
 
@@ -110,9 +117,15 @@ class Order(BaseModel):
     subscription: Subscription
 
 
-@router.post("/quotes/{quote_id}/accept", summary="Accept a quote (the order)")
+@router.post(
+    "/quotes/{quote_id}/accept",
+    summary="Accept a quote (the order)",
+    responses=responses(
+        400, 404, 409, 413, notes={409: "the quote expired or was accepted already"}
+    ),
+)
 async def accept_quote(
-    quote_id: Annotated[str, Path(max_length=64)],
+    quote_id: QuotePath,
     context: ContextDep,
     acceptance: Annotated[QuoteAcceptance | None, Body()] = None,
 ) -> Order:
@@ -171,7 +184,11 @@ class Comparison(BaseModel):
     plans: list[PlanCost]
 
 
-@router.get("/plans/compare", summary="Compare plans on a customer's last period")
+@router.get(
+    "/plans/compare",
+    summary="Compare plans on a customer's last period",
+    responses=responses(404, notes={404: "the customer or a plan"}),
+)
 async def compare_plans(
     context: ContextDep,
     customer_id: Annotated[str, Query(examples=["acme"])],

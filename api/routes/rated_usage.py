@@ -16,6 +16,7 @@ from pydantic import AwareDatetime, BaseModel
 from api.billing import period_bounds, plan_quantities
 from api.cache import cached_json
 from api.deps import ContextDep, CustomerReader
+from api.errors import responses
 from api.routes.customers import CustomerPath
 from rating.engine import rate_segments
 from rating.errors import RatingError
@@ -216,6 +217,7 @@ def _rated(priced: _Priced) -> dict[str, Any]:
     "/{customer_id}/rated-usage",
     summary="Usage priced by the customer's plan",
     response_model=RatedUsage,
+    responses=responses(404, notes={404: "the customer, or its subscription in the period"}),
 )
 async def rated_usage(
     customer_id: CustomerPath,
@@ -242,7 +244,11 @@ async def rated_usage(
     return await cached_json(context.cache, context.store, key, compute)
 
 
-@router.get("/{customer_id}/invoice-preview", summary="Invoice preview with projection")
+@router.get(
+    "/{customer_id}/invoice-preview",
+    summary="Invoice preview with projection",
+    responses=responses(404, notes={404: "the customer, or its subscription in the period"}),
+)
 async def invoice_preview(
     customer_id: CustomerPath, context: ContextDep, period: PeriodQ = None
 ) -> InvoicePreview:

@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Response
 
 from api.deps import Admin, ContextDep
+from api.errors import responses
 from schemas.catalog import Page
 from schemas.identity import CreatedStaffToken, StaffToken, StaffTokenSpec
 
@@ -15,7 +16,7 @@ router = APIRouter(prefix="/v1/staff-tokens", tags=["access"], dependencies=[Adm
 TokenPath = Annotated[str, Path(pattern=r"^[0-9a-f]{16}$", examples=["5e0c9b1a7d3f2e64"])]
 
 
-@router.post("", summary="Create a staff token", status_code=201)
+@router.post("", summary="Create a staff token", status_code=201, responses=responses(400, 413))
 async def create_staff_token(spec: StaffTokenSpec, context: ContextDep) -> CreatedStaffToken:
     """A token for a person or a machine, with a role: ``provisioner`` registers devices and
     manages their credentials only; ``admin`` may do what the admin token does. Send it as
@@ -32,7 +33,11 @@ async def list_staff_tokens(context: ContextDep) -> Page[StaffToken]:
 
 
 @router.delete(
-    "/{token_id}", summary="Revoke a staff token", status_code=204, response_class=Response
+    "/{token_id}",
+    summary="Revoke a staff token",
+    status_code=204,
+    response_class=Response,
+    responses=responses(404),
 )
 async def revoke_staff_token(token_id: TokenPath, context: ContextDep) -> None:
     """From now on the token is a 401. Revoking it again changes nothing; 404 if unknown."""

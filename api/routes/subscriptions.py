@@ -7,6 +7,7 @@ from fastapi import APIRouter, HTTPException
 from pydantic import BaseModel
 
 from api.deps import Admin, ContextDep, StoreDep
+from api.errors import responses
 from api.routes.customers import CustomerPath
 from rating.models import PlanSpec
 from schemas.billing import Subscription, SubscriptionSpec
@@ -30,7 +31,11 @@ async def _answer(context: ContextDep, customer_id: str) -> Subscriptions:
     return Subscriptions(current=current, history=history)
 
 
-@router.get("/{customer_id}/subscription", summary="A customer's subscription and history")
+@router.get(
+    "/{customer_id}/subscription",
+    summary="A customer's subscription and history",
+    responses=responses(404),
+)
 async def get_subscription(
     customer_id: CustomerPath, context: ContextDep, store: StoreDep
 ) -> Subscriptions:
@@ -39,7 +44,11 @@ async def get_subscription(
     return await _answer(context, customer_id)
 
 
-@router.put("/{customer_id}/subscription", summary="Subscribe a customer to a plan")
+@router.put(
+    "/{customer_id}/subscription",
+    summary="Subscribe a customer to a plan",
+    responses=responses(400, 404, 413, notes={404: "the customer or the plan (version)"}),
+)
 async def put_subscription(
     customer_id: CustomerPath, spec: SubscriptionSpec, context: ContextDep
 ) -> Subscriptions:

@@ -6,12 +6,14 @@ from collections.abc import Hashable
 from datetime import datetime
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, HTTPException, Path, Query, Response
+from fastapi import APIRouter, HTTPException, Query, Response
 from pydantic import AwareDatetime
 
 from api.cache import cached_json
 from api.catalog import CatalogView
 from api.deps import Admin, ContextDep, CustomerReader
+from api.errors import responses
+from api.routes.customers import CustomerPath
 from schemas.catalog import Aggregation, check_timezone
 from schemas.telemetry import format_decimal, format_time, to_utc
 from schemas.usage import UsagePoint, UsageResponse, Window
@@ -136,10 +138,11 @@ def _tz(value: str) -> str:
     summary="A customer's usage of one meter",
     response_model=UsageResponse,
     dependencies=[CustomerReader],
+    responses=responses(404, notes={404: "the customer or the meter"}),
 )
 async def customer_usage(
     context: ContextDep,
-    customer_id: Annotated[str, Path(examples=["acme"])],
+    customer_id: CustomerPath,
     meter: MeterQ,
     from_: FromQ = None,
     to: ToQ = None,
@@ -166,6 +169,7 @@ async def customer_usage(
     summary="Usage of devices no customer held",
     response_model=UsageResponse,
     dependencies=[Admin],
+    responses=responses(404, notes={404: "the meter"}),
 )
 async def unassigned_usage(
     context: ContextDep,
