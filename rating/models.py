@@ -26,6 +26,7 @@ from typing import Annotated, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, model_validator
 
+from schemas.inputs import ExactDecimal
 from schemas.telemetry import VALUE_MAX_ABS, MeterName, format_decimal
 
 ZERO = Decimal(0)
@@ -38,10 +39,11 @@ def format_amount(value: Decimal) -> str:
 
 
 _DecimalString = PlainSerializer(format_decimal, return_type=str, when_used="json")
-# Quantities and prices of a plan: non-negative and below the store's Decimal(38, 9) range,
-# so every product and sum the engine forms stays exact in an 80-digit context.
-NonNegative = Annotated[Decimal, Field(ge=0, lt=VALUE_MAX_ABS), _DecimalString]
-Positive = Annotated[Decimal, Field(gt=0, lt=VALUE_MAX_ABS), _DecimalString]
+# Quantities and prices of a plan: decimal strings, non-negative, within the store's
+# Decimal(38, 9) (at most 29 digits before the point and 9 after it), so every product and
+# sum the engine forms stays exact in an 80-digit context and renders in a few dozen digits.
+NonNegative = Annotated[ExactDecimal, Field(ge=0, lt=VALUE_MAX_ABS), _DecimalString]
+Positive = Annotated[ExactDecimal, Field(gt=0, lt=VALUE_MAX_ABS), _DecimalString]
 # What the results report: exact quantities and prices, and amounts rounded to minor units.
 Quantity = Annotated[Decimal, _DecimalString]
 Amount = Annotated[Decimal, PlainSerializer(format_amount, return_type=str, when_used="json")]

@@ -2,12 +2,58 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_serializer, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    WithJsonSchema,
+    field_serializer,
+    model_validator,
+)
 
-from schemas.telemetry import format_time, to_utc
+from schemas.inputs import EARLIEST, END, Instant
+from schemas.telemetry import format_time
+
+_PERIOD = re.compile(r"([0-9]{4})(?:-([0-9]{2}))?")
+# The same rule as a JSON Schema pattern: years 1970-2299, months 01-12.
+_PERIOD_PATTERN = r"^(19[7-9][0-9]|2[0-2][0-9]{2})(-(0[1-9]|1[0-2]))?$"
+
+
+def check_period(raw: object) -> str:
+    """``YYYY-MM`` (a month) or ``YYYY`` (a year), 1970-2299; else ValueError."""
+    match = _PERIOD.fullmatch(raw) if isinstance(raw, str) else None
+    if (
+        match is None
+        or not EARLIEST.year <= int(match.group(1)) < END.year
+        or (match.group(2) is not None and not 1 <= int(match.group(2)) <= 12)
+    ):
+        shown = repr(raw) if len(repr(raw)) <= 40 else repr(raw)[:37] + "..."
+        raise ValueError(f"period {shown} is not YYYY-MM or YYYY ({EARLIEST.year}-{END.year - 1})")
+    return str(raw)
+
+
+def period_parts(period: str) -> tuple[int, int | None]:
+    """The year and the month (None: the whole year) of a checked period."""
+    return int(period[:4]), int(period[5:7]) if len(period) > 4 else None
+
+
+PeriodName = Annotated[
+    str,
+    BeforeValidator(check_period),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "pattern": _PERIOD_PATTERN,
+            "description": "YYYY-MM (a month) or YYYY (a year), 1970-2299",
+            "examples": ["2026-11"],
+        }
+    ),
+]
 
 
 class SubscriptionSpec(BaseModel):
@@ -22,13 +68,14 @@ class SubscriptionSpec(BaseModel):
 
     plan_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
     plan_version: Annotated[int | None, Field(ge=1, description="default: the latest")] = None
-    start: AwareDatetime
-    end: AwareDatetime | None = None
+    start: Instant
+    end: Instant | None = None
 
-    @field_validator("start", "end")
-    @classmethod
-    def _utc(cls, value: datetime | None) -> datetime | None:
-        return None if value is None else to_utc(value)
+    @model_validator(mode="after")
+    def _end_after_start(self) -> SubscriptionSpec:
+        if self.end is not None and self.end <= self.start:
+            raise ValueError("'end' must be after 'start'")
+        return self
 
 
 class Subscription(BaseModel):

@@ -6,19 +6,11 @@ from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated, Generic, TypeVar
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import (
-    AwareDatetime,
-    BaseModel,
-    ConfigDict,
-    Field,
-    field_serializer,
-    field_validator,
-    model_validator,
-)
+from pydantic import BaseModel, ConfigDict, Field, field_serializer, model_validator
 
-from schemas.telemetry import DeviceId, MeterName, format_decimal, format_time, to_utc
+from schemas.inputs import ExactDecimal, Instant, TimezoneName
+from schemas.telemetry import DeviceId, MeterName, format_decimal, format_time
 
 T = TypeVar("T")
 
@@ -45,18 +37,6 @@ class Aggregation(StrEnum):
     LATEST = "latest"
 
 
-def check_timezone(name: str) -> str:
-    """Accept only IANA timezone names (not the tz database's ``right/`` and ``posix/``
-    variants, which ClickHouse does not know)."""
-    if name.startswith(("right/", "posix/")) or name in ("localtime", "Factory"):
-        raise ValueError(f"unknown IANA timezone {name!r} (e.g. 'Europe/Amsterdam')")
-    try:
-        ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError) as exc:
-        raise ValueError(f"unknown IANA timezone {name!r} (e.g. 'Europe/Amsterdam')") from exc
-    return name
-
-
 class MeterSpec(BaseModel):
     """The body of PUT /v1/meters/{meter}."""
 
@@ -72,7 +52,7 @@ class MeterSpec(BaseModel):
     aggregation: Aggregation | None = None
     description: Annotated[str, Field(max_length=500)] = ""
     rollover_max: Annotated[
-        Decimal | None,
+        ExactDecimal | None,
         Field(
             gt=0,
             lt=Decimal("1e29"),
@@ -125,13 +105,8 @@ class CustomerSpec(BaseModel):
     )
 
     name: Annotated[str, Field(min_length=1, max_length=200)]
-    timezone: str = "UTC"
+    timezone: TimezoneName = "UTC"
     currency: Annotated[str, Field(pattern=r"^[A-Z]{3}$")] = "EUR"
-
-    @field_validator("timezone")
-    @classmethod
-    def _tz(cls, value: str) -> str:
-        return check_timezone(value)
 
 
 class Customer(CustomerSpec):
@@ -162,12 +137,7 @@ class DeviceSpec(BaseModel):
         KindName, Field(description="a defined device kind (PUT /v1/device-kinds/{kind})")
     ]
     customer_id: CustomerId | None = None
-    assigned_from: AwareDatetime | None = None
-
-    @field_validator("assigned_from")
-    @classmethod
-    def _utc(cls, value: datetime | None) -> datetime | None:
-        return None if value is None else to_utc(value)
+    assigned_from: Instant | None = None
 
 
 class DeviceRegistration(DeviceSpec):

@@ -4,13 +4,14 @@ to become its subscription (the order)."""
 from __future__ import annotations
 
 from datetime import datetime
-from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from rating.models import Rating
+from schemas.inputs import ExactDecimal, Instant
+from schemas.telemetry import MeterName
 
 
 class QuoteBasis(BaseModel):
@@ -47,9 +48,9 @@ class QuoteRequest(BaseModel):
     prospect: Annotated[str | None, Field(min_length=1, max_length=200)] = None
     plan_id: str
     plan_version: Annotated[int | None, Field(ge=1)] = None
-    quantities: dict[str, Annotated[Decimal, Field(ge=0)]] | None = None
+    quantities: dict[MeterName, Annotated[ExactDecimal, Field(ge=0)]] | None = None
     basis: QuoteBasis | None = None
-    start: AwareDatetime | None = Field(
+    start: Instant | None = Field(
         None, description="when the subscription starts if accepted; default: the next period"
     )
     valid_days: Annotated[int, Field(ge=1, le=365)] = 30

@@ -6,7 +6,6 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
-from pydantic import AwareDatetime
 
 from aggregator.rules import check_catalog
 from api.deps import Admin, ContextDep, StoreDep
@@ -19,6 +18,7 @@ from schemas.dead_letter import (
     RejectReason,
     ReplayAccepted,
 )
+from schemas.inputs import Instant
 from schemas.telemetry import format_time
 
 router = APIRouter(prefix="/v1/dead-letters", tags=["dead letters"], dependencies=[Admin])
@@ -37,7 +37,7 @@ async def list_dead_letters(
     status: Annotated[DeadLetterStatus | None, Query(description="open or replayed")] = None,
     limit: Annotated[int, Query(ge=1, le=1000, description="at most this many")] = 100,
     before: Annotated[
-        AwareDatetime | None,
+        Instant | None,
         Query(
             description="only letters rejected before this time; to page back, pass the last "
             "item's rejected_at here and its id as before_id",

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import secrets
 from datetime import timedelta
-from decimal import Decimal
+from decimal import Decimal, localcontext
 from typing import Annotated
 
 from fastapi import APIRouter, Body, HTTPException, Path, Query
@@ -25,7 +25,7 @@ from rating.errors import RatingError
 from rating.models import BillingPeriod, PlanSpec, Rating
 from schemas.billing import Subscription
 from schemas.quotes import Quote, QuoteAcceptance, QuoteRequest, QuoteStatus, parse_time
-from schemas.telemetry import format_decimal, format_time, to_utc
+from schemas.telemetry import EXACT, format_decimal, format_time, to_utc
 
 router = APIRouter(prefix="/v1", tags=["pricing"], dependencies=[Admin])
 QuotePath = Annotated[str, Path(min_length=1, max_length=64, examples=["q_3f9a1c0e5b7d2a64"])]
@@ -66,8 +66,9 @@ async def create_quote(request: Annotated[QuoteRequest, Body()], context: Contex
         used, _ = await plan_quantities(
             store, request.customer_id, plan, now - timedelta(days=days), now, tz
         )
-        scale = _PERIOD_DAYS[plan.billing_period] / days
-        quantities = {m: (q * scale).quantize(_NANO) for m, q in used.items()}
+        with localcontext(EXACT):  # a 20-digit quantity has 29 digits at 9 decimals
+            scale = _PERIOD_DAYS[plan.billing_period] / days
+            quantities = {m: (q * scale).quantize(_NANO) for m, q in used.items()}
     else:
         assert request.quantities is not None
         charged = {c.meter for c in plan.charges}

@@ -3,15 +3,14 @@ the invoice preview with a projection to the end of an open period."""
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from datetime import datetime
-from decimal import Decimal
+from decimal import Decimal, localcontext
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, HTTPException, Query, Response
-from pydantic import AwareDatetime, BaseModel
+from pydantic import BaseModel
 
 from api.billing import period_bounds, plan_quantities
 from api.cache import cached_json
@@ -21,25 +20,25 @@ from api.routes.customers import CustomerPath
 from rating.engine import rate_segments
 from rating.errors import RatingError
 from rating.models import BillingPeriod, PlanSpec, Rating
+from schemas.billing import PeriodName, period_parts
 from schemas.catalog import Aggregation
+from schemas.inputs import Instant
 from schemas.quotes import parse_time
-from schemas.telemetry import format_time, to_utc
+from schemas.telemetry import EXACT, format_time, to_utc
 
 # Both routes here are readable with the customer's own API key as well as the admin token.
 router = APIRouter(prefix="/v1/customers", tags=["pricing"], dependencies=[CustomerReader])
 _NANO = Decimal("1e-9")  # projected quantities keep the store's 9 decimals
-_PERIOD = re.compile(r"^(\d{4})(?:-(\d{2}))?$")
 
 PeriodQ = Annotated[
-    str | None,
+    PeriodName | None,
     Query(
-        description="YYYY-MM (a month) or YYYY (a year) in the customer's timezone; "
-        "default: the current month",
-        examples=["2026-11"],
+        description="YYYY-MM (a month) or YYYY (a year) in the customer's timezone, "
+        "1970-2299; default: the current month",
     ),
 ]
-FromQ = Annotated[AwareDatetime | None, Query(alias="from", description="instead of period")]
-ToQ = Annotated[AwareDatetime | None, Query(description="instead of period (exclusive)")]
+FromQ = Annotated[Instant | None, Query(alias="from", description="instead of period")]
+ToQ = Annotated[Instant | None, Query(description="instead of period (exclusive)")]
 
 
 class Segment(BaseModel):
@@ -91,22 +90,13 @@ def _requested(
     if start is not None or end is not None:
         if start is None or end is None or end <= start:
             raise HTTPException(422, "give both 'from' and 'to' (to after from), or 'period'")
-        try:
-            return to_utc(start), to_utc(end), BillingPeriod.MONTH
-        except ValueError as exc:
-            raise HTTPException(422, str(exc)) from exc
+        return to_utc(start), to_utc(end), BillingPeriod.MONTH
     if period is None:
         return None
-    match = _PERIOD.match(period)
-    if (
-        match is None
-        or not 1970 <= int(match.group(1)) <= 2999
-        or (match.group(2) and not 1 <= int(match.group(2)) <= 12)
-    ):
-        raise HTTPException(422, f"period {period!r} is not YYYY-MM or YYYY (1970-2999)")
-    year, month = int(match.group(1)), int(match.group(2) or 1)
-    kind = BillingPeriod.MONTH if match.group(2) else BillingPeriod.YEAR
-    first, following = period_bounds(datetime(year, month, 1, 12, tzinfo=ZoneInfo(tz)), kind, tz)
+    year, month = period_parts(period)
+    kind = BillingPeriod.YEAR if month is None else BillingPeriod.MONTH
+    middle = datetime(year, month or 1, 1, 12, tzinfo=ZoneInfo(tz))
+    first, following = period_bounds(middle, kind, tz)
     return first, following, kind
 
 
@@ -280,17 +270,12 @@ async def invoice_preview(
                 for c in plan.charges
                 if (await context.store.get_meter(c.meter)).aggregation is Aggregation.SUM
             }
-            ahead.append(
-                (
-                    plan,
-                    {
-                        m: (q * scale).quantize(_NANO) if m in summed else q
-                        for m, q in quantities.items()
-                    },
-                    fraction,
-                    seg,
-                )
-            )
+            with localcontext(EXACT):  # a 20-digit quantity has 29 digits at 9 decimals
+                scaled = {
+                    m: (q * scale).quantize(_NANO) if m in summed else q
+                    for m, q in quantities.items()
+                }
+            ahead.append((plan, scaled, fraction, seg))
         projected = _rate(ahead)
     return InvoicePreview(
         **_rated(priced), elapsed_fraction=str(round(Decimal(str(elapsed)), 6)), projected=projected

@@ -65,8 +65,6 @@ async def put_subscription(
             f"plan {spec.plan_id!r} is priced in {currency}; customer "
             f"{customer_id!r} is billed in {customer.currency}",
         )
-    if spec.end is not None and spec.end <= spec.start:
-        raise HTTPException(422, "'end' must be after 'start'")
     await store.put_subscription(
         customer_id, spec.plan_id, plan.version, spec.start, spec.end, context.clock()
     )
