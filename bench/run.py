@@ -2,7 +2,7 @@
 and into the README between its ``bench:start``/``bench:end`` markers.
 
 Usage: ``python -m bench.run [--quick] [--only 1,6] [--no-readme]``. ``--quick`` is a
-smoke run of every scenario (a few minutes); the full run takes about 17 minutes on the
+smoke run of every scenario (a few minutes); the full run takes about 21 minutes on the
 2-core development machine, most of it the 10-minute memory soak.
 """
 
