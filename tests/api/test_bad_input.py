@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal, localcontext
+from decimal import ROUND_HALF_EVEN, Decimal, localcontext
 from typing import Any
 
 import httpx
@@ -224,6 +224,23 @@ class TestDecimals:
         """A counter's rollover_max of 1e40 is a 422, not a store error."""
         body = {"unit": "x", "kind": "counter", "rollover_max": "1e40"}
         _invalid(await client.put("/v1/meters/odo_bad", json=body), "body.rollover_max")
+
+    @pytest.mark.parametrize(
+        "value",
+        [
+            pytest.param("12345678901234567890.123456789", id="20-digits-9-decimals"),
+            pytest.param("9" * 29 + ".999999999", id="largest"),
+        ],
+    )
+    async def test_quote_of_large_quantity(self, client: httpx.AsyncClient, value: str) -> None:
+        """The largest quantities the store holds are quoted exactly."""
+        body = {"customer_id": "bad", "plan_id": "pitch", "quantities": {"pitch_minutes": value}}
+        response = await client.post("/v1/quotes", json=body)
+        assert response.status_code == 201, response.text
+        line = response.json()["lines"][0]
+        with localcontext(EXACT):
+            amount = (Decimal(value) / 100).quantize(Decimal("0.01"), rounding=ROUND_HALF_EVEN)
+        assert (line["quantity"], line["amount"]) == (value, str(amount))
 
     async def test_invoice_preview_of_huge_usage(self, client: httpx.AsyncClient) -> None:
         """An invoice preview projects a 21-digit usage exactly (InvalidOperation before)."""
