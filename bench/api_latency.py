@@ -51,7 +51,6 @@ import os
 import random
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -72,6 +71,7 @@ from schemas.usage import Window
 from storage.store import ClickHouseStore, UsageQuery
 from telemeter.components import open_store
 from telemeter.config import REPO_ROOT, Settings, StoreSettings
+from telemeter.local_broker import free_port
 
 SCENARIO = "4. API latency"
 TARGET_P99_MS = 50.0
@@ -283,12 +283,6 @@ async def _query_alone(store: ClickHouseStore, data: Dataset, n: int) -> float:
     return statistics.median(times)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _broker_env(workdir: Path) -> dict[str, str]:
     """``TELEMETER_BROKER__*`` pointing at a dev CA and an auth directory in ``workdir``."""
     pki, auth = workdir / "pki", workdir / "broker-auth"
@@ -305,7 +299,7 @@ class ApiProcess:
     """``python -m telemeter api`` on the filled directory, as its own process."""
 
     def __init__(self, dsn: str, log: Path, cache: bool) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self._log = log
         self._env = {
@@ -318,7 +312,7 @@ class ApiProcess:
             "TELEMETER_API__ADMIN_TOKEN": TOKEN,
             "TELEMETER_API__RESPONSE_CACHE_MIB": "64" if cache else "0",
             # No Kafka: replays are not measured (the API answers them 503 and serves the rest).
-            "TELEMETER_KAFKA__BOOTSTRAP": f"127.0.0.1:{_free_port()}",
+            "TELEMETER_KAFKA__BOOTSTRAP": f"127.0.0.1:{free_port()}",
             # No MQTT broker either: the API keeps a broker's device users in step with the
             # credentials it issues, so it gets a dev CA and an auth directory of this run's
             # own (and no broker to signal), never the shared broker's files.

@@ -50,9 +50,10 @@ from bench.kafka import (
     stop_consumer,
 )
 from devices.load_messages import wire_time
-from telemeter.chaos import free_port, settings_env
+from telemeter.chaos import settings_env
 from telemeter.config import REPO_ROOT, KafkaSettings, Settings
 from telemeter.kafka import TopicSpec
+from telemeter.local_broker import free_port
 
 
 @dataclass

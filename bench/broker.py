@@ -4,9 +4,9 @@ Every scenario that talks MQTT runs a Mosquitto of its own: the shared dev broke
 lets its bridge users read only the empty topic prefix, and an API pointed at it would
 rewrite the device users someone else issued there.
 
-- :class:`BenchBroker`: the project's config (``deploy/mosquitto/mosquitto.conf``, rendered
-  and started by ``deploy/services.sh`` -- the way ``tests/conftest.py``'s ``TestBroker``
-  does it) in a directory and on ports of its own: no anonymous access, a per-user ACL, the
+- :class:`BenchBroker`: a :class:`telemeter.local_broker.LocalBroker` (the project's config,
+  rendered and started by ``deploy/services.sh``, as tests and chaos runs use it) in a
+  directory and on ports of its own: no anonymous access, a per-user ACL, the
   mutual-TLS listener with its own dev CA, the run's bridge users (a random password) and
   the run's topic prefix. Scenarios without an API give devices passwords with
   :meth:`BenchBroker.add_devices` (the API's own file writer, ``identity.mosquitto``).
@@ -44,15 +44,14 @@ from pydantic import SecretStr
 from api.config import ApiSettings
 from devices.fleet import BrokerEndpoint, DeviceLogin, Fleet
 from devices.load import LoadConfig
-from identity import dev_pki
 from identity.mosquitto import MosquittoAuthFiles
 from identity.passwords import mosquitto_hash
-from telemeter.chaos import ComponentProcess, free_port, settings_env
-from telemeter.config import REPO_ROOT, BrokerSettings, MqttSettings, Settings, StoreSettings
+from telemeter.chaos import ComponentProcess, settings_env
+from telemeter.config import REPO_ROOT, MqttSettings, Settings, StoreSettings
+from telemeter.local_broker import HOST, LocalBroker, free_port
+from telemeter.local_broker import process_alive as _alive
 
-SERVICES = REPO_ROOT / "deploy" / "services.sh"
 BENCH_RUN_DIR = REPO_ROOT / ".run" / "bench"
-HOST = "127.0.0.1"
 # Lines of the project's config that are about who may connect (dropped for the baseline).
 _AUTH_OPTIONS = frozenset(
     {
@@ -75,16 +74,6 @@ def _port_open(port: int) -> bool:
         return s.connect_ex((HOST, port)) == 0
 
 
-def _alive(pid: int | None) -> bool:
-    if pid is None:
-        return False
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state not in ("Z", "X")
-
-
 def cpu_seconds(pid: int | None) -> float | None:
     """User + system CPU time of a process, or None when it is gone."""
     if pid is None:
@@ -104,134 +93,11 @@ def _read_pid(path: Path) -> int | None:
 
 
 @dataclass
-class BenchBroker:
-    """A Mosquitto of one run with the project's config; see the module docstring."""
+class BenchBroker(LocalBroker):
+    """A :class:`~telemeter.local_broker.LocalBroker` of one run, with device passwords for
+    scenarios that run no API; see the module docstring."""
 
-    run_dir: Path
-    topic_prefix: str
-    bridge_users: list[str]
-    port: int = field(default_factory=free_port)
-    tls_port: int = field(default_factory=free_port)
-    password: str = field(default_factory=lambda: secrets.token_urlsafe(18))  # bridge users'
     devices: dict[str, str] = field(default_factory=dict)  # device -> password (add_devices)
-
-    @property
-    def mosquitto_dir(self) -> Path:
-        """The broker's config, pid file, log and persistence."""
-        return self.run_dir / "mosquitto"
-
-    @property
-    def auth_dir(self) -> Path:
-        """Where the password, ACL and CRL files are."""
-        return self.mosquitto_dir / "auth"
-
-    @property
-    def pid_file(self) -> Path:
-        """The broker's pid file (SIGHUP target of the API)."""
-        return self.mosquitto_dir / "mosquitto.pid"
-
-    @property
-    def config_file(self) -> Path:
-        """The config services.sh rendered from deploy/mosquitto/mosquitto.conf."""
-        return self.mosquitto_dir / "mosquitto.conf"
-
-    @property
-    def pki_dir(self) -> Path:
-        """The run's dev CA and the broker's certificate."""
-        return self.run_dir / "pki"
-
-    @property
-    def ca_file(self) -> Path:
-        """The CA that signed the broker's certificate and signs client certificates."""
-        return self.pki_dir / "ca.crt"
-
-    def env(self) -> dict[str, str]:
-        """The environment that points deploy/services.sh at this broker."""
-        return {
-            **os.environ,
-            "TELEMETER_RUN_DIR": str(self.run_dir),
-            "TELEMETER_MQTT_PORT": str(self.port),
-            "TELEMETER_MQTT_TLS_PORT": str(self.tls_port),
-            "TELEMETER_BROKER_BRIDGE_USERS": " ".join(self.bridge_users),
-            "TELEMETER_MQTT__TOPIC_PREFIX": self.topic_prefix,
-            "TELEMETER_MQTT__PASSWORD": self.password,
-        }
-
-    def services(self, command: str) -> None:
-        """``deploy/services.sh <command>`` for this broker only (start-, stop-,
-        restart-, kill-mosquitto); never touches the shared broker or Kafka."""
-        out = subprocess.run(
-            [str(SERVICES), command], env=self.env(), capture_output=True, text=True, check=False
-        )
-        if out.returncode != 0:
-            raise RuntimeError(f"services.sh {command}: {out.stderr.strip() or out.stdout}")
-
-    def pid(self) -> int | None:
-        """The broker's process id while it runs."""
-        pid = _read_pid(self.pid_file)
-        return pid if _alive(pid) else None
-
-    def start(self) -> None:
-        """Start the broker (its users, CA and config written by services.sh)."""
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.services("start-mosquitto")
-        if self.pid() is None:  # services.sh "reuses" whatever listens on a taken port
-            raise RuntimeError(f"no broker of ours on {HOST}:{self.port}; see {self.run_dir}")
-
-    def stop(self) -> None:
-        """Graceful stop (SIGTERM: the broker saves its sessions)."""
-        self.services("stop-mosquitto")
-
-    def kill9(self) -> None:
-        """``kill -9`` of this broker (its persistence file stays)."""
-        self.services("kill-mosquitto")
-
-    def remove_data(self) -> None:
-        """Drop the persistence directory (queued messages of a finished run)."""
-        shutil.rmtree(self.mosquitto_dir / "data", ignore_errors=True)
-
-    def endpoint(self, tls: bool = False) -> BrokerEndpoint:
-        """Where devices connect: the password listener, or the TLS one."""
-        if tls:
-            return BrokerEndpoint(HOST, self.tls_port, self.ca_file)
-        return BrokerEndpoint(HOST, self.port)
-
-    def client_certificate(self, user: str) -> tuple[Path, Path]:
-        """A client certificate (CN = ``user``) from the run's CA: a service user's TLS
-        login (``identity.dev_pki --client``)."""
-        dev_pki.main([str(self.pki_dir), str(self.auth_dir), "--client", user])
-        return self.pki_dir / f"{user}.crt", self.pki_dir / f"{user}.key"
-
-    def bridge_mqtt(self, user: str, *, tls: bool = False, **values: object) -> MqttSettings:
-        """The bridge's MQTT settings as service user ``user``: its password on the plain
-        listener, or a client certificate on the TLS listener."""
-        common: dict[str, object] = {
-            "host": HOST,
-            "topic_prefix": self.topic_prefix,
-            "client_id": user,
-            "ca_file": self.ca_file,
-            **values,
-        }
-        if tls:
-            cert, key = self.client_certificate(user)
-            return MqttSettings(
-                port=self.tls_port,
-                tls=True,
-                password=None,
-                cert_file=cert,
-                key_file=key,
-                **common,
-            )
-        return MqttSettings(port=self.port, password=SecretStr(self.password), **common)
-
-    def broker_settings(self) -> BrokerSettings:
-        """The API's settings for keeping this broker's device users in step."""
-        return BrokerSettings(
-            auth_dir=self.auth_dir,
-            pid_file=self.pid_file,
-            ca_cert_file=self.ca_file,
-            ca_key_file=self.pki_dir / "ca.key",
-        )
 
     def login_args(self, user: str) -> list[str]:
         """mosquitto_pub/mosquitto_sub arguments that log ``user`` in (a device added with
@@ -267,7 +133,11 @@ def bench_broker(
 ) -> Iterator[BenchBroker]:
     """A started :class:`BenchBroker` with topic prefix ``<tag>/``; stopped and its
     persistence removed on exit (config and log stay in ``.run/bench/<tag>/broker``)."""
-    broker = BenchBroker(run_dir or BENCH_RUN_DIR / tag / "broker", f"{tag}/", bridge_users)
+    broker = BenchBroker(
+        run_dir=run_dir or BENCH_RUN_DIR / tag / "broker",
+        topic_prefix=f"{tag}/",
+        bridge_users=bridge_users,
+    )
     broker.start()
     try:
         yield broker
@@ -277,10 +147,11 @@ def bench_broker(
         broker.remove_data()
 
 
-def anonymous_config(rendered: str, tls_port: int, port: int, directory: Path) -> str:
-    """The project's rendered broker config without authentication: one plain listener on
-    ``port``, ``allow_anonymous true``, no password, ACL or TLS options; pid file,
-    persistence and log in ``directory``. Every other line is kept as it is."""
+def anonymous_config(rendered: str, plain_port: int, port: int, directory: Path) -> str:
+    """The project's rendered broker config without authentication: its plain listener
+    (``plain_port``) moved to ``port``, the TLS listeners dropped, ``allow_anonymous
+    true``, no password, ACL or TLS options; pid file, persistence and log in ``directory``.
+    Every other line is kept as it is."""
     out = [
         "# Bench-only baseline (bench/broker.py): the project's Mosquitto config with",
         "# authentication taken out. Never used outside a benchmark run.",
@@ -292,7 +163,7 @@ def anonymous_config(rendered: str, tls_port: int, port: int, directory: Path) -
         if key == "allow_anonymous":
             line = "allow_anonymous true"
         elif key == "listener":
-            if rest.split()[0] == str(tls_port):
+            if rest.split()[0] != str(plain_port):
                 continue
             line = f"listener {port} {HOST}"
         elif key == "pid_file":
@@ -341,7 +212,7 @@ class AnonymousBroker:
         config = self.directory / "mosquitto.conf"
         config.write_text(
             anonymous_config(
-                self.source.config_file.read_text(), self.source.tls_port, self.port, self.directory
+                self.source.config_file.read_text(), self.source.port, self.port, self.directory
             )
         )
         path = os.environ.get("PATH", "") + ":/usr/local/sbin:/usr/sbin:/sbin"

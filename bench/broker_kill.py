@@ -33,7 +33,8 @@ from typing import Any
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
-from bench.broker import HOST, BenchBroker, bench_broker
+from bench.broker import BenchBroker, bench_broker
+from telemeter.local_broker import HOST
 
 
 def _client(user: str, password: str) -> paho.Client:

@@ -20,6 +20,7 @@
 #   TELEMETER_CACHE_DIR             shared jar cache                   [~/.cache/telemeter]
 #   TELEMETER_MQTT_PORT             Mosquitto port, password logins    [1883]
 #   TELEMETER_MQTT_TLS_PORT         Mosquitto port, mutual TLS         [8883]
+#   TELEMETER_MQTT_TLS_PASSWORD_PORT Mosquitto port, TLS + password    [8884]
 #   TELEMETER_PKI_DIR               dev CA + broker certificate        [<run dir>/pki]
 #   TELEMETER_BROKER_BRIDGE_USERS   the bridges' MQTT users            [telemeter-bridge-0..3]
 #   TELEMETER_MQTT__PASSWORD        their password                     [deploy/dev-secrets.env]
@@ -56,6 +57,7 @@ done <"$SCRIPT_DIR/dev-secrets.env"
 HOST=127.0.0.1
 MQTT_PORT=${TELEMETER_MQTT_PORT:-1883}
 MQTT_TLS_PORT=${TELEMETER_MQTT_TLS_PORT:-8883}
+MQTT_TLS_PW_PORT=${TELEMETER_MQTT_TLS_PASSWORD_PORT:-8884}
 BRIDGE_USERS=${TELEMETER_BROKER_BRIDGE_USERS:-telemeter-bridge-0 telemeter-bridge-1 telemeter-bridge-2 telemeter-bridge-3}
 TOPIC_PREFIX=${TELEMETER_MQTT__TOPIC_PREFIX:-}
 PYTHON_BIN=${TELEMETER_PYTHON:-$REPO_DIR/.venv/bin/python}
@@ -71,7 +73,7 @@ PATH=$PATH:/usr/local/sbin:/usr/sbin:/sbin
 log() { printf '%s\n' "$*"; }
 die() { printf 'services.sh: error: %s\n' "$*" >&2; exit 1; }
 
-for p in "$MQTT_PORT" "$MQTT_TLS_PORT" "$KAFKA_PORT" "$KAFKA_CONTROLLER_PORT" "$WAIT_TIMEOUT"; do
+for p in "$MQTT_PORT" "$MQTT_TLS_PORT" "$MQTT_TLS_PW_PORT" "$KAFKA_PORT" "$KAFKA_CONTROLLER_PORT" "$WAIT_TIMEOUT"; do
     [[ $p =~ ^[0-9]+$ ]] || die "not a number: '$p' (check TELEMETER_* variables)"
 done
 
@@ -240,6 +242,7 @@ mosq_pid() { our_pid "$MOSQ_PID" "$MOSQ_CONF"; }
 render_mosquitto_conf() {
     sed -e "s|@PORT@|$MQTT_PORT|g" \
         -e "s|@TLS_PORT@|$MQTT_TLS_PORT|g" \
+        -e "s|@TLS_PW_PORT@|$MQTT_TLS_PW_PORT|g" \
         -e "s|@RUN_DIR@|$(sed_escape "$MOSQ_DIR")|g" \
         -e "s|@AUTH_DIR@|$(sed_escape "$AUTH_DIR")|g" \
         -e "s|@PKI_DIR@|$(sed_escape "$PKI_DIR")|g" \
@@ -314,7 +317,7 @@ start_mosquitto() {
     fi
     for ((i = 0; i < WAIT_TIMEOUT * 5; i++)); do
         if pid=$(mosq_pid) && port_open "$MQTT_PORT"; then
-            log "mosquitto: started (pid $pid) on $HOST:$MQTT_PORT (passwords) and $HOST:$MQTT_TLS_PORT (TLS), log $MOSQ_LOG"
+            log "mosquitto: started (pid $pid) on $HOST:$MQTT_PORT (passwords), $HOST:$MQTT_TLS_PORT (mutual TLS) and $HOST:$MQTT_TLS_PW_PORT (TLS + password), log $MOSQ_LOG"
             return 0
         fi
         if ((i > 10)) && ! mosq_pid >/dev/null; then

@@ -29,7 +29,6 @@ import os
 import random
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -45,7 +44,8 @@ from pydantic import BaseModel, SecretStr
 
 from devices.reconcile import Reconciliation, reconcile
 from devices.simulator import SimulationConfig, SimulationResult, Simulator
-from telemeter.config import REPO_ROOT, RUN_DIR, KafkaSettings, Settings
+from telemeter.config import REPO_ROOT, RUN_DIR, Settings
+from telemeter.local_broker import LocalBroker, free_port
 
 log = structlog.get_logger(__name__)
 SERVICES = REPO_ROOT / "deploy" / "services.sh"
@@ -120,7 +120,10 @@ def settings_env(settings: Settings) -> dict[str, str]:
             elif isinstance(raw, BaseModel) and isinstance(value, dict):
                 walk(f"{name}__", raw, value)
             elif value is None:
-                if isinstance(model, KafkaSettings) and key == "admin":  # default is not None
+                # None where the default is not (e.g. no broker files): say so, or the
+                # child falls back to the default
+                default = type(model).model_fields[key].get_default(call_default_factory=True)
+                if default is not None:
                     env[name] = "null"
             else:
                 env[name] = str(value)
@@ -228,7 +231,14 @@ class ChaosRun:
         )
         self.api_url = f"http://{settings.api.host}:{settings.api.port}"
         self.token = (settings.api.admin_token or settings.admin_token()[0]).get_secret_value()
-        self.broker_env = broker_env(settings, config)
+        m = settings.mqtt
+        self.broker = LocalBroker(
+            run_dir=config.work_dir / "broker",
+            topic_prefix=m.topic_prefix,
+            bridge_users=[m.login],
+            password=m.password.get_secret_value() if m.password else secrets.token_urlsafe(18),
+            port=m.port,
+        )
 
     def _api_ready(self) -> bool:
         try:
@@ -256,9 +266,9 @@ class ChaosRun:
             _services("kill-kafka")
             _services("start-kafka")
         else:
-            _services("restart-mosquitto", env=self.broker_env)
+            self.broker.restart()
         # Whatever was hit, everything must be back before the next hit.
-        _wait(lambda: _services_up(self.broker_env), "Mosquitto and Kafka")
+        _wait(lambda: _services_up(self.broker.env()), "Mosquitto and Kafka")
 
     def run(self) -> ChaosReport:
         """The whole run; processes are stopped whatever happens."""
@@ -266,7 +276,7 @@ class ChaosRun:
         rng = random.Random(cfg.seed)  # noqa: S311 - a reproducible schedule, not security
         report = ChaosReport()
         _services("up")  # Kafka (and the dev broker, unused here)
-        _services("start-mosquitto", env=self.broker_env)  # this run's broker
+        self.broker.start()  # this run's broker
         secret_values: dict[str, str] = {}
         try:
             self._start_aggregator()
@@ -327,10 +337,10 @@ class ChaosRun:
         finally:
             self.bridge.stop()
             self.aggregator.stop()
-            _services("stop-mosquitto", env=self.broker_env)
+            self.broker.stop()
         logs = [
             *sorted((self.config.work_dir / "logs").glob("*.log")),
-            self.config.work_dir / "broker" / "mosquitto" / "mosquitto.log",
+            self.broker.log_file,
             Path(os.environ.get("TELEMETER_RUN_DIR", str(RUN_DIR))) / "kafka" / "kafka.out",
         ]
         report.logs_scanned = sum(p.exists() for p in logs)
@@ -366,27 +376,6 @@ class ChaosRun:
             if creds is not None:
                 found[f"Kafka {role} password"] = creds.password.get_secret_value()
         return found
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def broker_env(settings: Settings, config: ChaosConfig) -> dict[str, str]:
-    """The environment of ``deploy/services.sh`` for the run's own Mosquitto."""
-    m = settings.mqtt
-    return {
-        **os.environ,
-        "TELEMETER_RUN_DIR": str(config.work_dir / "broker"),
-        "TELEMETER_MQTT_PORT": str(m.port),
-        "TELEMETER_MQTT_TLS_PORT": str(free_port()),
-        "TELEMETER_BROKER_BRIDGE_USERS": m.login,
-        "TELEMETER_MQTT__TOPIC_PREFIX": m.topic_prefix,
-        "TELEMETER_MQTT__PASSWORD": m.password.get_secret_value() if m.password else "",
-    }
 
 
 def chaos_settings(base: Settings, config: ChaosConfig, api_port: int | None = None) -> Settings:

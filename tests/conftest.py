@@ -6,13 +6,11 @@ MQTT namespace per test module."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
-import shutil
-import socket
 import subprocess
 from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -20,17 +18,16 @@ import pytest
 
 from aggregator.config import AggregatorSettings
 from api.config import ApiSettings
-from devices.fleet import BrokerEndpoint
 from storage.store import ClickHouseStore
 from telemeter.components import open_store
 from telemeter.config import (
-    DEV_MQTT_PASSWORD,
     BrokerSettings,
     KafkaSettings,
     MqttSettings,
     Settings,
     StoreSettings,
 )
+from telemeter.local_broker import LocalBroker, free_port
 from telemeter.stack import RunningStack, run_stack
 
 REPO = Path(__file__).resolve().parent.parent
@@ -56,13 +53,6 @@ def store_dsn(tmp_path_factory: pytest.TempPathFactory) -> str:
     )
 
 
-def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def module_tag(request: pytest.FixtureRequest) -> str:
     """A name unique to this test module and run (topics, database, MQTT prefix, users)."""
@@ -70,94 +60,19 @@ def module_tag(request: pytest.FixtureRequest) -> str:
     return f"{module}_{secrets.token_hex(3)}"
 
 
-@dataclass
-class TestBroker:
-    """A Mosquitto of one test module: the project's config (no anonymous access, per-user
-    ACL, a TLS listener), its own CA, users and ports."""
-
-    __test__ = False  # not a test class
-
-    run_dir: Path
-    port: int
-    tls_port: int
-    topic_prefix: str
-    bridge_users: list[str]
-
-    @property
-    def auth_dir(self) -> Path:
-        """Where the password, ACL and CRL files are."""
-        return self.run_dir / "mosquitto" / "auth"
-
-    @property
-    def pid_file(self) -> Path:
-        """The broker's pid file (SIGHUP target)."""
-        return self.run_dir / "mosquitto" / "mosquitto.pid"
-
-    @property
-    def pki_dir(self) -> Path:
-        """The module's CA and the broker's certificate."""
-        return self.run_dir / "pki"
-
-    @property
-    def ca_file(self) -> Path:
-        """The CA that signed the broker's certificate and signs device certificates."""
-        return self.pki_dir / "ca.crt"
-
-    def env(self) -> dict[str, str]:
-        """The environment that points deploy/services.sh at this broker."""
-        return {
-            **os.environ,
-            "TELEMETER_RUN_DIR": str(self.run_dir),
-            "TELEMETER_MQTT_PORT": str(self.port),
-            "TELEMETER_MQTT_TLS_PORT": str(self.tls_port),
-            "TELEMETER_BROKER_BRIDGE_USERS": " ".join(self.bridge_users),
-            "TELEMETER_MQTT__TOPIC_PREFIX": self.topic_prefix,
-            "TELEMETER_MQTT__PASSWORD": DEV_MQTT_PASSWORD,
-        }
-
-    def services(self, *args: str) -> None:
-        """Run deploy/services.sh for this broker (start-, stop-, restart-mosquitto, ...)."""
-        subprocess.run([str(SERVICES), *args], env=self.env(), check=True, capture_output=True)
-
-    def endpoint(self, tls: bool = False) -> BrokerEndpoint:
-        """Where devices connect: the password listener, or the TLS one."""
-        if tls:
-            return BrokerEndpoint("127.0.0.1", self.tls_port, self.ca_file)
-        return BrokerEndpoint("127.0.0.1", self.port)
-
-    def mqtt_settings(self, user: int = 0) -> MqttSettings:
-        """The bridge's settings for its ``user``-th service user."""
-        return MqttSettings(
-            port=self.port,
-            topic_prefix=self.topic_prefix,
-            client_id=self.bridge_users[user],
-            ca_file=self.ca_file,
-        )
-
-    def broker_settings(self) -> BrokerSettings:
-        """The API's settings for keeping this broker's device users in step."""
-        return BrokerSettings(
-            auth_dir=self.auth_dir,
-            pid_file=self.pid_file,
-            ca_cert_file=self.ca_file,
-            ca_key_file=self.pki_dir / "ca.key",
-        )
-
-
 @pytest.fixture(scope="module")
-def broker(module_tag: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestBroker]:
+def broker(module_tag: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalBroker]:
     """This module's own Mosquitto (modules that talk MQTT use ``usefixtures("broker")``)."""
-    b = TestBroker(
+    b = LocalBroker(
         run_dir=tmp_path_factory.mktemp(f"mq-{module_tag}"),
-        port=free_port(),
-        tls_port=free_port(),
         topic_prefix=f"t/{module_tag}/",
         bridge_users=[f"bridge-{module_tag}", f"bridge-{module_tag}-b", f"bridge-{module_tag}-c"],
     )
-    b.services("start-mosquitto")
+    b.start()
     yield b
-    subprocess.run([str(SERVICES), "stop-mosquitto"], env=b.env(), check=False, capture_output=True)
-    shutil.rmtree(b.run_dir / "mosquitto" / "data", ignore_errors=True)
+    with contextlib.suppress(RuntimeError):
+        b.stop()
+    b.remove_data()
 
 
 SettingsFactory = Callable[..., Settings]
@@ -171,7 +86,7 @@ def make_settings(
     topic prefix and bridge user, a free API port, and -- for modules that use the
     ``broker`` fixture -- that broker; other modules write no broker files at all."""
     tag = module_tag
-    test_broker: TestBroker | None = (
+    test_broker: LocalBroker | None = (
         request.getfixturevalue("broker") if "broker" in request.fixturenames else None
     )
 
@@ -181,7 +96,7 @@ def make_settings(
                 events_topic=f"t.{tag}.events", dead_letter_topic=f"t.{tag}.dead-letters"
             ),
             "mqtt": (
-                test_broker.mqtt_settings()
+                test_broker.bridge_mqtt()
                 if test_broker
                 else MqttSettings(topic_prefix=f"t/{tag}/", client_id=f"bridge-{tag}")
             ),

@@ -21,8 +21,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from schemas.telemetry import format_time
-from telemeter.config import DEV_MQTT_PASSWORD, Settings
-from tests.conftest import ADMIN_TOKEN, TestBroker
+from telemeter.config import Settings
+from telemeter.local_broker import LocalBroker
+from tests.conftest import ADMIN_TOKEN
 from tests.support import wait_for
 
 pytestmark = [
@@ -84,13 +85,13 @@ def payload(device: str, cycles: int = 1) -> str:
     return json.dumps(body, separators=(",", ":"))
 
 
-def topic(broker: TestBroker, device: str) -> str:
+def topic(broker: LocalBroker, device: str) -> str:
     """A device's telemetry topic."""
     return f"{broker.topic_prefix}devices/{device}/telemetry"
 
 
 def _endpoint_args(
-    broker: TestBroker,
+    broker: LocalBroker,
     user: str | None,
     password: str | None,
     tls: tuple[Path, Path | None, Path | None] | None,
@@ -113,7 +114,7 @@ def _endpoint_args(
 
 
 def mqtt_pub(
-    broker: TestBroker,
+    broker: LocalBroker,
     to: str,
     lines: Sequence[str],
     *,
@@ -134,7 +135,7 @@ def mqtt_pub(
 
 
 def pub_session(
-    broker: TestBroker,
+    broker: LocalBroker,
     to: str,
     *,
     user: str | None = None,
@@ -164,7 +165,7 @@ def pub_session(
 
 
 def sub_session(
-    broker: TestBroker,
+    broker: LocalBroker,
     topics: Sequence[str],
     *,
     user: str,
@@ -237,13 +238,15 @@ class TestAnonymous:
     """No login, no access."""
 
     @pytest.mark.parametrize("version", ["mqttv5", "mqttv311"])
-    def test_anonymous_connect_is_refused(self, broker: TestBroker, version: str) -> None:
+    def test_anonymous_connect_is_refused(self, broker: LocalBroker, version: str) -> None:
         """A client without credentials is refused at CONNECT under MQTT 5 and 3.1.1."""
         result = mqtt_pub(broker, topic(broker, "door-a"), [payload("door-a")], version=version)
         assert result.returncode != 0
         assert "not authori" in out(result).lower(), out(result)
 
-    def test_wrong_password_is_refused(self, broker: TestBroker, passwords: dict[str, str]) -> None:
+    def test_wrong_password_is_refused(
+        self, broker: LocalBroker, passwords: dict[str, str]
+    ) -> None:
         """A device's id with another device's password is refused."""
         result = mqtt_pub(
             broker,
@@ -260,7 +263,7 @@ class TestOnlyItself:
     """A device publishes, and reads, only as itself."""
 
     async def test_publishing_to_another_devices_topic_is_refused_and_not_counted(
-        self, broker: TestBroker, api: httpx.AsyncClient, passwords: dict[str, str]
+        self, broker: LocalBroker, api: httpx.AsyncClient, passwords: dict[str, str]
     ) -> None:
         """door-a forging door-b's telemetry gets PUBACK 135 under MQTT 5 and nothing is
         counted for door-b; door-b's own message is."""
@@ -286,7 +289,7 @@ class TestOnlyItself:
         assert "door-a" not in got
 
     async def test_a_device_cannot_read_any_telemetry(
-        self, broker: TestBroker, api: httpx.AsyncClient, passwords: dict[str, str]
+        self, broker: LocalBroker, api: httpx.AsyncClient, passwords: dict[str, str]
     ) -> None:
         """door-a subscribed to door-b's topic, to '#' and to '$SYS/#' receives nothing while
         door-b publishes (and the bridge does receive it)."""
@@ -318,7 +321,7 @@ class TestOnlyItself:
 
     async def test_taking_the_bridges_client_id_steals_nothing(
         self,
-        broker: TestBroker,
+        broker: LocalBroker,
         api: httpx.AsyncClient,
         passwords: dict[str, str],
         settings: Settings,
@@ -372,7 +375,7 @@ class TestRevocation:
     """A revoked device is refused after the reload; the others lose nothing."""
 
     async def test_revoked_device_is_cut_off_and_the_others_continue(
-        self, broker: TestBroker, api: httpx.AsyncClient, passwords: dict[str, str]
+        self, broker: LocalBroker, api: httpx.AsyncClient, passwords: dict[str, str]
     ) -> None:
         """door-d stays connected publishing throughout; door-c is revoked mid-stream: it is
         disconnected and refused from then on, door-d's connection survives the broker
@@ -461,7 +464,7 @@ class TestTls:
     """The same over mutual TLS with certificates the API issued."""
 
     async def test_certificates_from_the_api(
-        self, broker: TestBroker, api: httpx.AsyncClient, tmp_path: Path
+        self, broker: LocalBroker, api: httpx.AsyncClient, tmp_path: Path
     ) -> None:
         """A certificate issued by the API (CN = device id) publishes to its own topic; the
         same certificate cannot publish as another device, whatever username it sends; no
@@ -539,7 +542,7 @@ class TestTls:
         assert got["door-tls"] == 2
 
     async def test_a_csr_keeps_the_key_on_the_device(
-        self, broker: TestBroker, api: httpx.AsyncClient, tmp_path: Path
+        self, broker: LocalBroker, api: httpx.AsyncClient, tmp_path: Path
     ) -> None:
         """A device that sends a CSR gets a certificate for its own key (no key in the
         answer), with its device id as CN whatever the CSR asked for, and it connects."""
@@ -581,13 +584,13 @@ class TestTls:
         assert bad.json()["error"]["code"] == "invalid_csr"
 
 
-def test_dev_password_is_the_bridges_only(broker: TestBroker) -> None:
+def test_dev_password_is_the_bridges_only(broker: LocalBroker) -> None:
     """The bridges' password does not log a device in (it is not a device's password)."""
     result = mqtt_pub(
         broker,
         topic(broker, "door-a"),
         [payload("door-a")],
         user="door-a",
-        password=DEV_MQTT_PASSWORD,
+        password=broker.password,
     )
     assert result.returncode != 0

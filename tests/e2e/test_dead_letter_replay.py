@@ -22,8 +22,9 @@ from telemeter.components import utc_now
 from telemeter.components import validator as bridge_validator
 from telemeter.config import Settings
 from telemeter.kafka import KafkaEventSource, KafkaPublisher
+from telemeter.local_broker import LocalBroker
 from telemeter.stack import RunningStack
-from tests.conftest import ADMIN_TOKEN, TestBroker
+from tests.conftest import ADMIN_TOKEN
 from tests.support import admin_auth, issue_logins, publish_as, wait_for
 
 pytestmark = [
@@ -102,7 +103,7 @@ class TestDeadLetterReplay:
         recorder: DeadLetterRecorder,  # running; its records are what the API lists
         replay_api: httpx.AsyncClient,
         settings: Settings,
-        broker: TestBroker,
+        broker: LocalBroker,
     ) -> None:
         """A reading for a meter that does not exist is dead-lettered and listed; after the
         meter is created and allowed for the device's kind the replay counts it once, and

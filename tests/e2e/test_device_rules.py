@@ -20,8 +20,9 @@ from telemeter.components import utc_now
 from telemeter.components import validator as bridge_validator
 from telemeter.config import Settings
 from telemeter.kafka import KafkaPublisher
+from telemeter.local_broker import LocalBroker
 from telemeter.stack import RunningStack
-from tests.conftest import ADMIN_TOKEN, TestBroker
+from tests.conftest import ADMIN_TOKEN
 from tests.support import admin_auth, issue_logins, publish_as, wait_for
 
 pytestmark = [
@@ -45,7 +46,7 @@ async def device(api: httpx.AsyncClient, stack: RunningStack, device_id: str, ki
 
 
 def message(
-    broker: TestBroker, device_id: str, seq: int, meter: str, value: int, at: str
+    broker: LocalBroker, device_id: str, seq: int, meter: str, value: int, at: str
 ) -> tuple[str, bytes]:
     """(topic, payload) of a one-reading message sent now."""
     body = {
@@ -84,7 +85,7 @@ class TestBrokenClock:
     """Readings stamped by a clock that fell back cannot move a bill."""
 
     async def test_a_1970_reading_never_becomes_the_baseline(
-        self, api: httpx.AsyncClient, stack: RunningStack, broker: TestBroker
+        self, api: httpx.AsyncClient, stack: RunningStack, broker: LocalBroker
     ) -> None:
         """A printer at 1000 then 1020 pages this month used 20; its counter read 0 at
         1970-01-01 is a too_old dead letter and the month still says 20 (it said 1020
@@ -120,7 +121,7 @@ class TestBrokenClock:
         assert (body["total"], body["readings"]) == ("20", 2)
 
     async def test_too_old_is_replayable_once_the_bound_is_raised(
-        self, api: httpx.AsyncClient, stack: RunningStack, broker: TestBroker, settings: Settings
+        self, api: httpx.AsyncClient, stack: RunningStack, broker: LocalBroker, settings: Settings
     ) -> None:
         """A door reading stamped 40 days ago is a too_old dead letter; replaying it under the
         35-day bound is refused for the same reason, and an API whose bound was raised to
@@ -169,7 +170,7 @@ class TestKindAllowlist:
     """A device reports only its kind's meters."""
 
     async def test_a_door_cannot_bill_pitch_minutes(
-        self, api: httpx.AsyncClient, stack: RunningStack, broker: TestBroker
+        self, api: httpx.AsyncClient, stack: RunningStack, broker: LocalBroker
     ) -> None:
         """A door reporting pitch_minutes is a meter_not_allowed dead letter and nobody is
         billed pitch minutes; its door cycles count."""

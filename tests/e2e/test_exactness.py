@@ -19,8 +19,9 @@ from schemas.usage import Window
 from storage.windows import window_start
 from telemeter.components import run_bridge
 from telemeter.config import Settings
+from telemeter.local_broker import LocalBroker
 from telemeter.stack import RunningStack
-from tests.conftest import ADMIN_TOKEN, SettingsFactory, TestBroker
+from tests.conftest import ADMIN_TOKEN, SettingsFactory
 from tests.support import device_of, issue_logins, publish_as, wait_for
 
 pytestmark = [
@@ -56,7 +57,7 @@ def message(
     return f"{settings.mqtt.topic_prefix}devices/{device}/telemetry", json.dumps(body).encode()
 
 
-async def publish(broker: TestBroker, messages: list[tuple[str, bytes]]) -> None:
+async def publish(broker: LocalBroker, messages: list[tuple[str, bytes]]) -> None:
     """Publish at QoS 1, each message as the device it names, and insist the broker
     acknowledged every message."""
     assert {device_of(t) for t, _ in messages} <= LOGINS.keys(), "register the device first"
@@ -126,7 +127,7 @@ class TestLateAndOutOfOrder:
     """Every reading lands in the window of its own timestamp."""
 
     async def test_offline_hour_flushed_after_newer_readings(
-        self, api: httpx.AsyncClient, settings: Settings, broker: TestBroker
+        self, api: httpx.AsyncClient, settings: Settings, broker: LocalBroker
     ) -> None:
         """A device that was offline for an hour sends its buffered counter readings, newest
         first, after newer ones: each hour gets its own usage and there is no false reset."""
@@ -165,7 +166,7 @@ class TestDuplicates:
     """The same (device_id, seq) never counts twice, whenever and however it comes back."""
 
     async def test_resends_seconds_and_36_days_later(
-        self, api: httpx.AsyncClient, settings: Settings, broker: TestBroker
+        self, api: httpx.AsyncClient, settings: Settings, broker: LocalBroker
     ) -> None:
         """A resend seconds later, and a message stamped 36 days ago resent, count once."""
         await register(api, "dup-door", "dup-co", "door", since=datetime(2025, 1, 1, tzinfo=UTC))
@@ -186,7 +187,7 @@ class TestDuplicates:
         assert body["readings"] == 3
 
     async def test_resend_through_another_bridge_instance(
-        self, stack: RunningStack, api: httpx.AsyncClient, settings: Settings, broker: TestBroker
+        self, stack: RunningStack, api: httpx.AsyncClient, settings: Settings, broker: LocalBroker
     ) -> None:
         """With a second bridge (its own broker user) in the share group, resends that it
         forwards add nothing."""
@@ -224,7 +225,7 @@ class TestReassignment:
     """Usage follows who held the device at each reading's time."""
 
     async def test_late_readings_after_a_move_stay_with_the_old_customer(
-        self, api: httpx.AsyncClient, settings: Settings, broker: TestBroker
+        self, api: httpx.AsyncClient, settings: Settings, broker: LocalBroker
     ) -> None:
         """Moved from A to B at T: readings after T count for B, readings before T that
         arrive afterwards still count for A."""

@@ -20,8 +20,9 @@ from rating.models import BillingPeriod, PlanSpec
 from schemas.dead_letter import MAX_KEPT_PAYLOAD
 from schemas.telemetry import format_time
 from telemeter.config import Settings
+from telemeter.local_broker import LocalBroker
 from telemeter.stack import RunningStack
-from tests.conftest import ADMIN_TOKEN, TestBroker
+from tests.conftest import ADMIN_TOKEN
 from tests.support import device_of, issue_logins, publish_as, read_topic, wait_for
 
 pytestmark = [
@@ -34,7 +35,7 @@ pytestmark = [
 
 async def publish_registered(
     stack: RunningStack,
-    broker: TestBroker,
+    broker: LocalBroker,
     messages: list[tuple[str, bytes]],
     kinds: dict[str, str],
 ) -> int:
@@ -243,7 +244,7 @@ class TestPipeline:
                 assert rated["rating"] == expected.model_dump(mode="json"), customer
 
     async def test_every_invalid_message_is_dead_lettered(
-        self, stack: RunningStack, settings: Settings, broker: TestBroker
+        self, stack: RunningStack, settings: Settings, broker: LocalBroker
     ) -> None:
         """Each invalid message lands in the dead-letter topic with its reason, original
         topic and raw payload, and adds no usage."""
@@ -276,7 +277,7 @@ class TestPipeline:
         assert "'door'" in by_reason["meter_not_allowed"]["detail"]
 
     async def test_unassigned_device_shows_as_unassigned(
-        self, stack: RunningStack, settings: Settings, broker: TestBroker
+        self, stack: RunningStack, settings: Settings, broker: LocalBroker
     ) -> None:
         """Readings of a registered device nobody holds are kept and visible as unassigned."""
         now = datetime.now(UTC)

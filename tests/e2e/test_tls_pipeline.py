@@ -4,16 +4,15 @@ simulated device with the certificate the API issued it, and the usage reconcile
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 
 import pytest
 
 from devices.reconcile import reconcile
 from devices.simulator import SimulationConfig, Simulator
 from telemeter.config import Settings
+from telemeter.local_broker import LocalBroker
 from telemeter.stack import RunningStack
-from tests.conftest import ADMIN_TOKEN, SettingsFactory, TestBroker
+from tests.conftest import ADMIN_TOKEN, SettingsFactory
 
 pytestmark = [
     pytest.mark.e2e,
@@ -24,36 +23,15 @@ pytestmark = [
 
 
 @pytest.fixture(scope="module")
-def settings(make_settings: SettingsFactory, broker: TestBroker) -> Settings:
+def settings(make_settings: SettingsFactory, broker: LocalBroker) -> Settings:
     """The bridge on the TLS listener with a client certificate of the module's CA (CN =
     its broker user) and no password."""
-    user = broker.bridge_users[0]
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "identity.dev_pki",
-            str(broker.pki_dir),
-            str(broker.auth_dir),
-            "--client",
-            user,
-        ],
-        check=True,
-    )
-    mqtt = broker.mqtt_settings().model_copy(
-        update={
-            "port": broker.tls_port,
-            "tls": True,
-            "password": None,
-            "cert_file": broker.pki_dir / f"{user}.crt",
-            "key_file": broker.pki_dir / f"{user}.key",
-        }
-    )
+    mqtt = broker.bridge_mqtt(tls=True)
     return make_settings(mqtt=mqtt)
 
 
 async def test_simulated_fleet_over_tls_reconciles_exactly(
-    stack: RunningStack, settings: Settings, broker: TestBroker
+    stack: RunningStack, settings: Settings, broker: LocalBroker
 ) -> None:
     """Devices with API-issued certificates publish over TLS through a TLS bridge; every
     message is acknowledged and the API accounts for every reading exactly once."""

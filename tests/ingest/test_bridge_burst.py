@@ -10,7 +10,7 @@ import pytest
 from storage.store import ClickHouseStore
 from telemeter.components import run_bridge
 from telemeter.config import Settings
-from tests.conftest import TestBroker
+from telemeter.local_broker import LocalBroker
 from tests.support import device_of, logins_for, publish_as, read_topic
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.usefixtures("broker")]
@@ -35,7 +35,7 @@ class TestBurst:
     """Nothing is dropped by the broker config or the bridge."""
 
     async def test_20000_qos1_messages_arrive_complete(
-        self, services: None, settings: Settings, broker: TestBroker, store: ClickHouseStore
+        self, services: None, settings: Settings, broker: LocalBroker, store: ClickHouseStore
     ) -> None:
         """20,000 QoS 1 messages from 50 devices, each logged in as itself, all reach the
         events topic."""

@@ -11,7 +11,7 @@ import pytest
 from storage.store import ClickHouseStore
 from telemeter.components import run_bridge
 from telemeter.config import Settings
-from tests.conftest import TestBroker
+from telemeter.local_broker import LocalBroker
 from tests.support import device_of, logins_for, publish_as, read_topic
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.usefixtures("broker")]
@@ -36,17 +36,17 @@ def messages(settings: Settings) -> list[tuple[str, bytes]]:
     return out
 
 
-class TestBrokerRestart:
+class LocalBrokerRestart:
     """The bridge's subscription survives a broker restart."""
 
     async def test_messages_published_before_the_bridge_reconnects_arrive(
-        self, services: None, settings: Settings, broker: TestBroker, store: ClickHouseStore
+        self, services: None, settings: Settings, broker: LocalBroker, store: ClickHouseStore
     ) -> None:
         """Restart Mosquitto, publish at once, and every message reaches the events topic."""
         sent = messages(settings)
         logins = await logins_for(settings, store, {device_of(t) for t, _ in sent}, "shoe")
         async with run_bridge(settings):
-            await asyncio.to_thread(broker.services, "restart-mosquitto")
+            await asyncio.to_thread(broker.restart)
             # Published immediately: the bridge is still in its reconnect back-off.
             acked = await asyncio.to_thread(publish_as, broker.endpoint(), logins, sent)
             assert acked == COUNT
@@ -63,7 +63,7 @@ class TestReload:
     """Reloading the broker's users (SIGHUP) keeps queued messages."""
 
     async def test_messages_queued_for_the_bridge_survive_a_credential_reload(
-        self, services: None, settings: Settings, broker: TestBroker, store: ClickHouseStore
+        self, services: None, settings: Settings, broker: LocalBroker, store: ClickHouseStore
     ) -> None:
         """Messages queued in the bridge's session while it is offline are all delivered
         after another device was provisioned (the broker's files rewritten and reloaded)."""
