@@ -314,15 +314,21 @@ def run_load(
     *,
     progress: Callable[[LoadProgress], None] | None = None,
     on_start: Callable[[LoadControl], None] | None = None,
+    logins: list[DeviceLogin] | None = None,
 ) -> LoadResult:
-    """Register the fleet (unless ``register`` is off), run the workers, wait for their
-    acknowledgements and return the result. Blocking: from async code, call it through
+    """Register the fleet (unless ``register`` is off), issue every device a credential
+    (unless ``logins``, in :func:`plan_fleet`'s order, are given: then no API is needed and
+    the broker is not reloaded), run the workers, wait for their acknowledgements and return
+    the result. Blocking: from async code, call it through
     ``asyncio.to_thread``. Worker processes are terminated whatever happens."""
     customers, devices = plan_fleet(config)
     began = time.monotonic()
     if config.register:
         asyncio.run(register_fleet(config, customers, devices))
-    logins = fleet_logins(config, devices)
+    if logins is None:
+        logins = fleet_logins(config, devices)
+    elif [x.device_id for x in logins] != [d.device_id for d in devices]:
+        raise ValueError("logins must be the fleet's devices, in plan_fleet order")
     register_s = time.monotonic() - began
     ctx = mp.get_context("spawn")
     events: Any = ctx.Queue()

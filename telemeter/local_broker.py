@@ -158,10 +158,16 @@ class LocalBroker:
         return self.pki_dir / f"{user}.crt", self.pki_dir / f"{user}.key"
 
     def bridge_mqtt(
-        self, user: str | None = None, *, tls: bool = False, **values: object
+        self,
+        user: str | None = None,
+        *,
+        tls: bool = False,
+        tls_password: bool = False,
+        **values: object,
     ) -> MqttSettings:
         """The bridge's settings as a service user (default the first): its password on the
-        plain listener, or a client certificate on the mutual-TLS listener."""
+        plain listener, with ``tls`` a client certificate on the mutual-TLS listener, with
+        ``tls_password`` its password over TLS."""
         login = user or self.bridge_users[0]
         common: dict[str, object] = {
             "host": HOST,
@@ -175,7 +181,10 @@ class LocalBroker:
             return MqttSettings(
                 port=self.tls_port, tls=True, password=None, cert_file=cert, key_file=key, **common
             )
-        return MqttSettings(port=self.port, password=SecretStr(self.password), **common)
+        port = self.tls_password_port if tls_password else self.port
+        return MqttSettings(
+            port=port, tls=tls_password, password=SecretStr(self.password), **common
+        )
 
     def broker_settings(self) -> BrokerSettings:
         """The API's settings for keeping this broker's device users in step."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from typing import Any
 
 import pytest
 
@@ -60,32 +61,67 @@ class LocalBrokerRestart:
 
 
 class TestReload:
-    """Reloading the broker's users (SIGHUP) keeps queued messages."""
+    """Reloading the broker's users (SIGHUP, on every credential change) keeps what is
+    queued for an offline bridge -- when the bridge logs in with a password."""
 
+    @pytest.mark.parametrize(
+        "login",
+        [
+            "password",
+            "tls-password",
+            pytest.param(
+                "certificate",
+                marks=pytest.mark.xfail(
+                    strict=True,
+                    reason="Mosquitto 2.0.11 stops queueing for an offline session that "
+                    "logged in with a certificate once its files are reloaded: bridges log in "
+                    "with a password (README, delivery guarantees)",
+                ),
+            ),
+        ],
+    )
     async def test_messages_queued_for_the_bridge_survive_a_credential_reload(
-        self, services: None, settings: Settings, broker: LocalBroker, store: ClickHouseStore
+        self,
+        services: None,
+        settings: Settings,
+        broker: LocalBroker,
+        store: ClickHouseStore,
+        login: str,
     ) -> None:
-        """Messages queued in the bridge's session while it is offline are all delivered
-        after another device was provisioned (the broker's files rewritten and reloaded)."""
+        """Messages queued in the bridge's session while it is offline, published after
+        another device was provisioned (the broker's files rewritten and reloaded), are all
+        delivered once it is back."""
+        user = {"password": 0, "tls-password": 1, "certificate": 2}[login]
+        bridge = settings.model_copy(
+            update={
+                "mqtt": broker.bridge_mqtt(
+                    broker.bridge_users[user],
+                    tls=login == "certificate",
+                    tls_password=login == "tls-password",
+                )
+            }
+        )
+        tag = f"reload-{login}-"
         sent = [
-            (t.replace("restart-", "reload-"), p.replace(b"restart-", b"reload-"))
+            (t.replace("restart-", tag), p.replace(b"restart-", tag.encode()))
             for t, p in messages(settings)
         ]
         logins = await logins_for(settings, store, {device_of(t) for t, _ in sent}, "shoe")
-        async with run_bridge(settings):
+        async with run_bridge(bridge):
             pass  # the bridge's persistent session and subscription now exist, offline
+        await logins_for(settings, store, [f"{tag}newcomer"], "shoe")  # rewrite + SIGHUP
+        assert f"{tag}newcomer" in (broker.auth_dir / "passwd").read_text()
         acked = await asyncio.to_thread(publish_as, broker.endpoint(), logins, sent)
         assert acked == COUNT
-        await logins_for(settings, store, ["reload-newcomer"], "shoe")  # rewrite + SIGHUP
-        assert "reload-newcomer" in (broker.auth_dir / "passwd").read_text()
-        async with run_bridge(settings):
+
+        def mine(rs: list[dict[str, Any]]) -> set[tuple[str, int]]:
+            return {(r["device_id"], r["seq"]) for r in rs if r["device_id"].startswith(tag)}
+
+        async with run_bridge(bridge):
             records = await read_topic(
                 settings.kafka.bootstrap,
                 settings.kafka.events_topic,
-                until=lambda rs: (
-                    len({(r["device_id"], r["seq"]) for r in rs if "reload" in r["device_id"]})
-                    >= COUNT
-                ),
-                timeout_s=60,
+                until=lambda rs: len(mine(rs)) >= COUNT,
+                timeout_s=20,
             )
-        assert {r["seq"] for r in records if "reload" in r["device_id"]} == set(range(COUNT))
+        assert {seq for _, seq in mine(records)} == set(range(COUNT))
