@@ -54,7 +54,7 @@ lint: install ## ruff and mypy
 	$(BIN)/ruff check .
 	$(BIN)/mypy schemas ingest aggregator api storage devices telemeter rating identity bench
 
-bench: services-up ## All benchmark scenarios (~17 min); writes bench/results/<date>.md and the README table
+bench: services-up ## All benchmark scenarios (~21 min, authentication on); writes bench/results/<date>.md and the README table
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 bench-quick: services-up ## A few-minute smoke run of every benchmark scenario (no README update)
