@@ -31,7 +31,8 @@ import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import cast
+from itertools import repeat
+from typing import Any, cast
 
 from aggregator.rules import EVERY_METER, OPEN_RULES, DeviceRules
 from schemas.catalog import Meter, MeterKind
@@ -58,6 +59,8 @@ _METER_NAME = re.compile(METER_PATTERN)
 READING_MARK = b'"meter":"'
 _DEVICE_START = b'{"device_id":"'
 _DEVICE_AT = len(_DEVICE_START)
+Matcher = Callable[[bytes], "re.Match[bytes] | None"]
+_MISSING: Any = object()  # not looked up yet (None is a device no pattern accepts)
 
 
 def _alternation(words: Iterable[str]) -> str:
@@ -118,22 +121,14 @@ class CanonicalEvents:
         self.meters = meters
         self.devices = devices
         self._any = event_pattern(meters).fullmatch
-        self._by_allowlist: dict[frozenset[str], Callable[[bytes], re.Match[bytes] | None]] = {}
-        self._by_device: dict[bytes, Callable[[bytes], re.Match[bytes] | None] | None] = {}
+        self._by_allowlist: dict[frozenset[str], Matcher] = {}
+        self._by_device: dict[bytes, Matcher | None] = {}
         self._open = devices is OPEN_RULES
 
-    def _matcher(self, value: bytes) -> Callable[[bytes], re.Match[bytes] | None] | None:
-        """The pattern for the device this record names (None: no pattern accepts it)."""
-        if not value.startswith(_DEVICE_START):
-            return None
-        end = value.find(b'"', _DEVICE_AT)
-        device = value[_DEVICE_AT:end]
-        try:
-            return self._by_device[device]
-        except KeyError:
-            pass
-        allowed = self.devices.meters_for(device.decode("utf-8", "replace"))
-        match: Callable[[bytes], re.Match[bytes] | None] | None
+    def _matcher(self, device: bytes) -> Matcher | None:
+        """The pattern for a device (None: no pattern accepts its events); cached."""
+        allowed = self.devices.meters_for(device.decode("utf-8", "replace")) if device else None
+        match: Matcher | None
         if allowed is None:
             match = None
         elif allowed is EVERY_METER:
@@ -149,10 +144,40 @@ class CanonicalEvents:
         self._by_device[device] = match
         return match
 
+    def _by_devices(self, records: Sequence[bytes]) -> list[re.Match[bytes] | None]:
+        """Each record matched by its device's pattern. The device id is sliced from where
+        the canonical form puts it (a record that does not start with it matches nothing);
+        records are then matched group by group, each group's pattern applied with ``map``
+        (a batch usually holds a few kinds, often one), so the per-record Python work is
+        the slice and one dictionary lookup."""
+        # A record that does not start with the device id slices garbage: its pattern is
+        # anchored at that same start, so it matches nothing whatever the slice picked.
+        ids = [v[_DEVICE_AT : v.find(b'"', _DEVICE_AT)] for v in records]
+        cached = self._by_device
+        matchers = list(map(cached.get, ids, repeat(_MISSING)))
+        if _MISSING in matchers:
+            for i, fn in enumerate(matchers):
+                if fn is _MISSING:
+                    got = cached.get(ids[i], _MISSING)
+                    matchers[i] = self._matcher(ids[i]) if got is _MISSING else got
+        only = matchers[0] if matchers else None
+        if matchers.count(only) == len(matchers):  # one pattern for the whole batch
+            return [None] * len(records) if only is None else list(map(only, records))
+        matches: list[re.Match[bytes] | None] = [None] * len(records)
+        groups: dict[Matcher, list[int]] = {}
+        for i, fn in enumerate(matchers):
+            if fn is not None:
+                groups.setdefault(fn, []).append(i)
+        for fn, indexes in groups.items():
+            for i, found in zip(indexes, map(fn, [records[i] for i in indexes]), strict=True):
+                matches[i] = found
+        return matches
+
     def accepts(self, value: bytes) -> bool:
         """Whether ``value`` is a canonical event that passes this catalog."""
-        match = self._any if self._open else self._matcher(value)
-        return match is not None and match(value) is not None
+        if self._open:
+            return self._any(value) is not None
+        return self._by_devices([value])[0] is not None
 
     def split(self, values: Sequence[bytes | None]) -> Split:
         """Which records of a batch are canonical events (a missing value is not)."""
@@ -160,11 +185,7 @@ class CanonicalEvents:
             values = [v or b"" for v in values]
         records = cast(Sequence[bytes], values)
         matches: list[re.Match[bytes] | None]
-        if self._open:
-            matches = list(map(self._any, records))
-        else:
-            pick = self._matcher
-            matches = [fn(v) if (fn := pick(v)) is not None else None for v in records]
+        matches = list(map(self._any, records)) if self._open else self._by_devices(records)
         if None not in matches:  # the common case: one pass, no per-record branching
             return Split(list(range(len(values))), [], [m[1] for m in matches if m])
         split = Split()
