@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from aggregator.canonical import CanonicalClock, CanonicalEvents, _alternation
-from aggregator.rules import check_catalog
+from aggregator.rules import DeviceRules, check_catalog
 from schemas.catalog import DEFAULT_METERS, Aggregation, Meter, MeterKind
 from schemas.telemetry import Reading, TelemetryEvent, format_decimal, format_time
 
@@ -330,3 +330,75 @@ class TestCanonicalClock:
         stamp = format_time(when).encode()
         expected = when.replace(microsecond=when.microsecond // 1000 * 1000).timestamp()
         assert CanonicalClock(max_cached=4).seconds(stamp) == pytest.approx(expected, abs=1e-6)
+
+
+RULES = DeviceRules(
+    kinds={"printer-0042": "printer", "door-7": "door", "odd-1": "undefined-kind"},
+    allowed={
+        "printer": frozenset({"pages_printed", "toner_pct"}),
+        "door": frozenset({"door_cycles", "slam_force_n"}),
+    },
+)
+
+
+def _event(device: str, *meters: str) -> bytes:
+    readings = [_reading(m) for m in meters]
+    return _raw(_doc(device_id=device, readings=readings, mqtt_topic=f"devices/{device}/telemetry"))
+
+
+class TestDeviceRules:
+    """With device rules, an event is canonical only if its device may report its meters;
+    the rest goes to the model, which says why (and agrees with the pattern)."""
+
+    @pytest.mark.parametrize(
+        ("unknown", "raw", "canonical"),
+        [
+            ("accept", _event("printer-0042", "pages_printed", "toner_pct"), True),
+            ("accept", _event("door-7", "door_cycles"), True),
+            ("accept", _event("door-7", "pitch_minutes"), False),  # not a door's meter
+            ("accept", _event("door-7", "door_cycles", "pages_printed"), False),  # one is not
+            ("accept", _event("odd-1", "door_cycles"), False),  # a kind without an allowlist
+            ("accept", _event("ghost-9", "pitch_minutes"), True),  # unregistered, accepted
+            ("reject", _event("ghost-9", "pitch_minutes"), False),  # unregistered, refused
+            ("accept", b'{"seq":1,"device_id":"door-7"}', False),  # not canonical at all
+        ],
+        ids=[
+            "printer-ok",
+            "door-ok",
+            "door-pitch",
+            "door-mixed",
+            "undefined-kind",
+            "unknown-accepted",
+            "unknown-refused",
+            "garbage",
+        ],
+    )
+    def test_per_device_verdict(self, unknown: str, raw: bytes, canonical: bool) -> None:
+        """The pattern's verdict per record equals the reference rules' verdict."""
+        rules = DeviceRules(RULES.kinds, RULES.allowed, unknown=unknown)  # type: ignore[arg-type]
+        events = CanonicalEvents(METERS, rules)
+        assert events.accepts(raw) is canonical
+        try:
+            parsed = TelemetryEvent.model_validate_json(raw)
+        except ValueError:
+            assert not canonical
+            return
+        assert (check_catalog(parsed, METERS, rules) is None) is canonical
+
+    def test_mixed_batch_is_split_record_by_record(self) -> None:
+        """A batch mixing kinds, refusals and unknown devices splits exactly like the
+        records one by one, in order, whichever grouping matched them."""
+        batch = [
+            _event("printer-0042", "pages_printed"),
+            _event("door-7", "pitch_minutes"),
+            _event("door-7", "door_cycles"),
+            _event("ghost-9", "steps"),
+            _event("odd-1", "steps"),
+            _event("printer-0042", "toner_pct"),
+        ]
+        events = CanonicalEvents(METERS, RULES)
+        split = events.split(batch)
+        assert split.canonical == [0, 2, 3, 5]
+        assert split.others == [1, 4]
+        assert [events.accepts(r) for r in batch] == [i in split.canonical for i in range(6)]
+        assert len(split.sent_at) == 4
