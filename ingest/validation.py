@@ -90,10 +90,11 @@ class TelemetryValidator:
         )
 
     def oldest(self, now: datetime) -> datetime:
-        """The earliest timestamp accepted at ``now``."""
+        """The earliest timestamp accepted at ``now``, to the millisecond (the precision of
+        timestamps, so the fast path's string comparison and this one agree)."""
         try:
-            return max(now - self._max_age, EPOCH)
-        except OverflowError:  # an age reaching back past year 1
+            return max(to_utc(now - self._max_age), EPOCH)
+        except (OverflowError, ValueError):  # an age reaching back past year 1
             return EPOCH
 
     def validate(self, topic: str, payload: bytes, now: datetime) -> Accepted | Rejected:

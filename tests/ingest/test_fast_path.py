@@ -221,3 +221,16 @@ class TestLeavesTheRestToTheModel:
         """A payload that is JSON only when read as UTF-16 is not taken."""
         payload = json.dumps(_message()).encode("utf-16")
         assert canonical_event(payload, TOPIC, DEVICE, RECEIVED, LIMIT, FLOOR) is None
+
+
+def test_the_floor_agrees_to_the_millisecond() -> None:
+    """A reading stamped in the millisecond of the oldest accepted instant (the clock has
+    microseconds) is accepted by the fast path and the full model alike (hypothesis found
+    them disagreeing)."""
+    at = format_time(NOW - AGE)  # NOW has microseconds; the wire has milliseconds
+    doc = _message(readings=[{"meter": "pages_printed", "value": "1", "at": at}])
+    fast = _fast(doc)
+    assert fast is not None
+    verdict = _full(json.dumps(doc).encode())
+    assert isinstance(verdict, Accepted), verdict
+    assert fast == verdict.value
