@@ -308,7 +308,7 @@ class ChaosRun:
                 "admin token": self.token,
                 "customer API key": customer_key,
                 **{f"password of {x.device_id}": x.password or "" for x in sim.logins},
-                **{name: value for name, value in self._configured_secrets().items()},
+                **dict(self.settings.secret_fields()),  # bridge's MQTT, Kafka passwords
             }
             result: list[SimulationResult] = []
             simulator = threading.Thread(target=lambda: result.append(sim.run()), name="simulator")
@@ -365,17 +365,6 @@ class ChaosRun:
         for path in (f"/v1/customers/{customer}/usage?meter=steps", "/v1/customers"):
             with contextlib.suppress(httpx.HTTPError):  # the API may be down: a kill just happened
                 httpx.get(self.api_url + path, headers=headers, timeout=10)
-
-    def _configured_secrets(self) -> dict[str, str]:
-        s = self.settings
-        found = {
-            "MQTT bridge password": s.mqtt.password.get_secret_value() if s.mqtt.password else ""
-        }
-        for role in ("admin", "bridge", "aggregator", "api"):
-            creds = getattr(s.kafka, role)
-            if creds is not None:
-                found[f"Kafka {role} password"] = creds.password.get_secret_value()
-        return found
 
 
 def chaos_settings(base: Settings, config: ChaosConfig, api_port: int | None = None) -> Settings:

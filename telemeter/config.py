@@ -233,14 +233,14 @@ class Settings(BaseSettings):
                 f"TELEMETER_API__ADMIN_TOKEN must be at least {MIN_ADMIN_TOKEN_LENGTH} "
                 "characters (e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))')"
             )
-        for name, secret in self._secret_fields():
+        for name, secret in self.secret_fields():
             if secret in DEV_SECRETS and name != "TELEMETER_API__ADMIN_TOKEN":
                 problems.append(f"{name} is still the dev default")
         if problems:
             raise ValueError("refused outside dev (TELEMETER_ENV=prod): " + "; ".join(problems))
         return self
 
-    def _secret_fields(self) -> list[tuple[str, str]]:
+    def secret_fields(self) -> list[tuple[str, str]]:
         """Every configured secret with the variable it comes from."""
         found: list[tuple[str, str]] = []
         if self.api.admin_token is not None:
@@ -268,7 +268,7 @@ class Settings(BaseSettings):
 
     def secrets(self) -> list[str]:
         """Every secret value in these settings, for the log redactor."""
-        return [value for _, value in self._secret_fields()]
+        return [value for _, value in self.secret_fields()]
 
     def admin_token(self) -> tuple[SecretStr, bool]:
         """The admin token and whether it is the dev default."""

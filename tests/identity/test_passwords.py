@@ -48,6 +48,17 @@ class TestPasswords:
         """``tmd_<credential id>_<43 random characters>``, unique, and masked in logs."""
         one, two = new_password("9c2e41d07ab35f18"), new_password("9c2e41d07ab35f18")
         assert one != two
-        assert one.startswith(f"{PASSWORD_PREFIX}_9c2e41d07ab35f18_")
-        assert len(one.rsplit("_", 1)[1]) == 43
-        assert one.rsplit("_", 1)[1] not in Redactor()(f"login with {one}")
+        prefix = f"{PASSWORD_PREFIX}_9c2e41d07ab35f18_"
+        assert one.startswith(prefix)
+        random_part = one.removeprefix(prefix)  # URL-safe base64: may itself hold "_" and "-"
+        assert len(random_part) == 43
+        assert random_part not in Redactor()(f"login with {one}")
+
+    def test_random_part_with_underscores_and_dashes_is_redacted(self) -> None:
+        """The random part's own ``_`` and ``-`` do not cut the redaction short."""
+        password = (
+            f"{PASSWORD_PREFIX}_9c2e41d07ab35f18_ab_cd-ef_gh-ij_kl-mn_op-qr_st-uv_wx-yz_0123456"
+        )
+        masked = Redactor()(f"login with {password}")
+        assert "ab_cd" not in masked
+        assert "0123456" not in masked
