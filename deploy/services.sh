@@ -15,22 +15,28 @@
 #   kill-kafka         kill -9 our Kafka (chaos tests); start-kafka reuses its data dir
 #   fetch-kafka        download Kafka jars from Maven Central into the shared cache
 #
-# Environment:
+# Environment: the names Telemeter's settings read (telemeter/config.py), so one exported
+# variable moves the service and the app together:
 #   TELEMETER_RUN_DIR               runtime state (pids, logs, data)   [<repo>/.run]
-#   TELEMETER_CACHE_DIR             shared jar cache                   [~/.cache/telemeter]
-#   TELEMETER_MQTT_PORT             Mosquitto port, password logins    [1883]
-#   TELEMETER_MQTT_TLS_PORT         Mosquitto port, mutual TLS         [8883]
-#   TELEMETER_MQTT_TLS_PASSWORD_PORT Mosquitto port, TLS + password    [8884]
 #   TELEMETER_PKI_DIR               dev CA + broker certificate        [<run dir>/pki]
-#   TELEMETER_BROKER_BRIDGE_USERS   the bridges' MQTT users            [telemeter-bridge-0..3]
-#   TELEMETER_MQTT__PASSWORD        their password                     [deploy/dev-secrets.env]
+#   TELEMETER_MQTT__PORT            Mosquitto port, password logins    [1883]
+#   TELEMETER_MQTT__TLS_PORT        Mosquitto port, mutual TLS         [8883]
+#   TELEMETER_MQTT__TLS_PASSWORD_PORT Mosquitto port, TLS + password   [8884]
+#   TELEMETER_MQTT__PASSWORD        the bridges' password              [deploy/dev-secrets.env]
 #   TELEMETER_MQTT__TOPIC_PREFIX    prefix of devices/+/telemetry      []
 #   TELEMETER_KAFKA__<ROLE>__USERNAME / __PASSWORD (ROLE = ADMIN, BRIDGE, AGGREGATOR, API)
 #                                   Kafka's SASL users                 [deploy/dev-secrets.env]
-#   TELEMETER_KAFKA_PORT            Kafka client port                  [9092]
+#   TELEMETER_KAFKA__BOOTSTRAP      Kafka client address: 127.0.0.1:<port> or localhost:<port>
+#                                   (the first entry's port is used)   [127.0.0.1:9092]
+# and a few only this script reads:
+#   TELEMETER_CACHE_DIR             shared jar cache                   [~/.cache/telemeter]
+#   TELEMETER_BROKER_BRIDGE_USERS   the bridges' MQTT users            [telemeter-bridge-0..3]
 #   TELEMETER_KAFKA_CONTROLLER_PORT Kafka KRaft controller port        [9093]
 #   TELEMETER_WAIT_TIMEOUT          seconds to wait for readiness      [60]
 #   TELEMETER_PYTHON                Python with Telemeter installed    [<repo>/.venv/bin/python]
+# Deprecated (read for one more release, with a warning; the app never read them):
+# TELEMETER_MQTT_PORT, TELEMETER_MQTT_TLS_PORT, TELEMETER_MQTT_TLS_PASSWORD_PORT and
+# TELEMETER_KAFKA_PORT; the names above win when both are set.
 #
 # Everything listens on 127.0.0.1 only. If a port is already open (a service
 # started by another clone, by hand, or by the OS), it is reused, not restarted.
@@ -55,14 +61,46 @@ while IFS='=' read -r key value; do
 done <"$SCRIPT_DIR/dev-secrets.env"
 
 HOST=127.0.0.1
-MQTT_PORT=${TELEMETER_MQTT_PORT:-1883}
-MQTT_TLS_PORT=${TELEMETER_MQTT_TLS_PORT:-8883}
-MQTT_TLS_PW_PORT=${TELEMETER_MQTT_TLS_PASSWORD_PORT:-8884}
+
+log() { printf '%s\n' "$*"; }
+die() { printf 'services.sh: error: %s\n' "$*" >&2; exit 1; }
+
+# setting new-name deprecated-name default -> the value of the first that is set
+setting() {
+    local new=$1 old=$2 default=$3
+    if [[ -n ${!old+set} ]]; then
+        printf 'services.sh: warning: %s is deprecated: use %s (the app reads it too)\n' \
+            "$old" "$new" >&2
+    fi
+    if [[ -n ${!new+set} ]]; then
+        printf '%s' "${!new}"
+    else
+        printf '%s' "${!old:-$default}"
+    fi
+}
+
+# Kafka's port is the one the app connects to: the first entry of TELEMETER_KAFKA__BOOTSTRAP.
+kafka_port() {
+    local first host
+    if [[ -z ${TELEMETER_KAFKA__BOOTSTRAP:-} ]]; then
+        setting TELEMETER_KAFKA__BOOTSTRAP TELEMETER_KAFKA_PORT 9092
+        return
+    fi
+    first=${TELEMETER_KAFKA__BOOTSTRAP%%,*}
+    host=${first%:*}
+    [[ $host == "$HOST" || $host == localhost ]] ||
+        die "TELEMETER_KAFKA__BOOTSTRAP=$TELEMETER_KAFKA__BOOTSTRAP: this script runs Kafka on $HOST only (use $HOST:<port>)"
+    printf '%s' "${first##*:}"
+}
+
+MQTT_PORT=$(setting TELEMETER_MQTT__PORT TELEMETER_MQTT_PORT 1883)
+MQTT_TLS_PORT=$(setting TELEMETER_MQTT__TLS_PORT TELEMETER_MQTT_TLS_PORT 8883)
+MQTT_TLS_PW_PORT=$(setting TELEMETER_MQTT__TLS_PASSWORD_PORT TELEMETER_MQTT_TLS_PASSWORD_PORT 8884)
 BRIDGE_USERS=${TELEMETER_BROKER_BRIDGE_USERS:-telemeter-bridge-0 telemeter-bridge-1 telemeter-bridge-2 telemeter-bridge-3}
 TOPIC_PREFIX=${TELEMETER_MQTT__TOPIC_PREFIX:-}
 PYTHON_BIN=${TELEMETER_PYTHON:-$REPO_DIR/.venv/bin/python}
 KAFKA_ROLES=(ADMIN BRIDGE AGGREGATOR API)
-KAFKA_PORT=${TELEMETER_KAFKA_PORT:-9092}
+KAFKA_PORT=$(kafka_port) || exit 1
 KAFKA_CONTROLLER_PORT=${TELEMETER_KAFKA_CONTROLLER_PORT:-9093}
 WAIT_TIMEOUT=${TELEMETER_WAIT_TIMEOUT:-60}
 STOP_TIMEOUT=30
@@ -70,11 +108,8 @@ STOP_TIMEOUT=30
 # /usr/sbin holds the mosquitto binary on Debian and is not on every user's PATH.
 PATH=$PATH:/usr/local/sbin:/usr/sbin:/sbin
 
-log() { printf '%s\n' "$*"; }
-die() { printf 'services.sh: error: %s\n' "$*" >&2; exit 1; }
-
 for p in "$MQTT_PORT" "$MQTT_TLS_PORT" "$MQTT_TLS_PW_PORT" "$KAFKA_PORT" "$KAFKA_CONTROLLER_PORT" "$WAIT_TIMEOUT"; do
-    [[ $p =~ ^[0-9]+$ ]] || die "not a number: '$p' (check TELEMETER_* variables)"
+    [[ $p =~ ^[0-9]+$ ]] || die "not a number: '$p' (check the TELEMETER_*PORT variables and TELEMETER_KAFKA__BOOTSTRAP)"
 done
 
 # --------------------------------------------------------------------------

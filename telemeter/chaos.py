@@ -44,7 +44,7 @@ from pydantic import BaseModel, SecretStr
 
 from devices.reconcile import Reconciliation, reconcile
 from devices.simulator import SimulationConfig, SimulationResult, Simulator
-from telemeter.config import REPO_ROOT, RUN_DIR, Settings
+from telemeter.config import REPO_ROOT, Settings
 from telemeter.local_broker import LocalBroker, free_port
 
 log = structlog.get_logger(__name__)
@@ -341,7 +341,7 @@ class ChaosRun:
         logs = [
             *sorted((self.config.work_dir / "logs").glob("*.log")),
             self.broker.log_file,
-            Path(os.environ.get("TELEMETER_RUN_DIR", str(RUN_DIR))) / "kafka" / "kafka.out",
+            self.settings.run_dir / "kafka" / "kafka.out",  # services.sh's, same run dir
         ]
         report.logs_scanned = sum(p.exists() for p in logs)
         report.leaks = scan_for_secrets(logs, secret_values)

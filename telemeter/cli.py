@@ -18,9 +18,10 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import signal
 import sys
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +29,10 @@ import structlog
 from pydantic import ValidationError
 
 from telemeter import logs
-from telemeter.config import REPO_ROOT, Settings
+from telemeter.config import Settings
 
 log = structlog.get_logger("telemeter")
+ENV_FILE = ".env"  # what Settings reads, from the working directory
 
 
 def _settings() -> Settings:
@@ -46,38 +48,38 @@ def _settings() -> Settings:
         raise SystemExit(2) from None
 
 
-async def _until_signalled() -> int:
-    """Wait for SIGINT/SIGTERM (exit 0) or a component failure (exit 1)."""
-    from telemeter.components import on_component_failure
-
-    stop = asyncio.Event()
-    failed: list[BaseException] = []
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-
-    def fail(exc: BaseException) -> None:
-        failed.append(exc)
-        stop.set()
-
-    on_component_failure(fail)
-    await stop.wait()
-    log.info("shutting_down", reason="component failed" if failed else "signal")
-    return 1 if failed else 0
-
-
 def _run(main: Callable[[], Coroutine[Any, Any, int | None]]) -> int:
     try:
         return asyncio.run(main()) or 0
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, asyncio.CancelledError):  # a signal while it was starting
         return 130
 
 
-async def _serve(
-    component: Callable[[Settings], contextlib.AbstractAsyncContextManager[Any]], settings: Settings
-) -> int:
-    async with component(settings):
-        return await _until_signalled()
+async def _serve(build: Callable[[], contextlib.AbstractAsyncContextManager[object]]) -> int:
+    """Start what ``build()`` builds, and stop it in reverse order on SIGINT/SIGTERM (exit
+    0). A signal during the start cancels the start; a second signal ends the process at
+    once. A component that fails stops everything and is raised (exit 1, one line)."""
+    loop = asyncio.get_running_loop()
+    main = asyncio.current_task()
+    assert main is not None
+    stop = asyncio.Event()
+    started = False
+
+    def on_signal(sig: signal.Signals) -> None:
+        for handled in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(handled)
+        log.info("shutting_down", reason=sig.name)
+        if started:
+            stop.set()
+        else:
+            main.cancel()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal, sig)
+    async with build():
+        started = True
+        await stop.wait()
+    return 0
 
 
 def cmd_up(settings: Settings, _args: argparse.Namespace) -> int:
@@ -86,13 +88,22 @@ def cmd_up(settings: Settings, _args: argparse.Namespace) -> int:
     from telemeter.stack import run_stack
 
     tune_garbage_collector()  # this process runs the aggregator
-    return _run(lambda: _serve(run_stack, settings))
+    return _run(lambda: _serve(lambda: run_stack(settings)))
 
 
-def _serve_metrics(port: int) -> None:
+def _serve_metrics(port: int, variable: str) -> None:
     from prometheus_client import start_http_server
 
-    start_http_server(port, addr="127.0.0.1")
+    from telemeter.lifecycle import StartFailed
+
+    try:
+        start_http_server(port, addr="127.0.0.1")
+    except OSError as exc:
+        raise StartFailed(
+            "metrics",
+            f"cannot serve /metrics on 127.0.0.1:{port}: {exc.strerror}",
+            f"is this command running already? Stop it, or set {variable}",
+        ) from exc
     log.info("metrics_served", url=f"http://127.0.0.1:{port}/metrics")
 
 
@@ -100,57 +111,39 @@ def cmd_bridge(settings: Settings, _args: argparse.Namespace) -> int:
     """Run the bridge alone (Prometheus metrics on bridge.metrics_port)."""
     from telemeter.components import run_bridge
 
-    _serve_metrics(settings.bridge.metrics_port)
-    return _run(lambda: _serve(run_bridge, settings))
+    _serve_metrics(settings.bridge.metrics_port, "TELEMETER_BRIDGE__METRICS_PORT")
+    return _run(lambda: _serve(lambda: run_bridge(settings)))
 
 
 def cmd_aggregator(settings: Settings, args: argparse.Namespace) -> int:
     """Run the aggregator (metrics on aggregator.metrics_port); --api also serves the API
     from this process, which embedded chDB needs (one process per data directory)."""
     from aggregator.service import tune_garbage_collector
-    from telemeter.components import (
-        open_store,
-        run_aggregator,
-        run_api,
-        run_dead_letter_recorder,
-    )
+    from telemeter.stack import run_aggregator_process
 
     tune_garbage_collector()
-    _serve_metrics(settings.aggregator.metrics_port)
-
-    @contextlib.asynccontextmanager
-    async def component(s: Settings) -> AsyncIterator[None]:
-        async with (
-            open_store(s) as store,
-            run_aggregator(s, store),
-            run_dead_letter_recorder(s, store),
-        ):
-            if args.api:
-                async with run_api(s, store):
-                    yield
-            else:
-                yield
-
-    return _run(lambda: _serve(component, settings))
+    _serve_metrics(settings.aggregator.metrics_port, "TELEMETER_AGGREGATOR__METRICS_PORT")
+    return _run(lambda: _serve(lambda: run_aggregator_process(settings, with_api=args.api)))
 
 
 def cmd_api(settings: Settings, _args: argparse.Namespace) -> int:
     """Run the API alone."""
-    from telemeter.components import open_store, run_api
+    from telemeter.stack import run_api_process
 
-    @contextlib.asynccontextmanager
-    async def component(s: Settings) -> AsyncIterator[None]:
-        async with open_store(s) as store, run_api(s, store):
-            yield
-
-    return _run(lambda: _serve(component, settings))
+    return _run(lambda: _serve(lambda: run_api_process(settings)))
 
 
 def cmd_topics(settings: Settings, _args: argparse.Namespace) -> int:
     """Create the Kafka topics and ACLs."""
     from telemeter.components import prepare_kafka, topics
+    from telemeter.lifecycle import Component
 
-    _run(lambda: prepare_kafka(settings, "admin"))
+    async def main() -> None:
+        async with Component("topics", announce=False) as c:
+            await prepare_kafka(settings, "admin")
+            c.running()
+
+    _run(main)
     print("topics ready: " + ", ".join(t.name for t in topics(settings)))
     return 0
 
@@ -169,10 +162,29 @@ def cmd_broker_sync(settings: Settings, _args: argparse.Namespace) -> int:
     return code
 
 
-def cmd_check_config(settings: Settings, _args: argparse.Namespace) -> int:
-    """Print the effective settings (secrets masked)."""
+def cmd_check_config(settings: Settings, args: argparse.Namespace) -> int:
+    """Print the effective settings (secrets masked), name every TELEMETER_* variable that
+    does nothing, and with --connect try each service; exit 1 on any problem."""
+    from telemeter.config import unknown_variables
+
     print(json.dumps(settings.public_dump(), indent=2))
-    return 0
+    problems = unknown_variables(os.environ, Path(ENV_FILE))
+    for problem in problems:
+        print(f"telemeter: {problem}", file=sys.stderr)
+    failed = any(not p.deprecated for p in problems)
+    if args.connect:
+        for service, trouble in _run_checks(settings):
+            print(
+                f"{service}: {trouble or 'reachable'}", file=sys.stderr if trouble else sys.stdout
+            )
+            failed = failed or trouble is not None
+    return 1 if failed else 0
+
+
+def _run_checks(settings: Settings) -> list[tuple[str, str | None]]:
+    from telemeter.stack import check_services
+
+    return asyncio.run(check_services(settings))
 
 
 def _sim_config(settings: Settings, args: argparse.Namespace) -> Any:
@@ -187,7 +199,7 @@ def _sim_config(settings: Settings, args: argparse.Namespace) -> Any:
         qos=args.qos,
         seed=args.seed,
         mqtt_host=settings.mqtt.host,
-        mqtt_port=args.mqtt_port or (8883 if args.tls else 1883),
+        mqtt_port=args.mqtt_port or _device_port(settings, args.tls),
         mqtt_ca_file=settings.mqtt.ca_file if args.tls else None,
         topic_prefix=settings.mqtt.topic_prefix,
         api_url=args.api_url or f"http://{settings.api.host}:{settings.api.port}",
@@ -199,6 +211,15 @@ def _sim_config(settings: Settings, args: argparse.Namespace) -> Any:
     )
 
 
+def _device_port(settings: Settings, tls: bool) -> int:
+    """Where devices log in: the broker's password listener, or its mutual-TLS one."""
+    return settings.mqtt.tls_port if tls else settings.mqtt.port
+
+
+def _truth_file(settings: Settings, args: argparse.Namespace) -> Path:
+    return Path(args.truth) if args.truth else settings.run_dir / "ground-truth.json"
+
+
 def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
     """Simulate devices against a running stack, write the ground truth, and reconcile."""
     from devices import report
@@ -208,8 +229,8 @@ def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
     config = _sim_config(settings, args)
     with report.progress(config) as on_progress:
         result = Simulator(config, progress=on_progress).run()
-    result.write(Path(args.truth))
-    report.print_simulation(result, Path(args.truth))
+    result.write(_truth_file(settings, args))
+    report.print_simulation(result, _truth_file(settings, args))
     if args.no_reconcile:
         return 0
     outcome = reconcile(config.api_url, config.api_token, result)
@@ -231,8 +252,8 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
             config.api_url = stack.api_url
             with report.progress(config) as on_progress:
                 result = await asyncio.to_thread(Simulator(config, progress=on_progress).run)
-            result.write(Path(args.truth))
-            report.print_simulation(result, Path(args.truth))
+            result.write(_truth_file(settings, args))
+            report.print_simulation(result, _truth_file(settings, args))
             outcome = await asyncio.to_thread(reconcile, config.api_url, config.api_token, result)
             report.print_usage(outcome)
             return 0 if outcome.exact else 1
@@ -275,7 +296,7 @@ def cmd_load(settings: Settings, args: argparse.Namespace) -> int:
         customers=args.customers,
         prefix=args.prefix,
         mqtt_host=settings.mqtt.host,
-        mqtt_port=args.mqtt_port or (8883 if args.tls else 1883),
+        mqtt_port=args.mqtt_port or _device_port(settings, args.tls),
         mqtt_ca_file=settings.mqtt.ca_file if args.tls else None,
         topic_prefix=settings.mqtt.topic_prefix,
         api_url=args.api_url or f"http://{settings.api.host}:{settings.api.port}",
@@ -338,7 +359,13 @@ def cmd_chaos(settings: Settings, args: argparse.Namespace) -> int:
     reconcile exactly."""
     from telemeter.chaos import ChaosConfig, ChaosRun, chaos_settings
 
-    config = ChaosConfig(duration_s=args.duration, kills=args.kills, seed=args.seed, rate=args.rate)
+    config = ChaosConfig(
+        duration_s=args.duration,
+        kills=args.kills,
+        seed=args.seed,
+        rate=args.rate,
+        work_dir=settings.run_dir / "chaos",
+    )
     report = ChaosRun(config, chaos_settings(settings, config)).run()
     text = report.summary()
     print(text)
@@ -361,7 +388,11 @@ def _add_device_login_options(p: argparse.ArgumentParser) -> None:
         "listener (default: passwords on the plain listener)",
     )
     p.add_argument(
-        "--mqtt-port", type=int, default=None, help="broker port for devices (1883; 8883 TLS)"
+        "--mqtt-port",
+        type=int,
+        default=None,
+        help="broker port for devices (default TELEMETER_MQTT__PORT, with --tls "
+        "TELEMETER_MQTT__TLS_PORT)",
     )
 
 
@@ -404,8 +435,8 @@ def _add_sim_options(
     )
     p.add_argument(
         "--truth",
-        default=str(REPO_ROOT / ".run" / "ground-truth.json"),
-        help="where to write the ground truth JSON",
+        default=None,
+        help="where to write the ground truth JSON (default <run dir>/ground-truth.json)",
     )
     p.add_argument("--api-url", default=None, help="API base URL (default from settings)")
     _add_device_login_options(p)
@@ -423,9 +454,16 @@ def build_parser() -> argparse.ArgumentParser:
         ("api", cmd_api),
         ("topics", cmd_topics),
         ("broker-sync", cmd_broker_sync),
-        ("check-config", cmd_check_config),
     ):
         sub.add_parser(name, help=(fn.__doc__ or "").strip()).set_defaults(fn=fn)
+    check = sub.add_parser("check-config", help=(cmd_check_config.__doc__ or "").strip())
+    check.add_argument(
+        "--connect",
+        action="store_true",
+        help="also try MQTT (TCP/TLS), Kafka (metadata, as the API's principal) and the store "
+        "(opened as the API opens it); one line each",
+    )
+    check.set_defaults(fn=cmd_check_config)
     agg = sub.add_parser("aggregator", help=(cmd_aggregator.__doc__ or "").strip())
     agg.add_argument("--api", action="store_true", help="also serve the HTTP API")
     agg.set_defaults(fn=cmd_aggregator)
@@ -447,11 +485,27 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``telemeter`` console script."""
+    """Entry point of the ``telemeter`` console script. A start that fails for a reason an
+    operator can fix (a service down, a port taken) and a component that dies end with one
+    line on stderr and exit 1, not a traceback."""
+    from telemeter.config import unknown_variables
+    from telemeter.lifecycle import StackError
+
     args = build_parser().parse_args(argv)
     settings = _settings()
     logs.configure(settings.log_level, settings.log_format, secrets=settings.secrets())
-    return int(args.fn(settings, args))
+    problems = unknown_variables(os.environ, Path(ENV_FILE))
+    if problems and args.fn is not cmd_check_config:  # which reports them itself
+        log.warning(
+            "unknown_settings_variables",
+            problems=[str(p) for p in problems],
+            hint="they change nothing; `telemeter check-config` lists them",
+        )
+    try:
+        return int(args.fn(settings, args))
+    except StackError as exc:  # StartFailed or ComponentFailed: each says what happened
+        print(f"telemeter: {logs.REDACT(str(exc))}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -1,17 +1,27 @@
-"""Builders for each running component, as async context managers that start in order and
-stop in reverse. The per-service ``__main__`` modules and the all-in-one stack use them;
-tests use them too, with their own settings."""
+"""Every running component as an async context manager: the building blocks of the
+composition roots (``telemeter.stack`` and the ``telemeter`` commands).
+
+Each is built on a :class:`telemeter.lifecycle.Component`: it registers how to stop each
+resource before starting it, runs its workers in a task group, and leaves ``async with``
+having stopped everything it started, raising one error (:class:`StartFailed` for a start
+an operator can fix, :class:`ComponentFailed` for a worker that died).
+
+Kafka's topics (and ACLs) are put in place by ``kafka_setup`` before a component's Kafka
+clients start; a composition of several hands each the same :func:`once` of it, so Kafka is
+set up once for all of them."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
+import fcntl
 import functools
+import os
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import structlog
 import uvicorn
@@ -29,21 +39,20 @@ from identity.service import DeviceCredentials
 from ingest.bridge import TelemetryBridge
 from ingest.mqtt import MqttSubscriber, MqttTls
 from ingest.validation import TelemetryValidator
-from storage.store import ClickHouseStore
-from telemeter.config import Settings
-from telemeter.kafka import (
+from messaging.admin import (
     AclBinding,
     AclOperation,
     AclResource,
-    KafkaAuth,
-    KafkaEventSource,
-    KafkaHealth,
-    KafkaPublisher,
-    KafkaUnavailable,
     TopicSpec,
     ensure_acls,
     ensure_topics,
 )
+from messaging.errors import KafkaUnavailable
+from messaging.kafka import KafkaAuth, KafkaEventSource, KafkaHealth, KafkaPublisher
+from storage.errors import StoreUnavailable
+from storage.store import ClickHouseStore
+from telemeter.config import Settings
+from telemeter.lifecycle import Component, StartFailed
 
 log = structlog.get_logger(__name__)
 Clock = Callable[[], datetime]
@@ -52,42 +61,6 @@ Clock = Callable[[], datetime]
 def utc_now() -> datetime:
     """The default clock."""
     return datetime.now(UTC)
-
-
-class ComponentFailed(Exception):
-    """A component's task ended with an error it could not retry."""
-
-
-_failures: list[Callable[[BaseException], None]] = []
-
-
-def on_component_failure(callback: Callable[[BaseException], None]) -> None:
-    """Register what to do when a component dies (the CLI stops the process, non-zero)."""
-    _failures.append(callback)
-
-
-def supervise(task: asyncio.Task[Any]) -> asyncio.Task[Any]:
-    """Log a component task that ends with an error and tell the registered callbacks, so a
-    dead worker never leaves a process that looks alive."""
-
-    def done(t: asyncio.Task[Any]) -> None:
-        if t.cancelled() or t.exception() is None:
-            return
-        error = t.exception()
-        assert error is not None
-        log.critical("component_failed", component=t.get_name(), error=repr(error))
-        for callback in _failures:
-            callback(error)
-
-    task.add_done_callback(done)
-    return task
-
-
-async def _cancel(task: asyncio.Task[Any]) -> None:
-    """Cancel a component's task and wait until it has stopped."""
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
 
 
 def topics(settings: Settings) -> list[TopicSpec]:
@@ -100,6 +73,22 @@ def topics(settings: Settings) -> list[TopicSpec]:
 
 
 Role = str  # "admin", "bridge", "aggregator" or "api": a principal of KafkaSettings
+KafkaSetup = Callable[[Settings, Role], Awaitable[None]]
+"""What puts Kafka's topics (and ACLs) in place before clients of a role start."""
+
+
+def once(setup: KafkaSetup) -> KafkaSetup:
+    """``setup`` run by the first component that asks, skipped for the others: how a
+    composition of several components puts Kafka's topics and ACLs in place once."""
+    done = False
+
+    async def first_time(settings: Settings, role: Role) -> None:
+        nonlocal done
+        if not done:
+            await setup(settings, role)
+            done = True
+
+    return first_time
 
 
 def kafka_auth(settings: Settings, role: Role) -> KafkaAuth:
@@ -142,152 +131,195 @@ def kafka_acls(settings: Settings) -> list[AclBinding]:
 
 async def prepare_kafka(settings: Settings, role: Role) -> None:
     """Topics (and, with an admin principal, the ACLs) in place before a client of ``role``
-    starts. Without admin credentials the role's own principal checks the topics exist."""
+    starts, waiting up to ``kafka.startup_timeout`` for Kafka. Without admin credentials the
+    role's own principal checks the topics exist."""
     k = settings.kafka
     setup = kafka_auth(settings, "admin" if k.admin is not None or not k.authenticated else role)
-    await ensure_topics(k.bootstrap, topics(settings), setup)
+    timeout_s = k.startup_timeout.total_seconds()
+    await ensure_topics(k.bootstrap, topics(settings), setup, timeout_s=timeout_s)
     if k.authenticated and k.admin is not None:
         await ensure_acls(k.bootstrap, kafka_acls(settings), setup)
+
+
+def chdb_lock_holder(directory: Path) -> int | None:
+    """Whether a process has the embedded ClickHouse in ``directory`` open: ClickHouse holds
+    an exclusive flock on its ``status`` file while it runs. Returns that process's id (0
+    when /proc/locks does not tell), or None when no process holds the lock."""
+    try:
+        fd = os.open(directory / "status", os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return _flock_owner(os.fstat(fd).st_ino)
+    finally:
+        os.close(fd)  # also releases the lock when it was free
+    return None
+
+
+def _flock_owner(inode: int) -> int:
+    """The process holding a flock on the file with this inode, from /proc/locks lines such
+    as ``2: FLOCK  ADVISORY  WRITE 6365 fe:00:9977860 0 EOF``; 0 if none is found."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/locks").read_text().splitlines():
+            fields = line.split()
+            if len(fields) > 5 and fields[1] == "FLOCK" and fields[5].endswith(f":{inode}"):
+                return int(fields[4])
+    return 0
 
 
 @contextlib.asynccontextmanager
 async def open_store(settings: Settings, clock: Clock = utc_now) -> AsyncIterator[ClickHouseStore]:
     """Connect the store, create the schema and the default meters."""
     dsn = settings.store.dsn
-    if dsn.startswith("chdb://"):
-        Path(dsn.removeprefix("chdb://")).parent.mkdir(parents=True, exist_ok=True)
-    store = await ClickHouseStore.connect(dsn, settings.store.database)
-    created = await store.ensure_default_meters(clock())
-    if created:
-        log.info("default_meters_created", meters=created)
-    kinds = await store.ensure_default_device_kinds(clock())
-    if kinds:
-        log.info("default_device_kinds_created", kinds=kinds)
-    try:
+    embedded = Path(dsn.removeprefix("chdb://")) if dsn.startswith("chdb://") else None
+    async with Component("store", announce=False) as c:
+        if embedded is not None:
+            embedded.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            store = await ClickHouseStore.connect(dsn, settings.store.database)
+        except StoreUnavailable as exc:
+            holder = chdb_lock_holder(embedded) if embedded is not None else None
+            if holder is None:
+                raise
+            raise StartFailed(
+                "store",
+                f"the embedded ClickHouse directory {embedded} is in use by "
+                f"{f'process {holder}' if holder > 0 else 'another process'} (a running "
+                "`telemeter up`?); chDB allows one process per directory",
+                "stop that process, or give this one another directory "
+                "(TELEMETER_RUN_DIR or TELEMETER_STORE__DSN)",
+            ) from exc
+        c.stop_with(store.close)
+        created = await store.ensure_default_meters(clock())
+        if created:
+            log.info("default_meters_created", meters=created)
+        kinds = await store.ensure_default_device_kinds(clock())
+        if kinds:
+            log.info("default_device_kinds_created", kinds=kinds)
+        c.running()
         yield store
-    finally:
-        await store.close()
 
 
 @contextlib.asynccontextmanager
-async def run_bridge(settings: Settings, clock: Clock = utc_now) -> AsyncIterator[TelemetryBridge]:
+async def run_bridge(
+    settings: Settings, clock: Clock = utc_now, *, kafka_setup: KafkaSetup | None = prepare_kafka
+) -> AsyncIterator[TelemetryBridge]:
     """MQTT -> Kafka, running until the context exits."""
-    await prepare_kafka(settings, "bridge")
-    publisher = KafkaPublisher(
-        settings.kafka.bootstrap,
-        client_id=settings.mqtt.client_id,
-        auth=kafka_auth(settings, "bridge"),
-    )
-    await publisher.start()
-    b = settings.bridge
-    bridge = TelemetryBridge(
-        validator=validator(settings),
-        publisher=publisher,
-        events_topic=settings.kafka.events_topic,
-        dead_letter_topic=settings.kafka.dead_letter_topic,
-        clock=clock,
-    )
-    m = settings.mqtt
-    subscriber = MqttSubscriber(
-        host=m.host,
-        port=m.port,
-        client_id=m.client_id,
-        username=m.login,
-        password=m.password,
-        tls=MqttTls(m.ca_file, m.cert_file, m.key_file) if m.tls else None,
-        topic_filter=m.topic_filter,
-        session_expiry_s=int(m.session_expiry.total_seconds()),
-        keepalive_s=int(m.keepalive.total_seconds()),
-        max_in_flight=b.max_in_flight,
-    )
-    task = supervise(asyncio.create_task(bridge.run(subscriber), name="bridge"))
-    try:
+    m, b = settings.mqtt, settings.bridge
+    async with Component("bridge") as c:
+        if kafka_setup is not None:
+            await kafka_setup(settings, "bridge")
+        publisher = KafkaPublisher(
+            settings.kafka.bootstrap, client_id=m.client_id, auth=kafka_auth(settings, "bridge")
+        )
+        c.stop_with(publisher.stop)
+        await publisher.start()
+        bridge = TelemetryBridge(
+            validator=validator(settings),
+            publisher=publisher,
+            events_topic=settings.kafka.events_topic,
+            dead_letter_topic=settings.kafka.dead_letter_topic,
+            clock=clock,
+        )
+        subscriber = MqttSubscriber(
+            host=m.host,
+            port=m.bridge_port,
+            client_id=m.client_id,
+            username=m.login,
+            password=m.password,
+            tls=MqttTls(m.ca_file, m.cert_file, m.key_file) if m.tls else None,
+            topic_filter=m.topic_filter,
+            session_expiry_s=int(m.session_expiry.total_seconds()),
+            keepalive_s=int(m.keepalive.total_seconds()),
+            max_in_flight=b.max_in_flight,
+        )
+        await c.spawn("bridge", lambda: bridge.run(subscriber))
+        c.stop_with(subscriber.stop)
         await subscriber.start(bridge.submit)
-        log.info("bridge_started", subscription=m.topic_filter, kafka=settings.kafka.bootstrap)
+
+        async def drain() -> None:  # first: what Kafka has not acknowledged yet gets the time
+            subscriber.pause()
+            await bridge.drain()
+
+        c.stop_with(drain)
+        c.running(subscription=m.topic_filter, kafka=settings.kafka.bootstrap)
         yield bridge
-    finally:
-        subscriber.pause()
-        await bridge.drain()
-        await subscriber.stop()
-        await _cancel(task)
-        await publisher.stop()
-        log.info("bridge_stopped")
 
 
 @contextlib.asynccontextmanager
 async def run_aggregator(
-    settings: Settings, store: ClickHouseStore, clock: Clock = utc_now
+    settings: Settings,
+    store: ClickHouseStore,
+    clock: Clock = utc_now,
+    *,
+    kafka_setup: KafkaSetup | None = prepare_kafka,
 ) -> AsyncIterator[UsageAggregator]:
     """Kafka -> ClickHouse, running until the context exits."""
-    await prepare_kafka(settings, "aggregator")
-    auth = kafka_auth(settings, "aggregator")
-    source = KafkaEventSource(
-        settings.kafka.bootstrap,
-        settings.kafka.events_topic,
-        settings.aggregator.group_id,
-        client_id=f"{settings.aggregator.group_id}-{socket.gethostname()}",
-        instance_id=settings.aggregator.instance_id,
-        auth=auth,
-    )
-    dead_letters = KafkaPublisher(
-        settings.kafka.bootstrap, client_id="telemeter-aggregator-dlq", auth=auth
-    )
-    await source.start()
-    await dead_letters.start()
-    a = settings.aggregator
-    aggregator = UsageAggregator(
-        source=source,
-        sink=store,
-        catalog=MeterCatalog(store),
-        devices=DeviceRulesCache(store, settings.ingest.unknown_devices),
-        dead_letters=dead_letters,
-        dead_letter_topic=settings.kafka.dead_letter_topic,
-        clock=clock,
-        max_batch=a.max_batch,
-        max_wait_ms=int(a.max_wait.total_seconds() * 1000),
-    )
-    task = supervise(asyncio.create_task(aggregator.run(), name="aggregator"))
-    log.info("aggregator_started", topic=settings.kafka.events_topic, group=a.group_id)
-    try:
+    a, k = settings.aggregator, settings.kafka
+    async with Component("aggregator") as c:
+        if kafka_setup is not None:
+            await kafka_setup(settings, "aggregator")
+        auth = kafka_auth(settings, "aggregator")
+        source = KafkaEventSource(
+            k.bootstrap,
+            k.events_topic,
+            a.group_id,
+            client_id=f"{a.group_id}-{socket.gethostname()}",
+            instance_id=a.instance_id,
+            auth=auth,
+        )
+        c.stop_with(source.stop)
+        await source.start()
+        dead_letters = KafkaPublisher(k.bootstrap, client_id="telemeter-aggregator-dlq", auth=auth)
+        c.stop_with(dead_letters.stop)
+        await dead_letters.start()
+        aggregator = UsageAggregator(
+            source=source,
+            sink=store,
+            catalog=MeterCatalog(store),
+            devices=DeviceRulesCache(store, settings.ingest.unknown_devices),
+            dead_letters=dead_letters,
+            dead_letter_topic=k.dead_letter_topic,
+            clock=clock,
+            max_batch=a.max_batch,
+            max_wait_ms=int(a.max_wait.total_seconds() * 1000),
+        )
+        await c.spawn("aggregator", aggregator.run)
+        c.running(topic=k.events_topic, group=a.group_id)
         yield aggregator
-    finally:
-        await _cancel(task)
-        await source.stop()
-        await dead_letters.stop()
-        log.info("aggregator_stopped")
 
 
 @contextlib.asynccontextmanager
 async def run_dead_letter_recorder(
-    settings: Settings, store: ClickHouseStore
+    settings: Settings, store: ClickHouseStore, *, kafka_setup: KafkaSetup | None = prepare_kafka
 ) -> AsyncIterator[DeadLetterRecorder]:
     """Dead-letter topic -> the store's ``dead_letters`` table, until the context exits."""
-    await prepare_kafka(settings, "aggregator")
     a = settings.aggregator
     group = f"{a.group_id}-dead-letters"
-    source = KafkaEventSource(
-        settings.kafka.bootstrap,
-        settings.kafka.dead_letter_topic,
-        group,
-        client_id=f"{group}-{socket.gethostname()}",
-        instance_id=a.instance_id,
-        auth=kafka_auth(settings, "aggregator"),
-    )
-    await source.start()
-    recorder = DeadLetterRecorder(
-        source=source,
-        store=store,
-        max_batch=a.max_batch,
-        max_wait_ms=int(a.max_wait.total_seconds() * 1000),
-    )
-    task = supervise(asyncio.create_task(recorder.run(), name="dead-letter-recorder"))
-    log.info("dead_letter_recorder_started", topic=settings.kafka.dead_letter_topic, group=group)
-    try:
+    async with Component("dead_letter_recorder") as c:
+        if kafka_setup is not None:
+            await kafka_setup(settings, "aggregator")
+        source = KafkaEventSource(
+            settings.kafka.bootstrap,
+            settings.kafka.dead_letter_topic,
+            group,
+            client_id=f"{group}-{socket.gethostname()}",
+            instance_id=a.instance_id,
+            auth=kafka_auth(settings, "aggregator"),
+        )
+        c.stop_with(source.stop)
+        await source.start()
+        recorder = DeadLetterRecorder(
+            source=source,
+            store=store,
+            max_batch=a.max_batch,
+            max_wait_ms=int(a.max_wait.total_seconds() * 1000),
+        )
+        await c.spawn("dead-letter-recorder", recorder.run)
+        c.running(topic=settings.kafka.dead_letter_topic, group=group)
         yield recorder
-    finally:
-        await _cancel(task)
-        await source.stop()
-        log.info("dead_letter_recorder_stopped")
 
 
 def validator(settings: Settings) -> TelemetryValidator:
@@ -347,51 +379,84 @@ def api_context(
     )
 
 
+def api_socket(settings: Settings) -> socket.socket:
+    """The API's socket, bound (not yet listening): taking the port first makes a second
+    ``telemeter up`` fail at once, before it touches the store or Kafka's consumer groups."""
+    host, port = settings.api.host, settings.api.port
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise StartFailed(
+                "api",
+                f"{host}:{port} is already in use",
+                "is another `telemeter up` (or `telemeter api`) running? Stop it, or set "
+                "TELEMETER_API__PORT",
+            ) from exc
+        raise StartFailed(
+            "api", f"cannot listen on {host}:{port}: {exc.strerror}", "check TELEMETER_API__HOST"
+        ) from exc
+    return sock
+
+
+class _EmbeddedServer(uvicorn.Server):
+    """uvicorn without its own signal handlers: the composition root owns SIGINT/SIGTERM."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
 @contextlib.asynccontextmanager
 async def run_api(
-    settings: Settings, store: ClickHouseStore, clock: Clock = utc_now
+    settings: Settings,
+    store: ClickHouseStore,
+    clock: Clock = utc_now,
+    *,
+    sock: socket.socket | None = None,
 ) -> AsyncIterator[str]:
-    """uvicorn serving the API; yields its base URL once it accepts connections."""
-    # Replays publish to the events topic. Without Kafka the API still serves everything
-    # else and answers replays with 503.
-    replays = KafkaPublisher(
-        settings.kafka.bootstrap, client_id="telemeter-api-replay", auth=kafka_auth(settings, "api")
-    )
-    replay: EventReplay | None = None
-    try:
-        await replays.start()
-        replay = functools.partial(replays.publish, settings.kafka.events_topic)
-    except KafkaUnavailable as exc:
-        log.warning("api_replay_unavailable", error=str(exc))
-    context = api_context(settings, store, clock, replay)
-    app = create_app(context)
-    # The broker's files follow the store: written now (a restart repairs a missed sync)
-    # and daily (the CRL must never expire).
-    assert context.credentials is not None
-    broker_sync = supervise(
-        asyncio.create_task(context.credentials.run_periodic_sync(), name="broker-sync")
-    )
-    config = uvicorn.Config(
-        app,
-        host=settings.api.host,
-        port=settings.api.port,
-        log_config=None,
-        access_log=False,
-        lifespan="off",
-    )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve(), name="api")
-    while not server.started:
-        if task.done():
-            task.result()  # raises why uvicorn could not start (e.g. port in use)
-            raise RuntimeError("uvicorn exited before it started")
-        await asyncio.sleep(0.02)
-    url = f"http://{settings.api.host}:{settings.api.port}"
-    log.info("api_started", url=url, docs=f"{url}/docs")
-    try:
+    """uvicorn serving the API (on ``sock`` when the caller has bound it already); yields
+    its base URL once it accepts connections."""
+    async with Component("api") as c:
+        if sock is None:
+            sock = api_socket(settings)
+            c.stop_with(sock.close)
+        # Replays publish to the events topic. Without Kafka the API still serves everything
+        # else and answers replays with 503.
+        replays = KafkaPublisher(
+            settings.kafka.bootstrap,
+            client_id="telemeter-api-replay",
+            auth=kafka_auth(settings, "api"),
+        )
+        c.stop_with(replays.stop)
+        replay: EventReplay | None = None
+        try:
+            await replays.start()
+            replay = functools.partial(replays.publish, settings.kafka.events_topic)
+        except KafkaUnavailable as exc:
+            log.warning("api_replay_unavailable", error=str(exc))
+        context = api_context(settings, store, clock, replay)
+        # The broker's files follow the store: written now (a restart repairs a missed sync)
+        # and daily (the CRL must never expire).
+        assert context.credentials is not None
+        await c.spawn("broker-sync", context.credentials.run_periodic_sync)
+        config = uvicorn.Config(
+            create_app(context), log_config=None, access_log=False, lifespan="off"
+        )
+        server = _EmbeddedServer(config)
+
+        def stop() -> None:
+            server.should_exit = True
+
+        api = await c.spawn("api", lambda: server.serve(sockets=[sock]), stop=stop)
+        while not server.started:
+            if api.done():
+                await api  # raises why uvicorn stopped
+            await asyncio.sleep(0.02)
+        host, port = sock.getsockname()[:2]
+        url = f"http://{host}:{port}"
+        c.running(url=url, docs=f"{url}/docs")
         yield url
-    finally:
-        server.should_exit = True
-        await task
-        await _cancel(broker_sync)
-        await replays.stop()

@@ -5,13 +5,22 @@ Built in the composition root, never at import time.
 Secrets are ``SecretStr`` from the moment they are read. The dev defaults below work out of
 the box with ``deploy/services.sh`` (which reads the same values from
 ``deploy/dev-secrets.env``); outside dev (``TELEMETER_ENV=prod``) every one of them is
-refused, and so is an admin token shorter than 32 characters."""
+refused, and so is an admin token shorter than 32 characters.
+
+``deploy/services.sh`` reads the same variables for what it runs: the broker's listeners
+(``TELEMETER_MQTT__PORT``, ``__TLS_PORT``, ``__TLS_PASSWORD_PORT``), Kafka's port (from
+``TELEMETER_KAFKA__BOOTSTRAP``) and the run directory (``TELEMETER_RUN_DIR``), so one
+exported variable moves the service and the app together. :func:`unknown_variables` names
+every ``TELEMETER_*`` variable that neither reads (a typo would otherwise be ignored)."""
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal, TypeVar, get_args
 
 from pydantic import BaseModel, BeforeValidator, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -46,6 +55,7 @@ def _optional_path(value: object) -> object:
 
 
 OptionalPath = Annotated[Path | None, BeforeValidator(_optional_path)]
+Section = TypeVar("Section", bound=BaseModel)
 
 
 class KafkaCredentials(BaseModel):
@@ -77,6 +87,11 @@ class KafkaSettings(BaseModel):
     dead_letter_topic: str = "telemeter.dead-letters"
     dead_letter_partitions: int = Field(3, ge=1)
     request_timeout: timedelta = timedelta(seconds=30)
+    startup_timeout: timedelta = Field(
+        timedelta(seconds=60),
+        description="how long a component waits at start for Kafka to answer and its topics "
+        "to be ready before it gives up",
+    )
     security_protocol: Literal["PLAINTEXT", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
         "SASL_PLAINTEXT",
         description="SASL_SSL in production across hosts; PLAINTEXT only for a broker without "
@@ -120,7 +135,9 @@ class MqttSettings(BaseModel):
     this bridge's session), a password, optionally TLS."""
 
     host: str = "127.0.0.1"
-    port: int = Field(1883, description="1883: password listener; 8883: the TLS listener")
+    port: int = Field(1883, description="the broker's password listener")
+    tls_port: int = Field(8883, description="its mutual-TLS listener (client certificates)")
+    tls_password_port: int = Field(8884, description="its TLS + password listener")
     topic_prefix: str = Field("", description="prepended to devices/{id}/telemetry, e.g. 'site1/'")
     share_group: str = Field(
         "",
@@ -158,6 +175,19 @@ class MqttSettings(BaseModel):
     def login(self) -> str:
         """The username the bridge connects with."""
         return self.username or self.client_id
+
+    @property
+    def bridge_port(self) -> int:
+        """The listener the bridge connects to: the password one; with TLS the mutual-TLS one
+        (a client certificate) or the TLS + password one. Before the TLS listeners had
+        settings of their own a TLS bridge set ``port`` to its listener; such a ``port``
+        (given without ``tls_port`` or ``tls_password_port``) is still the one used."""
+        if not self.tls:
+            return self.port
+        given = self.model_fields_set
+        if "port" in given and not {"tls_port", "tls_password_port"} & given:
+            return self.port
+        return self.tls_port if self.cert_file is not None else self.tls_password_port
 
 
 class BrokerSettings(BaseModel):
@@ -209,6 +239,14 @@ class Settings(BaseSettings):
     )
 
     env: Literal["dev", "prod"] = "dev"
+    run_dir: Path = Field(
+        RUN_DIR,
+        description="runtime state, shared with deploy/services.sh: the default store "
+        "(<run dir>/chdb), the broker's files (<run dir>/mosquitto) and the dev PKI",
+    )
+    pki_dir: Path | None = Field(
+        None, description="the dev CA and broker certificate; default <run dir>/pki"
+    )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["console", "json"] = "console"
     kafka: KafkaSettings = KafkaSettings()
@@ -219,6 +257,23 @@ class Settings(BaseSettings):
     bridge: BridgeSettings = BridgeSettings()
     aggregator: AggregatorSettings = AggregatorSettings()
     api: ApiSettings = ApiSettings()
+
+    @model_validator(mode="after")
+    def _defaults_in_the_run_dir(self) -> Settings:
+        """Paths not given explicitly follow ``run_dir`` (and ``pki_dir``), as
+        deploy/services.sh lays them out."""
+        run = self.run_dir = self.run_dir.absolute()
+        pki = self.pki_dir = (self.pki_dir or run / "pki").absolute()
+        self.mqtt = _unless_given(self.mqtt, ca_file=pki / "ca.crt")
+        self.broker = _unless_given(
+            self.broker,
+            auth_dir=run / "mosquitto" / "auth",
+            pid_file=run / "mosquitto" / "mosquitto.pid",
+            ca_cert_file=pki / "ca.crt",
+            ca_key_file=pki / "ca.key",
+        )
+        self.store = _unless_given(self.store, dsn=f"chdb://{run / 'chdb'}")
+        return self
 
     @model_validator(mode="after")
     def _refuse_unsafe_defaults(self) -> Settings:
@@ -281,3 +336,100 @@ class Settings(BaseSettings):
         data = self.model_dump(mode="json")
         data["store"]["dsn"] = self.store.masked_dsn()
         return data
+
+
+def _unless_given(section: Section, **values: object) -> Section:
+    """``section`` with ``values`` for the fields that were not given explicitly."""
+    missing = {k: v for k, v in values.items() if k not in section.model_fields_set}
+    return section.model_copy(update=missing) if missing else section
+
+
+# ---- which TELEMETER_* variables exist ---------------------------------------------------
+
+ENV_PREFIX = "TELEMETER_"
+
+SERVICE_VARIABLES = {
+    "TELEMETER_CACHE_DIR": "deploy/services.sh: the shared Kafka jar cache",
+    "TELEMETER_BROKER_BRIDGE_USERS": "deploy/services.sh: the bridges' MQTT users",
+    "TELEMETER_KAFKA_CONTROLLER_PORT": "deploy/services.sh: Kafka's KRaft controller port",
+    "TELEMETER_WAIT_TIMEOUT": "deploy/services.sh: seconds to wait for readiness",
+    "TELEMETER_PYTHON": "deploy/services.sh: the Python with Telemeter installed",
+    "TELEMETER_TEST_CLICKHOUSE_DSN": "the test suite: a ClickHouse server instead of chDB",
+    "TELEMETER_FUZZ_EXAMPLES": "the test suite: examples per API operation (fuzzing)",
+}
+"""Variables that only deploy/services.sh or the test suite read: known, not settings."""
+
+DEPRECATED_VARIABLES = {
+    "TELEMETER_MQTT_PORT": "TELEMETER_MQTT__PORT",
+    "TELEMETER_MQTT_TLS_PORT": "TELEMETER_MQTT__TLS_PORT",
+    "TELEMETER_MQTT_TLS_PASSWORD_PORT": "TELEMETER_MQTT__TLS_PASSWORD_PORT",
+    "TELEMETER_KAFKA_PORT": "TELEMETER_KAFKA__BOOTSTRAP",
+}
+"""deploy/services.sh's old names (still read by it, for one release; the app never read
+them) and the names that replace them."""
+
+
+def _sections(annotation: Any) -> Iterator[type[BaseModel]]:
+    """The settings models inside a field's annotation (``KafkaCredentials | None``...)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        yield annotation
+        return
+    for arg in get_args(annotation):
+        yield from _sections(arg)
+
+
+def _names(prefix: str, model: type[BaseModel]) -> Iterator[str]:
+    for name, field in model.model_fields.items():
+        variable = f"{prefix}{name.upper()}"
+        yield variable  # a whole section may be given too (JSON, or null)
+        for section in _sections(field.annotation):
+            yield from _names(f"{variable}__", section)
+
+
+def setting_variables() -> frozenset[str]:
+    """Every variable that sets something in :class:`Settings`."""
+    return frozenset(_names(ENV_PREFIX, Settings))
+
+
+@dataclass(frozen=True, slots=True)
+class VariableProblem:
+    """A ``TELEMETER_*`` variable that does nothing in the app: unknown (``replacement``: the
+    closest known name, if any is close) or deprecated (``replacement``: its new name)."""
+
+    name: str
+    replacement: str | None
+    deprecated: bool = False
+
+    def __str__(self) -> str:
+        if self.deprecated:
+            return (
+                f"{self.name} is deprecated (only deploy/services.sh reads it): use "
+                f"{self.replacement}, which the app reads too"
+            )
+        hint = f" (did you mean {self.replacement}?)" if self.replacement else ""
+        return f"{self.name} is not a Telemeter setting{hint}"
+
+
+def unknown_variables(
+    environ: Mapping[str, str], env_file: Path | None = None
+) -> list[VariableProblem]:
+    """The ``TELEMETER_*`` variables in ``environ`` (and in ``env_file``, read the way the
+    settings read it) that neither the app nor deploy/services.sh reads, and those that only
+    services.sh reads under an old name. Names are compared case-insensitively, as the
+    settings read them."""
+    names = {k for k in environ if k.upper().startswith(ENV_PREFIX)}
+    if env_file is not None and env_file.is_file():
+        from dotenv import dotenv_values
+
+        names |= {k for k in dotenv_values(env_file) if k.upper().startswith(ENV_PREFIX)}
+    settings = setting_variables()
+    known = settings | SERVICE_VARIABLES.keys()
+    problems = []
+    for name in sorted(names):
+        upper = name.upper()
+        if upper in DEPRECATED_VARIABLES:
+            problems.append(VariableProblem(name, DEPRECATED_VARIABLES[upper], deprecated=True))
+        elif upper not in known:
+            close = difflib.get_close_matches(upper, sorted(known), n=1, cutoff=0.8)
+            problems.append(VariableProblem(name, close[0] if close else None))
+    return problems

@@ -97,9 +97,10 @@ class LocalBroker:
         return {
             **os.environ,
             "TELEMETER_RUN_DIR": str(self.run_dir),
-            "TELEMETER_MQTT_PORT": str(self.port),
-            "TELEMETER_MQTT_TLS_PORT": str(self.tls_port),
-            "TELEMETER_MQTT_TLS_PASSWORD_PORT": str(self.tls_password_port),
+            "TELEMETER_PKI_DIR": str(self.pki_dir),
+            "TELEMETER_MQTT__PORT": str(self.port),
+            "TELEMETER_MQTT__TLS_PORT": str(self.tls_port),
+            "TELEMETER_MQTT__TLS_PASSWORD_PORT": str(self.tls_password_port),
             "TELEMETER_BROKER_BRIDGE_USERS": " ".join(self.bridge_users),
             "TELEMETER_MQTT__TOPIC_PREFIX": self.topic_prefix,
             "TELEMETER_MQTT__PASSWORD": self.password,
@@ -171,6 +172,9 @@ class LocalBroker:
         login = user or self.bridge_users[0]
         common: dict[str, object] = {
             "host": HOST,
+            "port": self.port,
+            "tls_port": self.tls_port,
+            "tls_password_port": self.tls_password_port,
             "topic_prefix": self.topic_prefix,
             "client_id": login,
             "ca_file": self.ca_file,
@@ -178,13 +182,8 @@ class LocalBroker:
         }
         if tls:
             cert, key = self.client_certificate(login)
-            return MqttSettings(
-                port=self.tls_port, tls=True, password=None, cert_file=cert, key_file=key, **common
-            )
-        port = self.tls_password_port if tls_password else self.port
-        return MqttSettings(
-            port=port, tls=tls_password, password=SecretStr(self.password), **common
-        )
+            return MqttSettings(tls=True, password=None, cert_file=cert, key_file=key, **common)
+        return MqttSettings(tls=tls_password, password=SecretStr(self.password), **common)
 
     def broker_settings(self) -> BrokerSettings:
         """The API's settings for keeping this broker's device users in step."""

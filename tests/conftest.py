@@ -22,8 +22,6 @@ from storage.store import ClickHouseStore
 from telemeter.components import open_store
 from telemeter.config import (
     BrokerSettings,
-    KafkaSettings,
-    MqttSettings,
     Settings,
     StoreSettings,
 )
@@ -75,30 +73,48 @@ def broker(module_tag: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     b.remove_data()
 
 
+@pytest.fixture(scope="session")
+def environment_settings() -> Settings:
+    """The settings the TELEMETER_* environment gives: deploy/services.sh reads the same
+    variables (Kafka's address and its users, the dev broker's port), so the tests reach
+    the services the ``services`` fixture started wherever an exported variable moved them."""
+    return Settings(_env_file=None)  # type: ignore[call-arg]
+
+
 SettingsFactory = Callable[..., Settings]
 
 
 @pytest.fixture(scope="module")
 def make_settings(
-    request: pytest.FixtureRequest, store_dsn: str, module_tag: str
+    request: pytest.FixtureRequest,
+    store_dsn: str,
+    module_tag: str,
+    environment_settings: Settings,
 ) -> SettingsFactory:
     """Settings isolated to this test module: own database, topics, consumer group, MQTT
     topic prefix and bridge user, a free API port, and -- for modules that use the
-    ``broker`` fixture -- that broker; other modules write no broker files at all."""
+    ``broker`` fixture -- that broker; other modules write no broker files at all. Where
+    Kafka and the dev broker are comes from the environment (``environment_settings``)."""
     tag = module_tag
+    env = environment_settings
     test_broker: LocalBroker | None = (
         request.getfixturevalue("broker") if "broker" in request.fixturenames else None
     )
 
     def build(**overrides: object) -> Settings:
         values: dict[str, object] = {
-            "kafka": KafkaSettings(
-                events_topic=f"t.{tag}.events", dead_letter_topic=f"t.{tag}.dead-letters"
+            "kafka": env.kafka.model_copy(
+                update={
+                    "events_topic": f"t.{tag}.events",
+                    "dead_letter_topic": f"t.{tag}.dead-letters",
+                }
             ),
             "mqtt": (
                 test_broker.bridge_mqtt()
                 if test_broker
-                else MqttSettings(topic_prefix=f"t/{tag}/", client_id=f"bridge-{tag}")
+                else env.mqtt.model_copy(
+                    update={"topic_prefix": f"t/{tag}/", "client_id": f"bridge-{tag}"}
+                )
             ),
             "broker": (
                 test_broker.broker_settings()
