@@ -48,11 +48,11 @@ from aggregator.canonical import READING_MARK, CanonicalClock, CanonicalEvents
 from aggregator.devices import DeviceRulesCache
 from aggregator.retry import repeat_with_backoff
 from aggregator.rules import OPEN_RULES, DeviceRules, check_catalog
+from messaging.records import EventRecord, RecordBatch
 from schemas.catalog import Meter
 from schemas.dead_letter import DeadLetter, RejectReason
 from schemas.telemetry import TelemetryEvent
 from storage.store import ReadingRow
-from telemeter.kafka import EventRecord, RecordBatch
 
 log = structlog.get_logger(__name__)
 
@@ -230,11 +230,12 @@ class UsageAggregator:
         self.records = 0
 
     async def run(self) -> None:
-        """Process batches until cancelled. Store or Kafka outages are retried with backoff;
-        the batch is neither committed nor skipped meanwhile. (Processes that run it call
+        """Process batches until cancelled. Store or Kafka outages (retriable errors) are
+        retried with backoff (``aggregator.retry``); the batch is neither committed nor
+        skipped meanwhile. Any other error ends the loop. (Processes that run it call
         :func:`tune_garbage_collector` at start; see ``telemeter.cli``.)"""
         try:
-            await repeat_with_backoff(self.step, "aggregator_retrying")
+            await repeat_with_backoff(self.step, "aggregator")
         finally:
             await self._abandon_write()
 

@@ -15,9 +15,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import compile_path
 
 from identity.errors import BrokerSyncFailed, CaUnavailable, CredentialRefused, InvalidCsr
+from messaging.errors import KafkaUnavailable
 from schemas.errors import ErrorBody
 from storage.errors import Conflict, NotFound, StoreUnavailable
-from telemeter.kafka import KafkaUnavailable
 
 log = structlog.get_logger(__name__)
 

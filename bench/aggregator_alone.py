@@ -73,12 +73,12 @@ from bench.kafka import (
     stop_consumer,
 )
 from devices.simulator import KINDS
+from messaging.admin import TopicSpec
 from schemas.catalog import DEFAULT_METERS, MeterKind
 from schemas.telemetry import Reading, TelemetryEvent, format_decimal
 from storage.schema import TABLES
 from telemeter.chaos import settings_env
 from telemeter.config import REPO_ROOT, KafkaSettings, Settings, StoreSettings
-from telemeter.kafka import TopicSpec
 
 SCENARIO = "6. aggregator alone"
 TARGET = 200_000  # events/s on the 2-core development machine

@@ -50,9 +50,9 @@ from bench.kafka import (
     stop_consumer,
 )
 from devices.load_messages import wire_time
+from messaging.admin import TopicSpec
 from telemeter.chaos import settings_env
 from telemeter.config import REPO_ROOT, KafkaSettings, Settings
-from telemeter.kafka import TopicSpec
 from telemeter.local_broker import free_port
 
 

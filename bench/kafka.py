@@ -25,17 +25,17 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from telemeter.components import kafka_auth
-from telemeter.config import KafkaCredentials, Settings
-from telemeter.kafka import (
+from messaging.admin import (
     AclBinding,
     AclOperation,
     AclResource,
-    KafkaAuth,
     TopicSpec,
     ensure_acls,
     ensure_topics,
 )
+from messaging.kafka import KafkaAuth
+from telemeter.components import kafka_auth
+from telemeter.config import KafkaCredentials, Settings
 
 BOOTSTRAP = "127.0.0.1:9092"
 

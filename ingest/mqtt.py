@@ -13,7 +13,11 @@ before we acknowledge; for the rest (QoS 0) we stop reading the socket while
 Identity: the bridge logs in as its own user (password, or a client certificate on the TLS
 listener); the broker forces its client id to that username, so no other client can take
 over the bridge's session and the messages queued in it. A refused login fails ``start``
-at once with the broker's reason instead of retrying forever."""
+at once with the broker's reason instead of retrying forever.
+
+Reconnects: paho's own reconnect loop (and its ``reconnect_delay_set``) runs only in paho's
+loop thread, which is not used here; the housekeeping task reconnects with the one retry
+policy instead (``resilience.retry``, :data:`RECONNECT_BACKOFF`), logging an outage once."""
 
 from __future__ import annotations
 
@@ -33,7 +37,13 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from pydantic import SecretStr
 
+from ingest.ports import InboundMessage
+from resilience import Backoff, Outage, retry
+
 log = structlog.get_logger(__name__)
+
+RECONNECT_BACKOFF = Backoff(initial_s=2.0, factor=2.0, max_s=5.0)
+"""Between reconnect attempts after the first, which follows the lost connection at once."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,19 +70,9 @@ class MqttUnavailable(Exception):
     retriable = True
 
 
-@dataclass(frozen=True, slots=True)
-class InboundMessage:
-    """One message taken from the broker and not yet acknowledged."""
-
-    topic: str
-    payload: bytes
-    mid: int
-    qos: int
-    connection: int  # which connection delivered it; acks never cross a reconnect
-
-
 class MqttSubscriber:
-    """Subscribes with a persistent session and a stable client id, on the event loop."""
+    """Subscribes with a persistent session and a stable client id, on the event loop
+    (``ingest.ports.MessageSubscription``)."""
 
     def __init__(
         self,
@@ -216,19 +216,29 @@ class MqttSubscriber:
         task.add_done_callback(self._tasks.discard)
 
     async def _housekeeping(self) -> None:
-        """Keepalive pings and reconnects (paho's own loop thread does this otherwise)."""
-        delay = 1.0
+        """Keepalive pings every second while connected; once the connection is lost,
+        reconnects with :data:`RECONNECT_BACKOFF` (paho's loop thread does this otherwise)."""
+        reconnects = Outage("mqtt_reconnect")
         while self._started:
-            await asyncio.sleep(1.0 if self._sock is not None else delay)
+            await asyncio.sleep(1.0)
             if self._sock is not None:
                 self._client.loop_misc()
-                delay = 1.0
                 continue
-            try:
-                self._client.reconnect()
-            except OSError as exc:
-                log.warning("mqtt_reconnect_failed", error=str(exc))
-                delay = min(delay * 2, 5.0)
+            await retry(
+                self._reconnect,
+                backoff=RECONNECT_BACKOFF,
+                outage=reconnects,
+                give_up=lambda: not self._started,
+            )
+
+    async def _reconnect(self) -> None:
+        """One reconnect attempt; the socket is open (and watched) when it returns."""
+        try:
+            self._client.reconnect()
+        except OSError as exc:
+            raise MqttUnavailable(
+                f"cannot reconnect to MQTT {self._host}:{self._port}: {exc}"
+            ) from exc
 
     def _readable(self) -> None:
         rc = self._client.loop_read(max_packets=max(self._max_in_flight, 1))

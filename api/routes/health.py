@@ -10,9 +10,9 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from api.deps import ContextDep
+from messaging.errors import KafkaUnavailable
 from schemas.errors import ErrorBody
 from storage.errors import StoreError
-from telemeter.kafka import KafkaUnavailable
 
 router = APIRouter(tags=["health"])
 log = structlog.get_logger(__name__)

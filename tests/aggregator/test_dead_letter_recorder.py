@@ -12,11 +12,12 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from aggregator.dead_letters import DeadLetterRecorder
+from messaging.admin import ensure_topics
+from messaging.kafka import KafkaEventSource, KafkaPublisher
 from schemas.dead_letter import DeadLetter, DeadLetterStatus, RejectReason
 from storage.store import ClickHouseStore
 from telemeter.components import topics
 from telemeter.config import Settings
-from telemeter.kafka import KafkaEventSource, KafkaPublisher, ensure_topics
 from tests.support import admin_auth, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

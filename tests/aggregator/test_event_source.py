@@ -9,14 +9,10 @@ import secrets
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from messaging.admin import TopicSpec, ensure_topics
+from messaging.kafka import KafkaEventSource, KafkaPublisher
+from messaging.records import RecordBatch
 from telemeter.config import Settings
-from telemeter.kafka import (
-    KafkaEventSource,
-    KafkaPublisher,
-    RecordBatch,
-    TopicSpec,
-    ensure_topics,
-)
 from tests.support import admin_auth
 
 pytestmark = pytest.mark.integration

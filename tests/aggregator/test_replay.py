@@ -12,6 +12,8 @@ from typing import Any
 import pytest
 
 from aggregator.service import MeterCatalog, UsageAggregator
+from messaging.admin import ensure_topics
+from messaging.kafka import KafkaEventSource, KafkaPublisher
 from schemas.catalog import CustomerSpec, DeviceKindSpec, DeviceSpec
 from schemas.telemetry import Reading, TelemetryEvent
 from schemas.usage import Window
@@ -19,7 +21,6 @@ from storage.errors import StoreUnavailable
 from storage.store import ClickHouseStore, ReadingRow, UsageQuery
 from telemeter.components import run_aggregator, topics
 from telemeter.config import Settings
-from telemeter.kafka import KafkaEventSource, KafkaPublisher, ensure_topics
 from tests.support import admin_auth, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

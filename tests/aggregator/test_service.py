@@ -25,11 +25,11 @@ from aggregator.service import (
     reading_rows,
     tune_garbage_collector,
 )
+from messaging.records import RecordBatch
 from schemas.catalog import DEFAULT_METERS, Meter
 from schemas.telemetry import Reading, TelemetryEvent
 from storage.errors import StoreUnavailable
 from storage.store import ReadingRow
-from telemeter.kafka import RecordBatch
 
 T0 = datetime(2026, 11, 27, 9, tzinfo=UTC)
 TP = TopicPartition("events", 0)

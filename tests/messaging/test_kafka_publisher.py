@@ -9,8 +9,9 @@ from collections import defaultdict
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from messaging.admin import TopicSpec, ensure_topics
+from messaging.kafka import KafkaPublisher
 from telemeter.config import Settings
-from telemeter.kafka import KafkaPublisher, TopicSpec, ensure_topics
 from tests.support import admin_auth
 
 pytestmark = [pytest.mark.integration]
