@@ -53,7 +53,7 @@ test: install ## Install what is missing, start services, run the whole test sui
 lint: install ## ruff and mypy
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy schemas ingest aggregator api storage devices telemeter rating identity bench messaging resilience
+	$(BIN)/mypy schemas ingest aggregator api storage devices telemeter rating identity bench messaging resilience billing
 
 bench: services-up ## All benchmark scenarios (~21 min, authentication on); writes bench/results/<date>.md and the README table
 	$(BIN)/python -m bench.run $(BENCH_ARGS)

@@ -57,7 +57,7 @@ class DeadLetterRecorder:
     async def run(self) -> None:
         """Record batches until cancelled. Store or Kafka outages are retried with backoff;
         the batch is neither committed nor skipped meanwhile."""
-        await repeat_with_backoff(self.step, "dead_letter_recorder_retrying")
+        await repeat_with_backoff(self.step, "dead_letter_recorder")
 
     async def step(self) -> int:
         """One fetch -> record -> commit cycle. Returns the dead letters recorded."""

@@ -52,7 +52,7 @@ from messaging.records import EventRecord, RecordBatch
 from schemas.catalog import Meter
 from schemas.dead_letter import DeadLetter, RejectReason
 from schemas.telemetry import TelemetryEvent
-from storage.store import ReadingRow
+from storage.readings import ReadingRow
 
 log = structlog.get_logger(__name__)
 

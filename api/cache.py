@@ -1,5 +1,5 @@
 """Response cache for read routes, always correct: an answer is kept with the store's data
-version (``ClickHouseStore.data_version``) and served only while the version is unchanged.
+version (the store's ``data_version``) and served only while the version is unchanged.
 
 Any write -- a reading, an assignment, a meter, a plan, from this process or another --
 changes the version, so a cached answer is never older than the data: each request reads
@@ -25,7 +25,7 @@ from fastapi import Response
 from prometheus_client import Counter
 from pydantic import BaseModel
 
-from storage.store import ClickHouseStore
+from billing.ports import Versioned
 
 DEFAULT_MAX_BYTES = 64 * 2**20
 LOOKUPS = Counter(
@@ -85,7 +85,7 @@ class ResponseCache:
 
 async def cached_json(
     cache: ResponseCache,
-    store: ClickHouseStore,
+    store: Versioned,
     key: Hashable | None,
     compute: Callable[[], Awaitable[M]],
 ) -> M | Response:

@@ -16,9 +16,9 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Any, TypeVar
 
+from billing.ports import VersionedCatalog
 from schemas.billing import StoredPlan, Subscription
 from schemas.catalog import Customer, Meter
-from storage.store import ClickHouseStore
 
 T = TypeVar("T")
 CATALOG_TABLES = ("meters", "customers", "plans", "subscriptions")
@@ -37,7 +37,7 @@ class CatalogCache:
         self.hits = 0
         self.misses = 0
 
-    async def view(self, store: ClickHouseStore) -> CatalogView:
+    async def view(self, store: VersionedCatalog) -> CatalogView:
         """Lookups at the catalog version read now (after this call began)."""
         version = await store.data_version(CATALOG_TABLES) if self.max_entries else 0
         return CatalogView(self, store, version)
@@ -60,30 +60,31 @@ class CatalogCache:
 
 
 class CatalogView:
-    """The catalog as of one version, for one request."""
+    """The catalog as of one version, for one request: the ``billing.ports.Catalog`` port,
+    served from the cache."""
 
-    def __init__(self, cache: CatalogCache, store: ClickHouseStore, version: int) -> None:
+    def __init__(self, cache: CatalogCache, store: VersionedCatalog, version: int) -> None:
         self._cache, self._store, self.version = cache, store, version
 
-    async def customer(self, customer_id: str) -> Customer:
+    async def get_customer(self, customer_id: str) -> Customer:
         """``store.get_customer``: one customer, or NotFound."""
         return await self._cache._get(
             self.version, ("customer", customer_id), lambda: self._store.get_customer(customer_id)
         )
 
-    async def meter(self, name: str) -> Meter:
+    async def get_meter(self, name: str) -> Meter:
         """``store.get_meter``: one meter, or NotFound."""
         return await self._cache._get(
             self.version, ("meter", name), lambda: self._store.get_meter(name)
         )
 
-    async def plan(self, plan_id: str, version: int | None = None) -> StoredPlan:
+    async def get_plan(self, plan_id: str, version: int | None = None) -> StoredPlan:
         """``store.get_plan``: one version of a plan (default: the latest), or NotFound."""
         return await self._cache._get(
             self.version, ("plan", plan_id, version), lambda: self._store.get_plan(plan_id, version)
         )
 
-    async def subscriptions(self, customer_id: str) -> list[Subscription]:
+    async def list_subscriptions(self, customer_id: str) -> list[Subscription]:
         """``store.list_subscriptions``: the customer's subscriptions by start."""
         return await self._cache._get(
             self.version,

@@ -27,6 +27,7 @@ from pydantic import SecretStr
 from aggregator.devices import DeviceRulesCache
 from api.cache import ResponseCache
 from api.catalog import CatalogCache
+from billing.replay import EventPublisher, Replayer
 from identity.ca import DeviceCa
 from identity.errors import CaUnavailable
 from identity.service import DeviceCredentials
@@ -35,28 +36,27 @@ from schemas.catalog import CUSTOMER_ID_PATTERN
 from schemas.identity import StaffRole
 from storage.store import ClickHouseStore
 
-EventReplay = Callable[[bytes, bytes], Awaitable[None]]
-"""Publish one event (key, value) to the events topic; returns once Kafka acknowledged it."""
+EventReplay = EventPublisher
 
 
 @dataclass
 class ApiContext:
     """What the routes need, built once by the composition root.
 
-    ``validator`` must carry the bridge's settings (topic prefix, payload limit, time
-    bounds) so that a replay applies the rules the bridge applies; ``device_rules`` the
-    aggregator's. ``replay`` publishes to the events topic; without it (an API running
-    without Kafka) replays answer 503. ``credentials`` issues device credentials and keeps
-    the broker in step. ``cache`` keeps usage and rated-usage answers per data version
-    (``api/cache.py``), ``catalog`` their catalog lookups per catalog version
-    (``api/catalog.py``)."""
+    ``validator`` carries the bridge's settings (topic prefix, payload limit, time bounds)
+    so that a replay applies the rules the bridge applies; ``device_rules`` the
+    aggregator's. ``replay`` publishes to the events topic; without it or the validator (an
+    API running without Kafka) replays answer 503: no default rules are assumed.
+    ``credentials`` issues device credentials and keeps the broker in step. ``cache`` keeps
+    usage and rated-usage answers per data version (``api/cache.py``), ``catalog`` their
+    catalog lookups per catalog version (``api/catalog.py``)."""
 
     store: ClickHouseStore
     admin_token: SecretStr | str
     clock: Callable[[], datetime]
     credentials: DeviceCredentials | None = None
     kafka_check: Callable[[], Awaitable[None]] | None = None
-    validator: TelemetryValidator = field(default_factory=TelemetryValidator)
+    validator: TelemetryValidator | None = None
     device_rules: DeviceRulesCache | None = None
     replay: EventReplay | None = None
     cache: ResponseCache = field(default_factory=ResponseCache)
@@ -74,6 +74,14 @@ class ApiContext:
             self.credentials = DeviceCredentials(
                 store=self.store, broker=None, ca=_no_ca, clock=self.clock
             )
+
+    @property
+    def replayer(self) -> Replayer | None:
+        """What a dead-letter replay needs, or None: this process publishes no replays
+        (no Kafka publisher, or no bridge rules to check the message with)."""
+        if self.replay is None or self.validator is None or self.device_rules is None:
+            return None
+        return Replayer(self.validator, self.device_rules, self.replay)
 
     @property
     def admin_secret(self) -> str:

@@ -14,8 +14,25 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import compile_path
 
+from billing.errors import (
+    AlreadyReplayed,
+    BillingError,
+    CustomerRequired,
+    InvalidPeriod,
+    NoSubscription,
+    PlanCannotRate,
+    PlansNotComparable,
+    QuoteNotAcceptable,
+    ReplayInProgress,
+    ReplayUnavailable,
+    ReservedPlanId,
+    StillInvalid,
+    UnknownCharge,
+    WrongCurrency,
+)
 from identity.errors import BrokerSyncFailed, CaUnavailable, CredentialRefused, InvalidCsr
-from messaging.errors import KafkaUnavailable
+from messaging.errors import KafkaUnavailable, RecordTooLarge
+from rating.errors import RatingError
 from schemas.errors import ErrorBody
 from storage.errors import Conflict, NotFound, StoreUnavailable
 
@@ -81,8 +98,9 @@ def _reply(request: Request, status: int, code: str, message: str, **extra: obje
 
 
 class ApiProblem(Exception):
-    """A refusal decided in a route, with its own status, code and extra fields (e.g. a
-    replay that is still invalid: 409 with the reason and detail)."""
+    """A request a route cannot even parse into a use case's input (a cursor without its
+    other half, a body that is not CSV), with its own status and code. Business rules raise
+    domain errors instead (the ``STATUS`` table)."""
 
     def __init__(self, status: int, code: str, message: str, **extra: object) -> None:
         super().__init__(message)
@@ -92,43 +110,69 @@ class ApiProblem(Exception):
         self.extra = extra
 
 
+STATUS: dict[type[Exception], tuple[int, str | None]] = {
+    # storage
+    NotFound: (404, "not_found"),
+    Conflict: (409, "conflict"),
+    StoreUnavailable: (503, "store_unavailable"),
+    # messaging
+    KafkaUnavailable: (503, "kafka_unavailable"),
+    RecordTooLarge: (422, "record_too_large"),
+    # identity
+    CredentialRefused: (409, "credential_refused"),
+    InvalidCsr: (422, "invalid_csr"),
+    CaUnavailable: (503, "ca_unavailable"),
+    BrokerSyncFailed: (503, "broker_sync_failed"),
+    # the pricing engine
+    RatingError: (422, "rating_failed"),
+    # billing use cases: the code is the error's own (``billing/errors.py``)
+    NoSubscription: (404, None),
+    InvalidPeriod: (422, None),
+    WrongCurrency: (422, None),
+    UnknownCharge: (422, None),
+    PlansNotComparable: (422, None),
+    ReservedPlanId: (422, None),
+    CustomerRequired: (422, None),
+    PlanCannotRate: (422, None),
+    QuoteNotAcceptable: (409, None),
+    AlreadyReplayed: (409, None),
+    ReplayInProgress: (409, None),
+    StillInvalid: (409, None),
+    ReplayUnavailable: (503, None),
+}
+"""Every domain error the API answers, with its status and code (``None``: the error's own
+``code``). A subclass answers as its nearest listed class."""
+
+# Their messages carry internals (driver errors, broker addresses): logged, not sent.
+_INTERNAL = {
+    StoreUnavailable: "the store is unavailable or failed this request; retry later",
+    KafkaUnavailable: "Kafka is unavailable or refused this request; retry later",
+    BrokerSyncFailed: "the credentials are stored, but the MQTT broker could not be "
+    "updated yet; the next sync applies them (retry to force one)",
+}
+
+
 def install(app: FastAPI) -> None:
     """Register the exception handlers."""
+    for error, (status, code) in STATUS.items():
 
-    simple: dict[type[Exception], tuple[int, str]] = {
-        NotFound: (404, "not_found"),
-        Conflict: (409, "conflict"),
-        CredentialRefused: (409, "credential_refused"),
-        InvalidCsr: (422, "invalid_csr"),
-        CaUnavailable: (503, "ca_unavailable"),
-        BrokerSyncFailed: (503, "broker_sync_failed"),
-        StoreUnavailable: (503, "store_unavailable"),
-        KafkaUnavailable: (503, "kafka_unavailable"),
-    }
-    # Their messages carry internals (driver errors, broker addresses): logged, not sent.
-    internal = {
-        StoreUnavailable: "the store is unavailable or failed this request; retry later",
-        KafkaUnavailable: "Kafka is unavailable or refused this request; retry later",
-        BrokerSyncFailed: "the credentials are stored, but the MQTT broker could not be "
-        "updated yet; the next sync applies them (retry to force one)",
-    }
-    for error, (status, code) in simple.items():
-
-        async def _simple(
-            request: Request, exc: Exception, status: int = status, code: str = code
+        async def _domain(
+            request: Request, exc: Exception, status: int = status, code: str | None = code
         ) -> JSONResponse:
-            public = internal.get(type(exc))
+            extra = exc.extra() if isinstance(exc, BillingError) else {}
+            name = code or str(getattr(exc, "code", "error"))
+            public = next((_INTERNAL[t] for t in type(exc).__mro__ if t in _INTERNAL), None)
             if public is None:
-                return _reply(request, status, code, str(exc))
+                return _reply(request, status, name, str(exc), **extra)
             log.warning(
                 "request_dependency_failed",
-                code=code,
+                code=name,
                 error=str(exc),
                 request_id=getattr(request.state, "request_id", None),
             )
-            return _reply(request, status, code, public)
+            return _reply(request, status, name, public)
 
-        app.add_exception_handler(error, _simple)
+        app.add_exception_handler(error, _domain)
 
     @app.exception_handler(ApiProblem)
     async def _problem(request: Request, exc: ApiProblem) -> JSONResponse:

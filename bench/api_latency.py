@@ -68,7 +68,8 @@ from bench.common import Measure, table
 from identity import dev_pki
 from rating.models import PlanSpec
 from schemas.usage import Window
-from storage.store import ClickHouseStore, UsageQuery
+from storage.store import ClickHouseStore
+from storage.usage import UsageQuery
 from telemeter.components import open_store
 from telemeter.config import REPO_ROOT, Settings, StoreSettings
 from telemeter.local_broker import free_port

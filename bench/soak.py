@@ -52,7 +52,8 @@ from bench.end_to_end import (
     services_running,
 )
 from devices.fleet import DeviceLogin, Fleet
-from devices.load import ASSIGNED_FROM, LoadControl, LoadResult, run_load
+from devices.load import LoadControl, LoadResult, run_load
+from devices.load_fleet import ASSIGNED_FROM
 from devices.load_messages import wire_time
 from devices.provision import provision
 from devices.reconcile import reconcile

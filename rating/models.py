@@ -12,9 +12,8 @@ A plan prices each meter with one charge; in JSON every number is a decimal stri
        {"model": "package", "meter": "door_cycles", "package_size": "1000",
         "package_price": "2.50", "maximum": "40.00"}]}
 
-The results (``TierLine``, ``ChargeLine``, ``Rating``) keep Decimals in Python; in JSON
-quantities and prices are plain decimal strings without trailing zeros (``"6.5"``) and
-amounts keep the currency's minor unit (``"41.50"``, JPY ``"150"``).
+The results (``TierLine``, ``ChargeLine``, ``Rating``) are values the API, quotes and the
+store pass around, so they live in ``schemas/rating.py``; they are importable from here too.
 """
 
 from __future__ import annotations
@@ -27,15 +26,32 @@ from typing import Annotated, Literal, Self
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, model_validator
 
 from schemas.inputs import ExactDecimal
+from schemas.rating import (
+    ChargeLine,
+    ChargeModel,
+    Rating,
+    TierLine,
+    format_amount,
+)
 from schemas.telemetry import VALUE_MAX_ABS, MeterName, format_decimal
 
 ZERO = Decimal(0)
-
-
-def format_amount(value: Decimal) -> str:
-    """Render a rounded amount in plain notation, keeping its minor unit ("39.00")."""
-    text = format(value, "f")
-    return text.removeprefix("-") if value.is_zero() else text
+__all__ = [
+    "ZERO",
+    "BillingPeriod",
+    "ChargeLine",
+    "ChargeModel",
+    "GraduatedCharge",
+    "PackageCharge",
+    "PerUnitCharge",
+    "PlanSpec",
+    "Rating",
+    "Tier",
+    "TierLine",
+    "VolumeCharge",
+    "check_tiers",
+    "format_amount",
+]
 
 
 _DecimalString = PlainSerializer(format_decimal, return_type=str, when_used="json")
@@ -44,11 +60,6 @@ _DecimalString = PlainSerializer(format_decimal, return_type=str, when_used="jso
 # sum the engine forms stays exact in an 80-digit context and renders in a few dozen digits.
 NonNegative = Annotated[ExactDecimal, Field(ge=0, lt=VALUE_MAX_ABS), _DecimalString]
 Positive = Annotated[ExactDecimal, Field(gt=0, lt=VALUE_MAX_ABS), _DecimalString]
-# What the results report: exact quantities and prices, and amounts rounded to minor units.
-Quantity = Annotated[Decimal, _DecimalString]
-Amount = Annotated[Decimal, PlainSerializer(format_amount, return_type=str, when_used="json")]
-
-ChargeModel = Literal["per_unit", "graduated", "volume", "package"]
 
 
 class BillingPeriod(StrEnum):
@@ -185,53 +196,3 @@ class PlanSpec(BaseModel):
                 "merge them into one charge (e.g. graduated tiers)"
             )
         return self
-
-
-class TierLine(BaseModel):
-    """The part of a charge priced in one tier: ``units`` in the range
-    (``from_unit``, ``to_unit``] (``to_unit`` None: unbounded) at ``unit_price``, plus
-    ``flat_fee``; ``amount`` is that, rounded. For ``package`` charges ``units`` counts
-    packages and ``unit_price`` is the package price."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    from_unit: Quantity
-    to_unit: Quantity | None
-    units: Quantity
-    unit_price: Quantity
-    flat_fee: Quantity
-    amount: Amount
-
-
-class ChargeLine(BaseModel):
-    """One meter's charge in a period. ``quantity == included + billable`` (``included``
-    is the part of the allowance used), ``tiers`` lists the tiers that priced at least one
-    unit, and ``amount == sum(tier.amount for tier in tiers) + adjustment``, where
-    ``adjustment`` is what the charge's minimum adds (> 0) or maximum takes off (< 0)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    meter: str
-    model: ChargeModel
-    quantity: Quantity
-    included: Quantity
-    billable: Quantity
-    tiers: list[TierLine]
-    adjustment: Amount
-    amount: Amount
-
-
-class Rating(BaseModel):
-    """What a customer owes for one billing period, exactly additive:
-    ``usage_total == sum(line.amount)``, ``subtotal == base_fee + usage_total`` and
-    ``total == subtotal + minimum_true_up``."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    currency: str
-    lines: list[ChargeLine]
-    base_fee: Amount
-    usage_total: Amount
-    minimum_true_up: Amount
-    subtotal: Amount
-    total: Amount

@@ -9,8 +9,8 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from rating.models import Rating
 from schemas.inputs import ExactDecimal, Instant
+from schemas.rating import Rating
 from schemas.telemetry import MeterName
 
 

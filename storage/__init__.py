@@ -5,7 +5,9 @@ in-process (chDB, one process per data directory), an ``http://`` DSN uses a ser
 through the same code."""
 
 from storage.errors import StoreError, StoreUnavailable
-from storage.store import ClickHouseStore, ReadingRow, UsageQuery, UsageResult
+from storage.readings import ReadingRow
+from storage.store import ClickHouseStore
+from storage.usage import UsageQuery, UsageResult
 
 __all__ = [
     "ClickHouseStore",

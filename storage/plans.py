@@ -3,37 +3,54 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
+import secrets
 from datetime import datetime
 from typing import Any
 
 from schemas.billing import StoredPlan, Subscription
+from storage.claims import dedup_token
 from storage.core import StoreCore, utc
-from storage.errors import NotFound
+from storage.errors import Conflict, NotFound
+
+_MAX_ATTEMPTS = 100  # each lost attempt means another writer won a version meanwhile
 
 
 class PlanQueries(StoreCore):
     """The ``plans`` and ``subscriptions`` tables."""
 
-    _plan_lock: asyncio.Lock | None = None
-
     async def put_plan(self, plan_id: str, spec: dict[str, Any], now: datetime) -> StoredPlan:
-        """Store ``spec`` as the next version of ``plan_id`` (1 for a new plan)."""
-        if self._plan_lock is None:
-            self._plan_lock = asyncio.Lock()
-        async with self._plan_lock:  # versions are numbered in this process, one at a time
+        """Store ``spec`` as the next version of ``plan_id`` (1 for a new plan).
+
+        Compare-and-set, so it holds with several API processes on one server: read the
+        highest version N, insert N+1 with the writer's token as its deduplication token
+        (``storage/claims.py``), read N+1 back. If the row there is another writer's, that
+        writer won N+1 and this one tries N+2; no writer ever replaces another's version."""
+        writer = secrets.token_hex(8)
+        body = json.dumps(spec, sort_keys=True)
+        for _ in range(_MAX_ATTEMPTS):
             rows = await self._rows(
-                f"SELECT max(version) FROM {self._db}.plans FINAL WHERE plan_id = {{p:String}}",
+                f"SELECT max(version) FROM {self._db}.plans WHERE plan_id = {{p:String}}",
                 {"p": plan_id},
             )
             version = int(rows[0][0] or 0) + 1 if rows else 1
-            await self._insert(
-                "plans",
-                [[plan_id, version, json.dumps(spec, sort_keys=True), now]],
-                ["plan_id", "version", "spec", "created_at"],
+            await self._run(
+                self._client.insert,
+                f"{self._db}.plans",
+                [[plan_id, version, body, now, writer]],
+                column_names=["plan_id", "version", "spec", "created_at", "writer"],
+                settings={
+                    "insert_deduplication_token": dedup_token("plan", f"{plan_id}@{version}")
+                },
             )
-        return StoredPlan(plan_id=plan_id, version=version, created_at=now, spec=spec)
+            held = await self._rows(
+                f"SELECT writer FROM {self._db}.plans FINAL "
+                "WHERE plan_id = {p:String} AND version = {v:UInt32}",
+                {"p": plan_id, "v": version},
+            )
+            if held and held[0][0] == writer:
+                return StoredPlan(plan_id=plan_id, version=version, created_at=now, spec=spec)
+        raise Conflict(f"plan {plan_id!r} is being changed by other writers right now; retry")
 
     async def get_plan(self, plan_id: str, version: int | None = None) -> StoredPlan:
         """One version of a plan (default: the latest), or NotFound."""

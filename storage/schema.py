@@ -12,6 +12,9 @@
   and later reassignments land with the right customer.
 - ``meters``, ``customers``, ``devices``, ``device_kinds``: the catalog, last write wins
   (``updated_at``). A device kind lists the meters its devices may report.
+- ``plans`` (one row per version) and ``claims``: written with compare-and-set
+  (``storage/claims.py``), so concurrent writers in several processes never both take one
+  plan version, accept one quote or replay one dead letter.
 - ``dead_letters``: the dead-letter topic as a table, one row per dead letter ``id``
   (``ReplacingMergeTree(ver)``, read with ``FINAL``). ``ver`` is the time of the event the
   row describes -- its rejection (``open``) or its replay (``replayed``, odd, so it wins a
@@ -129,8 +132,21 @@ TABLES: dict[str, str] = {
             plan_id String,
             version UInt32,
             spec String,                 -- the plan as JSON (rating.models.PlanSpec)
-            created_at DateTime64(3, 'UTC')
+            created_at DateTime64(3, 'UTC'),
+            writer String DEFAULT ''     -- who wrote this version (storage/claims.py)
         ) ENGINE = ReplacingMergeTree(created_at) ORDER BY (plan_id, version)
+        SETTINGS non_replicated_deduplication_window = 10000
+    """,
+    # Compare-and-set (storage/claims.py): the first insert of a key wins, later ones are
+    # deduplicated away by the server.
+    "claims": """
+        CREATE TABLE IF NOT EXISTS {db}.claims (
+            key String,
+            writer String,
+            payload String,
+            claimed_at DateTime64(3, 'UTC')
+        ) ENGINE = MergeTree ORDER BY key
+        SETTINGS non_replicated_deduplication_window = 100000
     """,
     "quotes": """
         CREATE TABLE IF NOT EXISTS {db}.quotes (
@@ -203,4 +219,6 @@ TABLES: dict[str, str] = {
 MIGRATIONS: list[str] = [
     "ALTER TABLE {db}.meters ADD COLUMN IF NOT EXISTS rollover_max Nullable(Decimal(38, 9)) "
     "AFTER description",
+    "ALTER TABLE {db}.plans ADD COLUMN IF NOT EXISTS writer String DEFAULT '' AFTER created_at",
+    "ALTER TABLE {db}.plans MODIFY SETTING non_replicated_deduplication_window = 10000",
 ]

@@ -23,16 +23,15 @@ from ingest.bridge import TelemetryBridge
 from messaging.errors import KafkaUnavailable
 from messaging.kafka import KafkaHealth
 from storage.store import ClickHouseStore
+from telemeter.api_server import api_socket, run_api
 from telemeter.components import (
     Clock,
     KafkaSetup,
-    api_socket,
     kafka_auth,
     once,
     open_store,
     prepare_kafka,
     run_aggregator,
-    run_api,
     run_bridge,
     run_dead_letter_recorder,
     utc_now,

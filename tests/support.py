@@ -15,7 +15,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from devices.fleet import BrokerEndpoint, DeviceLogin, Fleet
 from devices.provision import provision
-from telemeter.kafka import KafkaAuth
+from messaging.kafka import KafkaAuth
 
 T = TypeVar("T")
 
@@ -100,7 +100,7 @@ async def logins_for(
 
     from schemas.catalog import DeviceSpec
     from schemas.identity import CredentialType
-    from telemeter.components import device_credentials
+    from telemeter.api_server import device_credentials
 
     ids = sorted(set(device_ids))
     known = await store.known_devices(ids)

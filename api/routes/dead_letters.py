@@ -7,19 +7,12 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
 
-from aggregator.rules import check_catalog
 from api.deps import Admin, ContextDep, StoreDep
 from api.errors import ApiProblem, responses
-from ingest.validation import Accepted
+from billing import replay
 from schemas.catalog import Page
-from schemas.dead_letter import (
-    DeadLetterStatus,
-    RecordedDeadLetter,
-    RejectReason,
-    ReplayAccepted,
-)
+from schemas.dead_letter import DeadLetterStatus, RecordedDeadLetter, RejectReason, ReplayAccepted
 from schemas.inputs import Instant
-from schemas.telemetry import format_time
 
 router = APIRouter(prefix="/v1/dead-letters", tags=["dead letters"], dependencies=[Admin])
 LetterPath = Annotated[
@@ -91,7 +84,8 @@ async def get_dead_letter(letter_id: LetterPath, store: StoreDep) -> RecordedDea
         503,
         notes={
             404: "no dead letter with this id",
-            409: "`already_replayed`, or `still_invalid` with the `reason` and `detail` the "
+            409: "`already_replayed`, `replay_in_progress` (another request is replaying "
+            "it right now), or `still_invalid` with the `reason` and `detail` the "
             "message is still rejected for; the dead letter stays as it is",
             503: "also `replay_unavailable`: no Kafka publisher in this API process",
         },
@@ -101,56 +95,18 @@ async def replay_dead_letter(letter_id: LetterPath, context: ContextDep) -> Repl
     """Check the original message again with the bridge's rules and the catalog's (as the
     aggregator does); if it passes, publish it to the events topic keyed by its device and,
     once Kafka acknowledged it, mark the dead letter replayed. Its readings then count
-    exactly once: ``(device_id, seq)`` is deduplicated downstream, so even a replay that
-    races another one, or a device's own resend, adds nothing twice."""
+    exactly once: ``(device_id, seq)`` is deduplicated downstream, so even a device's own
+    resend adds nothing twice; of concurrent replays, one is accepted and the others are
+    a 409 (``billing/replay.py``)."""
     store = context.store
-    letter = await store.get_dead_letter(letter_id)
-    if letter.status is DeadLetterStatus.REPLAYED:
-        replayed = format_time(letter.replayed_at) if letter.replayed_at else "earlier"
-        raise ApiProblem(
-            409,
-            "already_replayed",
-            f"dead letter {letter_id!r} was replayed at {replayed}; it is not published "
-            "again (doing so would be harmless, since (device_id, seq) is deduplicated "
-            "downstream and its readings count once, but it would add nothing)",
-        )
-    if context.replay is None:
-        raise ApiProblem(
-            503,
-            "replay_unavailable",
-            "this API process has no Kafka publisher for replays (it was started without "
-            "Kafka); restart it with Kafka reachable (TELEMETER_KAFKA__BOOTSTRAP), "
-            "e.g. `telemeter up`",
-        )
-    now = context.clock()
-    verdict = context.validator.validate(letter.mqtt_topic, letter.payload(), now)
-    if not isinstance(verdict, Accepted):
-        raise _still_invalid(letter_id, verdict.reason, verdict.detail)
-    event = verdict.event
-    assert context.device_rules is not None  # set by ApiContext.__post_init__
-    rules = await context.device_rules.current()
-    problem = check_catalog(event, {m.name: m for m in await store.list_meters()}, rules)
-    if problem is not None:
-        raise _still_invalid(letter_id, *problem)
-    # 1. Kafka acknowledges the event, 2. the letter is marked. If 2 fails the letter stays
-    # open and a second replay publishes again, which counts nothing twice (see above).
-    await context.replay(event.device_id.encode(), event.model_dump_json().encode())
-    marked = await store.mark_dead_letter_replayed(letter_id, now)
-    return ReplayAccepted(
-        id=marked.id,
-        status=marked.status,
-        device_id=event.device_id,
-        seq=event.seq,
-        readings=len(event.readings),
-        replayed_at=marked.replayed_at or now,
+    done = await replay.replay_dead_letter(
+        store, store, context.replayer, letter_id, context.clock()
     )
-
-
-def _still_invalid(letter_id: str, reason: RejectReason, detail: str) -> ApiProblem:
-    return ApiProblem(
-        409,
-        "still_invalid",
-        f"dead letter {letter_id!r} is still rejected ({reason.value}): {detail}",
-        reason=reason.value,
-        detail=detail,
+    return ReplayAccepted(
+        id=done.letter.id,
+        status=done.letter.status,
+        device_id=done.device_id,
+        seq=done.seq,
+        readings=done.readings,
+        replayed_at=done.letter.replayed_at or context.clock(),
     )

@@ -8,7 +8,8 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Path, Query
 
 from api.deps import Admin, ContextDep, StoreDep
-from api.errors import ApiProblem, responses
+from api.errors import responses
+from billing.subscriptions import define_plan
 from rating.models import PlanSpec
 from schemas.billing import StoredPlan
 from schemas.catalog import Page
@@ -75,12 +76,4 @@ async def put_plan(
     """Validate the plan and store it as its next version (1 for a new plan). Every
     charge's meter must exist. ``compare`` is not a plan id: ``GET /v1/plans/compare``
     compares plans."""
-    if plan_id == "compare":
-        raise ApiProblem(
-            422,
-            "reserved_plan_id",
-            "'compare' is reserved (GET /v1/plans/compare); choose another id",
-        )
-    for charge in spec.charges:
-        await context.store.get_meter(charge.meter)
-    return await context.store.put_plan(plan_id, spec.model_dump(mode="json"), context.clock())
+    return await define_plan(context.store, context.store, plan_id, spec, context.clock())

@@ -1,15 +1,15 @@
-"""A customer's subscription: which plan version from when. History is kept; a new
-subscription ends the previous one at its start (a plan change)."""
+"""A customer's subscription: which plan version from when (``billing/subscriptions.py``).
+History is kept; a new subscription ends the previous one at its start (a plan change)."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter
 from pydantic import BaseModel
 
-from api.deps import Admin, ContextDep, StoreDep
+from api.deps import Admin, ContextDep
 from api.errors import responses
 from api.routes.customers import CustomerPath
-from rating.models import PlanSpec
+from billing.subscriptions import SubscriptionHistory, subscribe, subscription_history
 from schemas.billing import Subscription, SubscriptionSpec
 
 router = APIRouter(prefix="/v1/customers", tags=["pricing"], dependencies=[Admin])
@@ -22,13 +22,8 @@ class Subscriptions(BaseModel):
     history: list[Subscription]
 
 
-async def _answer(context: ContextDep, customer_id: str) -> Subscriptions:
-    history = await context.store.list_subscriptions(customer_id)
-    now = context.clock()
-    current = next(
-        (s for s in reversed(history) if s.start <= now and (s.end is None or now < s.end)), None
-    )
-    return Subscriptions(current=current, history=history)
+def _answer(found: SubscriptionHistory) -> Subscriptions:
+    return Subscriptions(current=found.current, history=found.history)
 
 
 @router.get(
@@ -36,12 +31,9 @@ async def _answer(context: ContextDep, customer_id: str) -> Subscriptions:
     summary="A customer's subscription and history",
     responses=responses(404),
 )
-async def get_subscription(
-    customer_id: CustomerPath, context: ContextDep, store: StoreDep
-) -> Subscriptions:
+async def get_subscription(customer_id: CustomerPath, context: ContextDep) -> Subscriptions:
     """The subscription in force now and every earlier or later one."""
-    await store.get_customer(customer_id)
-    return await _answer(context, customer_id)
+    return _answer(await subscription_history(context.store, customer_id, context.clock()))
 
 
 @router.put(
@@ -55,17 +47,5 @@ async def put_subscription(
     """Put the customer on ``plan_id`` (``plan_version`` default: the latest) from ``start``.
     A period with two plans is prorated by time for fees and split by reading time for
     usage. The plan's currency must be the customer's."""
-    store = context.store
-    customer = await store.get_customer(customer_id)
-    plan = await store.get_plan(spec.plan_id, spec.plan_version)
-    currency = PlanSpec.model_validate(plan.spec).currency
-    if currency != customer.currency:
-        raise HTTPException(
-            422,
-            f"plan {spec.plan_id!r} is priced in {currency}; customer "
-            f"{customer_id!r} is billed in {customer.currency}",
-        )
-    await store.put_subscription(
-        customer_id, spec.plan_id, plan.version, spec.start, spec.end, context.clock()
-    )
-    return await _answer(context, customer_id)
+    found = await subscribe(context.store, context.store, customer_id, spec, context.clock())
+    return _answer(found)

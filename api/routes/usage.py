@@ -6,18 +6,17 @@ from collections.abc import Hashable
 from datetime import datetime
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, HTTPException, Query, Response
+from fastapi import APIRouter, Query, Response
 
 from api.cache import cached_json
 from api.catalog import CatalogView
 from api.deps import Admin, ContextDep, CustomerReader
-from api.errors import responses
+from api.errors import ApiProblem, responses
 from api.routes.customers import CustomerPath
-from schemas.catalog import Aggregation
 from schemas.inputs import Instant, TimezoneName
 from schemas.telemetry import format_decimal, format_time, to_utc
 from schemas.usage import UsagePoint, UsageResponse, Window
-from storage.store import UsageBucket, UsageQuery
+from storage.usage import UsageBucket, UsageQuery, merge_buckets
 from storage.windows import window_start, windows
 
 router = APIRouter(tags=["usage"])  # auth per route: a customer key may read its own usage
@@ -57,14 +56,14 @@ async def _usage(
     tz: str,
     group_by: str | None,
 ) -> UsageResponse:
-    meter = await catalog.meter(meter_name)
+    meter = await catalog.get_meter(meter_name)
     now = context.clock()
     end = to_utc(end) if end is not None else to_utc(now)
     start = to_utc(start) if start is not None else window_start(end, Window.MONTH, tz)
     try:
         spans = windows(start, end, window, tz)
     except ValueError as exc:
-        raise HTTPException(422, str(exc)) from exc
+        raise ApiProblem(422, "invalid_range", str(exc)) from exc
     result = await context.store.usage(
         UsageQuery(
             customer_id=customer_id,
@@ -83,7 +82,7 @@ async def _usage(
     merged: dict[tuple[datetime, str | None], UsageBucket] = {}
     for b in result.buckets:
         slot = (window_start(b.bucket, window, tz), b.device_id)
-        merged[slot] = _merge(merged.get(slot), b, meter.aggregation)
+        merged[slot] = merge_buckets(merged.get(slot), b, meter.aggregation)
     series: list[UsagePoint] = []
     if group_by == "device_id":
         for (key, device_id), b in sorted(
@@ -149,7 +148,7 @@ async def customer_usage(
 
     async def compute() -> UsageResponse:
         catalog = await context.catalog.view(context.store)
-        customer = await catalog.customer(customer_id)
+        customer = await catalog.get_customer(customer_id)
         zone = tz or customer.timezone
         return await _usage(context, catalog, customer_id, meter, from_, to, window, zone, group_by)
 
@@ -199,30 +198,3 @@ def _key(
     if start is None or end is None:
         return None
     return ("usage", route, customer_id, meter, to_utc(start), to_utc(end), window, tz, group_by)
-
-
-def _merge(into: UsageBucket | None, b: UsageBucket, aggregation: Aggregation) -> UsageBucket:
-    """Combine two buckets of one window by the meter's aggregation."""
-    if into is None:
-        return b
-    if aggregation is Aggregation.SUM:
-        value = into.value + b.value
-    elif aggregation is Aggregation.MAX:
-        value = max(into.value, b.value)
-    elif aggregation is Aggregation.MIN:
-        value = min(into.value, b.value)
-    else:
-        newer = b if (b.latest_at or b.bucket) >= (into.latest_at or into.bucket) else into
-        value = newer.value
-    latest = (
-        max(x for x in (into.latest_at, b.latest_at) if x is not None)
-        if (into.latest_at or b.latest_at)
-        else None
-    )
-    return UsageBucket(
-        bucket=into.bucket,
-        device_id=into.device_id,
-        value=value,
-        readings=into.readings + b.readings,
-        latest_at=latest,
-    )

@@ -18,7 +18,9 @@ from schemas.catalog import CustomerSpec, DeviceKindSpec, DeviceSpec
 from schemas.telemetry import Reading, TelemetryEvent
 from schemas.usage import Window
 from storage.errors import StoreUnavailable
-from storage.store import ClickHouseStore, ReadingRow, UsageQuery
+from storage.readings import ReadingRow
+from storage.store import ClickHouseStore
+from storage.usage import UsageQuery
 from telemeter.components import run_aggregator, topics
 from telemeter.config import Settings
 from tests.support import admin_auth, wait_for

@@ -29,7 +29,7 @@ from messaging.records import RecordBatch
 from schemas.catalog import DEFAULT_METERS, Meter
 from schemas.telemetry import Reading, TelemetryEvent
 from storage.errors import StoreUnavailable
-from storage.store import ReadingRow
+from storage.readings import ReadingRow
 
 T0 = datetime(2026, 11, 27, 9, tzinfo=UTC)
 TP = TopicPartition("events", 0)

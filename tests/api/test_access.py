@@ -23,6 +23,7 @@ from identity.mosquitto import MosquittoAuthFiles
 from identity.passwords import verify
 from identity.service import DeviceCredentials
 from storage.store import ClickHouseStore
+from tests.api.conftest import api_client
 from tests.conftest import ADMIN_TOKEN
 
 pytestmark = pytest.mark.integration
@@ -65,8 +66,7 @@ def context(store: ClickHouseStore, auth_dir: Path) -> ApiContext:
 @pytest.fixture(scope="module")
 async def client(context: ApiContext) -> AsyncIterator[httpx.AsyncClient]:
     """An ASGI client without credentials of its own, with two registered doors."""
-    transport = httpx.ASGITransport(app=create_app(context))
-    async with httpx.AsyncClient(transport=transport, base_url="http://api") as c:
+    async with api_client(context, token=None) as c:
         r = await c.put(
             "/v1/devices",
             headers=ADMIN,

@@ -9,9 +9,9 @@ from decimal import Decimal
 import httpx
 import pytest
 
-from api.app import create_app
-from api.deps import ApiContext
-from storage.store import ClickHouseStore, ReadingRow
+from storage.readings import ReadingRow
+from storage.store import ClickHouseStore
+from tests.api.conftest import api_client
 from tests.conftest import ADMIN_TOKEN
 
 pytestmark = pytest.mark.integration
@@ -23,9 +23,7 @@ AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 @pytest.fixture(scope="module")
 async def client(store: ClickHouseStore) -> AsyncIterator[httpx.AsyncClient]:
     """An API client with the admin token, the clock fixed at NOW."""
-    app = create_app(ApiContext(store=store, admin_token=ADMIN_TOKEN, clock=lambda: NOW))
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://api", headers=AUTH) as c:
+    async with api_client(store, clock=lambda: NOW) as c:
         yield c
 
 

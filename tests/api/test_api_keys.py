@@ -12,10 +12,9 @@ from decimal import Decimal
 import httpx
 import pytest
 
-from api.app import create_app
-from api.deps import ApiContext
-from storage.store import ClickHouseStore, ReadingRow
-from tests.conftest import ADMIN_TOKEN
+from storage.readings import ReadingRow
+from storage.store import ClickHouseStore
+from tests.api.conftest import api_client
 
 pytestmark = pytest.mark.integration
 
@@ -33,10 +32,7 @@ def bearer(token: str) -> dict[str, str]:
 @pytest.fixture(scope="module")
 async def client(store: ClickHouseStore) -> AsyncIterator[httpx.AsyncClient]:
     """An admin client, clock fixed at NOW, with two subscribed customers holding usage."""
-    app = create_app(ApiContext(store=store, admin_token=ADMIN_TOKEN, clock=lambda: NOW))
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://api", headers=bearer(ADMIN_TOKEN)
-    ) as c:
+    async with api_client(store, clock=lambda: NOW) as c:
         plan = {
             "name": "Doors",
             "currency": "EUR",

@@ -13,10 +13,10 @@ from typing import Any
 import httpx
 import pytest
 
-from api.app import create_app
-from api.deps import ApiContext
 from schemas.telemetry import EXACT
-from storage.store import ClickHouseStore, ReadingRow
+from storage.readings import ReadingRow
+from storage.store import ClickHouseStore
+from tests.api.conftest import api_client
 from tests.conftest import ADMIN_TOKEN
 
 pytestmark = pytest.mark.integration
@@ -37,9 +37,7 @@ _NOV = "2026-11-01T00:00:00Z"
 async def client(store: ClickHouseStore) -> AsyncIterator[httpx.AsyncClient]:
     """An admin client at NOW; customer ``bad`` (UTC) on plan ``pitch`` since November,
     whose one pitch has used HUGE minutes this month."""
-    app = create_app(ApiContext(store=store, admin_token=ADMIN_TOKEN, clock=lambda: NOW))
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://api", headers=AUTH) as c:
+    async with api_client(store, clock=lambda: NOW) as c:
         for method, url, body in [
             ("PUT", "/v1/customers/bad", {"name": "Bad Input Ltd", "timezone": "UTC"}),
             ("PUT", "/v1/plans/pitch", PLAN),

@@ -10,7 +10,8 @@ import pytest
 from api.catalog import CATALOG_TABLES, CatalogCache
 from schemas.catalog import CustomerSpec, MeterKind, MeterSpec
 from storage.errors import NotFound
-from storage.store import ClickHouseStore, ReadingRow
+from storage.readings import ReadingRow
+from storage.store import ClickHouseStore
 
 pytestmark = pytest.mark.integration
 
@@ -24,8 +25,8 @@ class TestCatalogCache:
         """Two views at the same catalog version load a customer once."""
         await store.put_customer("cc1", CustomerSpec(name="One"), NOW)
         cache = CatalogCache()
-        first = await (await cache.view(store)).customer("cc1")
-        second = await (await cache.view(store)).customer("cc1")
+        first = await (await cache.view(store)).get_customer("cc1")
+        second = await (await cache.view(store)).get_customer("cc1")
         assert first == second
         assert (cache.misses, cache.hits) == (1, 1)
 
@@ -35,13 +36,13 @@ class TestCatalogCache:
         await store.put_meter("cc_meter", MeterSpec(unit="a", kind=MeterKind.DELTA), NOW)
         cache = CatalogCache()
         view = await cache.view(store)
-        assert (await view.customer("cc2")).name == "Old"
-        assert (await view.meter("cc_meter")).unit == "a"
+        assert (await view.get_customer("cc2")).name == "Old"
+        assert (await view.get_meter("cc_meter")).unit == "a"
         await store.put_customer("cc2", CustomerSpec(name="New", timezone="Europe/Paris"), NOW)
         await store.put_meter("cc_meter", MeterSpec(unit="b", kind=MeterKind.DELTA), NOW)
         view = await cache.view(store)
-        assert (await view.customer("cc2")).timezone == "Europe/Paris"
-        assert (await view.meter("cc_meter")).unit == "b"
+        assert (await view.get_customer("cc2")).timezone == "Europe/Paris"
+        assert (await view.get_meter("cc_meter")).unit == "b"
 
     async def test_readings_do_not_invalidate(self, store: ClickHouseStore) -> None:
         """Readings are not catalog: writing them keeps the catalog version (and the hits)."""
@@ -58,7 +59,7 @@ class TestCatalogCache:
         cache = CatalogCache()
         for _ in range(2):
             with pytest.raises(NotFound):
-                await (await cache.view(store)).customer("cc-nobody")
+                await (await cache.view(store)).get_customer("cc-nobody")
         assert cache.hits == 0
 
     async def test_zero_entries_is_off(self, store: ClickHouseStore) -> None:
@@ -66,7 +67,7 @@ class TestCatalogCache:
         await store.put_customer("cc3", CustomerSpec(name="Three"), NOW)
         cache = CatalogCache(0)
         for _ in range(2):
-            await (await cache.view(store)).customer("cc3")
+            await (await cache.view(store)).get_customer("cc3")
         assert (cache.hits, cache.misses) == (0, 2)
         with pytest.raises(ValueError, match=">= 0"):
             CatalogCache(-1)

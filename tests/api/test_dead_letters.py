@@ -12,13 +12,14 @@ import pytest
 
 from api.app import create_app
 from api.deps import ApiContext
+from messaging.admin import ensure_topics
+from messaging.kafka import KafkaPublisher
 from schemas.dead_letter import DeadLetter, RejectReason
 from schemas.telemetry import Reading, Telemetry
 from storage.store import ClickHouseStore
 from telemeter.components import topics
 from telemeter.components import validator as bridge_validator
 from telemeter.config import Settings
-from telemeter.kafka import KafkaPublisher, ensure_topics
 from tests.conftest import ADMIN_TOKEN
 from tests.support import admin_auth, read_topic
 

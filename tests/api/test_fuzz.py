@@ -41,9 +41,11 @@ from api.routes.plans import EXAMPLE as PLAN
 from identity.ca import DeviceCa
 from identity.dev_pki import ensure_ca
 from identity.service import DeviceCredentials
+from ingest.validation import TelemetryValidator
 from schemas.dead_letter import DeadLetter, RejectReason
 from schemas.quotes import Quote
-from storage.store import ClickHouseStore, ReadingRow
+from storage.readings import ReadingRow
+from storage.store import ClickHouseStore
 from telemeter.config import Settings
 from tests.conftest import ADMIN_TOKEN, free_port
 
@@ -62,7 +64,13 @@ async def _published(key: bytes, value: bytes) -> None:
 
 def _context(store: ClickHouseStore, pki: Path | None = None) -> ApiContext:
     """The API's context at NOW, with a device CA in ``pki`` (certificates are issued)."""
-    context = ApiContext(store=store, admin_token=ADMIN_TOKEN, clock=lambda: NOW, replay=_published)
+    context = ApiContext(
+        store=store,
+        admin_token=ADMIN_TOKEN,
+        clock=lambda: NOW,
+        replay=_published,
+        validator=TelemetryValidator(),  # the bridge's default rules
+    )
     if pki is not None:
         ensure_ca(pki, NOW)
         context.credentials = DeviceCredentials(

@@ -9,8 +9,8 @@ import httpx
 
 from api.app import create_app
 from api.deps import ApiContext
+from messaging.errors import KafkaUnavailable
 from storage.errors import StoreUnavailable
-from telemeter.kafka import KafkaUnavailable
 from tests.conftest import ADMIN_TOKEN
 
 SECRET = "s3cret-password"  # what a driver's message may carry

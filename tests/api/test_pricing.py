@@ -9,10 +9,9 @@ from decimal import Decimal
 import httpx
 import pytest
 
-from api.app import create_app
-from api.deps import ApiContext
-from storage.store import ClickHouseStore, ReadingRow
-from tests.conftest import ADMIN_TOKEN
+from storage.readings import ReadingRow
+from storage.store import ClickHouseStore
+from tests.api.conftest import api_client
 
 pytestmark = pytest.mark.integration
 
@@ -27,12 +26,7 @@ TIERS = [
 @pytest.fixture(scope="module")
 async def client(store: ClickHouseStore) -> AsyncIterator[httpx.AsyncClient]:
     """An admin client, clock fixed at NOW (20 Nov 2026, inside an open month)."""
-    app = create_app(ApiContext(store=store, admin_token=ADMIN_TOKEN, clock=lambda: NOW))
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app),
-        base_url="http://api",
-        headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
-    ) as c:
+    async with api_client(store, clock=lambda: NOW) as c:
         yield c
 
 

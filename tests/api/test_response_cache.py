@@ -15,7 +15,8 @@ from api.cache import LOOKUPS, ResponseCache
 from api.deps import ApiContext
 from schemas.catalog import CustomerSpec
 from storage.data_version import VersionReader
-from storage.store import ClickHouseStore, ReadingRow
+from storage.readings import ReadingRow
+from storage.store import ClickHouseStore
 from tests.conftest import ADMIN_TOKEN
 
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)

@@ -17,11 +17,11 @@ import pytest
 from aggregator.dead_letters import DeadLetterRecorder
 from api.app import create_app
 from api.deps import ApiContext
+from messaging.kafka import KafkaEventSource, KafkaPublisher
 from schemas.telemetry import format_time
 from telemeter.components import utc_now
 from telemeter.components import validator as bridge_validator
 from telemeter.config import Settings
-from telemeter.kafka import KafkaEventSource, KafkaPublisher
 from telemeter.local_broker import LocalBroker
 from telemeter.stack import RunningStack
 from tests.conftest import ADMIN_TOKEN

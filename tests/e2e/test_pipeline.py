@@ -12,7 +12,7 @@ from decimal import Decimal
 import httpx
 import pytest
 
-from api.billing import period_bounds
+from billing.periods import period_bounds
 from devices.reconcile import reconcile
 from devices.simulator import SimulationConfig, Simulator
 from rating.engine import rate

@@ -37,7 +37,7 @@ def messages(settings: Settings) -> list[tuple[str, bytes]]:
     return out
 
 
-class LocalBrokerRestart:
+class TestLocalBrokerRestart:
     """The bridge's subscription survives a broker restart."""
 
     async def test_messages_published_before_the_bridge_reconnects_arrive(

@@ -15,7 +15,9 @@ import pytest
 from schemas.catalog import CustomerSpec, DeviceSpec, MeterKind, MeterSpec
 from schemas.usage import Window
 from storage.errors import StoreUnavailable
-from storage.store import ClickHouseStore, ReadingRow, UsageQuery
+from storage.readings import ReadingRow
+from storage.store import ClickHouseStore
+from storage.usage import UsageQuery
 from storage.usage_reads import MeterRef, ReadPool, UsageBatcher, UsageShape
 from telemeter.config import Settings
 

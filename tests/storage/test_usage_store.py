@@ -10,7 +10,9 @@ import pytest
 from schemas.catalog import CustomerSpec, DeviceSpec, MeterKind, MeterSpec
 from schemas.usage import Window
 from storage.errors import Conflict, NotFound
-from storage.store import ClickHouseStore, ReadingRow, UsageQuery
+from storage.readings import ReadingRow
+from storage.store import ClickHouseStore
+from storage.usage import UsageQuery
 
 pytestmark = pytest.mark.integration
 

@@ -1,0 +1,87 @@
+"""Billing periods and the quantities a plan charges for in one.
+
+A plan bills per month or per calendar year in the customer's IANA timezone (DST-safe:
+``storage.windows`` aligns the bounds). A request names a period (``YYYY-MM``, ``YYYY``) or
+a ``from``/``to`` range; :func:`requested_range` turns it into UTC bounds."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from zoneinfo import ZoneInfo
+
+from billing.errors import InvalidPeriod
+from billing.ports import Usage
+from rating.models import BillingPeriod, PlanSpec
+from schemas.billing import period_parts
+from schemas.catalog import Meter
+from schemas.telemetry import to_utc
+from schemas.usage import Window
+from storage.windows import next_window_start, window_start
+
+
+@dataclass(frozen=True, slots=True)
+class Range:
+    """A requested range in UTC, and the kind of period it names (``None``: a from/to
+    range, which must lie inside one billing period of each plan)."""
+
+    start: datetime
+    end: datetime
+    names: BillingPeriod | None
+
+
+def period_bounds(at: datetime, period: BillingPeriod, tz: str) -> tuple[datetime, datetime]:
+    """The billing period (a month, or a calendar year) in ``tz`` that contains ``at``."""
+    local = at.astimezone(ZoneInfo(tz))
+    anchor = local.replace(month=1, day=1) if period is BillingPeriod.YEAR else local
+    first = window_start(anchor, Window.MONTH, tz)
+    end = first
+    for _ in range(12 if period is BillingPeriod.YEAR else 1):
+        end = next_window_start(end, Window.MONTH, tz)
+    return first, end
+
+
+def requested_range(
+    period: str | None, start: datetime | None, end: datetime | None, tz: str
+) -> Range | None:
+    """The range asked for, or None for "the current period"."""
+    if start is not None or end is not None:
+        if start is None or end is None or end <= start:
+            raise InvalidPeriod("give both 'from' and 'to' (to after from), or 'period'")
+        return Range(to_utc(start), to_utc(end), None)
+    if period is None:
+        return None
+    year, month = period_parts(period)
+    kind = BillingPeriod.YEAR if month is None else BillingPeriod.MONTH
+    middle = datetime(year, month or 1, 1, 12, tzinfo=ZoneInfo(tz))
+    first, following = period_bounds(middle, kind, tz)
+    return Range(first, following, kind)
+
+
+async def plan_quantities(
+    usage: Usage,
+    meter: Callable[[str], Awaitable[Meter]],
+    customer_id: str,
+    plan: PlanSpec,
+    start: datetime,
+    end: datetime,
+    tz: str,
+) -> tuple[dict[str, Decimal], datetime | None]:
+    """Usage of each meter the plan charges for, in [start, end), and the latest write
+    behind those numbers (freshness). ``meter`` looks a meter up by name."""
+    quantities: dict[str, Decimal] = {}
+    updated: datetime | None = None
+    if not plan.charges:
+        return quantities, updated
+    found = await asyncio.gather(*(meter(charge.meter) for charge in plan.charges))
+    # One query for all the plan's meters (it joins other requests' batches).
+    usages = await usage.usage_of_meters(customer_id, found, start, end, Window.MONTH, tz)
+    for charge in plan.charges:
+        result = usages[charge.meter]
+        quantities[charge.meter] = result.total
+        if result.updated_at is not None:
+            updated = result.updated_at if updated is None else max(updated, result.updated_at)
+    return quantities, updated

@@ -1,0 +1,60 @@
+"""Compare-and-set on keys, for the decisions that must hold across API processes sharing
+one ClickHouse server, where no lock inside one process helps: accepting a quote, claiming
+a dead letter's replay, numbering a plan's next version.
+
+ClickHouse has no transactions, but it deduplicates inserts: an insert carrying an
+``insert_deduplication_token`` that the table has seen among its last
+``non_replicated_deduplication_window`` inserts is dropped, atomically, inside the server
+(ReplicatedMergeTree does the same through Keeper). So a claim is an insert whose token is
+the key: the first insert of a key lands, every later one is dropped, and reading the key
+back tells each writer whether the row there is its own. The window (100 000 inserts on
+``claims``, 10 000 on ``plans``) only has to outlast the moment between two racing
+writers' inserts; beyond it, two rows of a key could exist, and the earliest claim (then
+the smaller writer token) is the holder every reader agrees on."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime
+
+from storage.core import StoreCore, utc
+
+CLAIM_DEDUP_WINDOW = 100_000
+
+
+def dedup_token(kind: str, key: str) -> str:
+    """The insert deduplication token of ``key`` (hashed: keys may be long)."""
+    return f"{kind}:" + hashlib.sha256(key.encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """Who holds a key, since when, and what the holder wrote with it."""
+
+    key: str
+    writer: str
+    payload: str
+    claimed_at: datetime
+
+
+class ClaimQueries(StoreCore):
+    """The ``claims`` table."""
+
+    async def claim(self, key: str, writer: str, payload: str, now: datetime) -> Claim:
+        """Claim ``key`` for ``writer`` unless someone holds it; returns the holder (this
+        writer if it won). Safe with any number of writers in any number of processes."""
+        await self._run(
+            self._client.insert,
+            f"{self._db}.claims",
+            [[key, writer, payload, now]],
+            column_names=["key", "writer", "payload", "claimed_at"],
+            settings={"insert_deduplication_token": dedup_token("claim", key)},
+        )
+        rows = await self._rows(
+            f"SELECT writer, payload, claimed_at FROM {self._db}.claims "
+            "WHERE key = {k:String} ORDER BY claimed_at, writer LIMIT 1",
+            {"k": key},
+        )
+        holder, body, at = rows[0]
+        return Claim(key, holder, body, utc(at))
