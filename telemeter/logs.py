@@ -17,7 +17,8 @@ from __future__ import annotations
 import logging
 import re
 import sys
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 
 import structlog
 
@@ -111,6 +112,7 @@ def configure(level: str = "info", fmt: str = "console", secrets: Iterable[str] 
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
     if root.level > logging.DEBUG:
         handler.addFilter(_drop_transient_kafka_noise)
+        handler.addFilter(LibraryRateLimit())
 
 
 # aiokafka logs these at error/warning level while a fresh broker creates its internal
@@ -127,3 +129,40 @@ def _drop_transient_kafka_noise(record: logging.LogRecord) -> bool:
         return True
     message = record.getMessage()
     return not any(marker in message for marker in _TRANSIENT)
+
+
+class LibraryRateLimit(logging.Filter):
+    """At most one line per ``interval_s`` for each message template a library logs
+    (aiokafka writes "Unable connect to node ..." several times a second for as long as a
+    broker is away: thousands of lines in a minutes-long outage). The first line passes at
+    once; a line passing after a quiet spell says how many like it were held back. Our own
+    loggers are not limited: ``resilience`` already logs an outage once, with reminders."""
+
+    LIBRARIES = ("aiokafka", "kafka", "paho")
+
+    def __init__(
+        self, interval_s: float = 30.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        super().__init__()
+        self._interval_s = interval_s
+        self._clock = clock
+        self._seen: dict[tuple[str, str], tuple[float, int]] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Whether ``record`` is written (a passing one may gain a suppressed count)."""
+        if not record.name.startswith(self.LIBRARIES):
+            return True
+        key = (record.name, str(record.msg))
+        now = self._clock()
+        seen = self._seen.get(key)
+        if seen is not None and now - seen[0] < self._interval_s:
+            self._seen[key] = (seen[0], seen[1] + 1)
+            return False
+        held = seen[1] if seen is not None else 0
+        self._seen[key] = (now, 0)
+        if len(self._seen) > 1_000:  # templates, not messages: only a bug gets here
+            self._seen = {key: (now, 0)}
+        if held and seen is not None and isinstance(record.args, tuple | None):
+            record.msg = f"{record.msg} (and %d similar lines in the last %.0f s)"
+            record.args = (*(record.args or ()), held, now - seen[0])
+        return True
