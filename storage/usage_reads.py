@@ -130,10 +130,14 @@ def usage_sql(db: str, shape: UsageShape) -> str:
             + ", ".join(f"meter = {{m{i}:String}}, {{r{i}:Decimal(38, 9)}}" for i in counters)
             + ", toDecimal128(0, 9))"
         )
-        delta = """if(n = 1, toDecimal128(0, 9),
-                   if(value >= prev, value - prev,
-                      if(rollover > 0 AND prev * 2 > rollover,
-                         rollover - prev + value + 1, value)))"""
+        # ClickHouse evaluates both branches of if() for every row, and Decimal(38, 9)
+        # arithmetic throws past 1e29, so the wrap branch (and the "above half" test) run in
+        # Decimal(76, 9); the delta chosen is always below 1e29, so it fits Decimal(38, 9).
+        delta = """toDecimal128(if(n = 1, toDecimal256(0, 9),
+                   if(value >= prev, toDecimal256(value - prev, 9),
+                      if(rollover > 0 AND toDecimal256(prev, 9) * 2 > rollover,
+                         toDecimal256(rollover, 9) - prev + value + 1,
+                         toDecimal256(value, 9)))), 9)"""
         qty = (
             delta
             if len(counters) == len(shape.meters)
@@ -159,7 +163,8 @@ def usage_sql(db: str, shape: UsageShape) -> str:
     return f"""
         SELECT a.customer_id AS customer, r.meter AS meter,
                {_BUCKETS[shape.window]} AS bucket{device_col},
-               sum(r.qty), max(r.qty), min(r.qty), argMax(r.qty, (r.at, r.seq, r.idx)),
+               sum(toDecimal256(r.qty, 9)), max(r.qty), min(r.qty),
+               argMax(r.qty, (r.at, r.seq, r.idx)),
                max(r.at), count(), max(r.written_at)
         FROM ({source}) AS r
         ASOF LEFT JOIN ({holders}) AS a ON r.device_id = a.device_id AND r.at >= a.valid_from

@@ -119,6 +119,17 @@ class TestPreview:
         assert preview.projected is not None
         assert preview.projected.total == Decimal("25.00")
 
+    async def test_usage_beyond_the_engine_is_refused(self, store: InMemoryBillingStore) -> None:
+        """Usage of 2e29 (two of the largest readings) is PlanCannotRate (a 422), for the
+        rated period and the preview alike, never an unexpected failure."""
+        for _ in range(2):
+            big = Decimal("99999999999999999999999999999")
+            store.add_usage("acme", "door_cycles", datetime(2026, 11, 11, tzinfo=UTC), big, NOW)
+        with pytest.raises(errors.PlanCannotRate):
+            await rate_period(store, store, "acme", NOW)
+        with pytest.raises(errors.PlanCannotRate):
+            await preview_invoice(store, store, "acme", NOW)
+
     async def test_closed_period_has_no_projection(self, store: InMemoryBillingStore) -> None:
         """A period that has ended is not projected."""
         preview = await preview_invoice(store, store, "acme", DEC + timedelta(days=1), "2026-11")

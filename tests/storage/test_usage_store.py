@@ -323,3 +323,48 @@ class TestCatalog:
             "passengers",
             "pitch_minutes",
         } <= names
+
+
+BIG = "99999999999999999999999999999"  # the largest allowed reading: |value| < 1e29
+
+
+class TestSumsCannotWrap:
+    """Sums of valid readings stay exact however large (Decimal(38, 9) would wrap)."""
+
+    async def test_two_largest_deltas(self, catalog: ClickHouseStore) -> None:
+        """Two delta readings of 1e29 - 1 total 2e29 - 2, in the window and in the total."""
+        await catalog.put_customer("huge", CustomerSpec(name="Huge"), T0)
+        await catalog.put_device(
+            "huge-1", DeviceSpec(kind="door", customer_id="huge", assigned_from=NOV[0]), T0
+        )
+        await catalog.insert_readings(
+            [row("huge-1", i, "clicks", BIG, T0 + timedelta(minutes=i)) for i in (1, 2)]
+        )
+        expected = Decimal("199999999999999999999999999998")  # 2 * BIG, written out
+        assert await total(catalog, "huge", "clicks") == (expected, 2)
+        m = await catalog.get_meter("clicks")
+        daily = await catalog.usage(UsageQuery("huge", m, *NOV, Window.DAY, "UTC"))
+        assert [b.value for b in daily.buckets] == [expected]
+
+    async def test_rollover_of_the_largest_counter(self, catalog: ClickHouseStore) -> None:
+        """A counter whose rollover_max is 1e29 - 1 wrapping from its top counts exactly."""
+        if await catalog.find_meter("odo_max") is None:
+            spec = MeterSpec(unit="km", kind=MeterKind.COUNTER, rollover_max=Decimal(BIG))
+            await catalog.put_meter("odo_max", spec, T0)
+        await catalog.put_customer("wrapper", CustomerSpec(name="Wrapper"), T0)
+        await catalog.put_device(
+            "wrap-max", DeviceSpec(kind="car", customer_id="wrapper", assigned_from=NOV[0]), T0
+        )
+        # +10, then a wrap to just below the top (literals: the default decimal context
+        # has 28 digits and would round these 29-digit values)
+        values = ["99999999999999999999999999989", BIG, "99999999999999999999999999998"]
+        await catalog.insert_readings(
+            [
+                row("wrap-max", i + 1, "odo_max", v, T0 + timedelta(minutes=i))
+                for i, v in enumerate(values)
+            ]
+        )
+        # BIG -> BIG - 1 is a wrap (prev above half of rollover_max): rollover - prev + value
+        # + 1 = BIG; with the +10 before it the total is BIG + 10
+        expected = Decimal("100000000000000000000000000009")
+        assert await total(catalog, "wrapper", "odo_max") == (expected, 3)
