@@ -227,8 +227,7 @@ class InMemoryBillingStore:
             result = UsageResult(readings=len(amounts))
             total: UsageBucket | None = None
             for a in amounts:
-                one = UsageBucket(bucket=start, device_id=None, value=a.value, readings=1)
-                one.latest_at = a.at
+                one = UsageBucket(start, None, a.value, readings=1, latest_at=a.at)
                 total = merge_buckets(total, one, meter.aggregation)
                 written = a.written
                 result.updated_at = (

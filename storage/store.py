@@ -41,8 +41,8 @@ class ClickHouseStore(
     IdentityQueries,
     ClaimQueries,
 ):
-    """The one adapter over ClickHouse: catalog, readings and usage here, dead letters and
-    plans in their mixins. Build it with :meth:`connect`; ``close`` is idempotent."""
+    """The one adapter over ClickHouse: every repository above shares its client and read
+    pools. Build it with :meth:`connect`; ``close`` is idempotent."""
 
     _meta: ReadPool | None = None  # data version reads: never behind inserts or usage batches
     _versions: dict[tuple[str, ...], VersionReader] | None = None

@@ -115,7 +115,7 @@ class UsageQueries(StoreCore):
         for row in rows:
             by_meter[row[0]].append(row[1:])
         return {
-            name: _summarise(
+            name: _fold(
                 by_meter[name], UsageQuery(customer_id, m, start, end, window, tz, by_device)
             )
             for name, m in unique.items()
@@ -138,12 +138,6 @@ class UsageQueries(StoreCore):
         for row in rows:
             by_customer.setdefault(row[0], []).append(row[1:])
         return by_customer
-
-
-def _summarise(rows: Sequence[Sequence[Any]], q: UsageQuery) -> UsageResult:
-    """Fold per-bucket aggregates into buckets and a range total for the meter's aggregation."""
-    with localcontext(EXACT):
-        return _fold(rows, q)
 
 
 def merge_buckets(
@@ -175,6 +169,8 @@ def merge_buckets(
 
 
 def _fold(rows: Sequence[Sequence[Any]], q: UsageQuery) -> UsageResult:
+    """Per-bucket aggregates as buckets, and the range total by the meter's aggregation
+    (``merge_buckets``, exact on its own)."""
     result = UsageResult()
     agg = q.meter.aggregation
     total: UsageBucket | None = None
