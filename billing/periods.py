@@ -11,7 +11,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from zoneinfo import ZoneInfo
 
 from billing.errors import InvalidPeriod
 from billing.ports import Usage
@@ -19,6 +18,7 @@ from rating.models import BillingPeriod, PlanSpec
 from schemas.billing import period_parts
 from schemas.catalog import Meter
 from schemas.telemetry import to_utc
+from schemas.tz import zone
 from schemas.usage import Window
 from storage.windows import next_window_start, window_start
 
@@ -35,7 +35,7 @@ class Range:
 
 def period_bounds(at: datetime, period: BillingPeriod, tz: str) -> tuple[datetime, datetime]:
     """The billing period (a month, or a calendar year) in ``tz`` that contains ``at``."""
-    local = at.astimezone(ZoneInfo(tz))
+    local = at.astimezone(zone(tz))
     anchor = local.replace(month=1, day=1) if period is BillingPeriod.YEAR else local
     first = window_start(anchor, Window.MONTH, tz)
     end = first
@@ -56,7 +56,7 @@ def requested_range(
         return None
     year, month = period_parts(period)
     kind = BillingPeriod.YEAR if month is None else BillingPeriod.MONTH
-    middle = datetime(year, month or 1, 1, 12, tzinfo=ZoneInfo(tz))
+    middle = datetime(year, month or 1, 1, 12, tzinfo=zone(tz))
     first, following = period_bounds(middle, kind, tz)
     return Range(first, following, kind)
 

@@ -6,7 +6,8 @@ ClickHouse error for a year its ``DateTime64`` cannot hold):
 - ``Instant``: an ISO 8601 string with an offset (``2026-11-27T09:00:00Z``), between
   1970-01-01 and 2299-12-31 (what the store's ``DateTime64(3)`` holds), in UTC and
   truncated to milliseconds once parsed;
-- ``TimezoneName``: an IANA timezone name (``Europe/Amsterdam``);
+- ``TimezoneName``: an IANA timezone name (``Europe/Amsterdam``), one of the pinned tz
+  database's (``schemas.tz``);
 - ``ExactDecimal``: a decimal string (``"12.50"``) with at most 29 digits before the point
   and 9 after it: what ``Decimal(38, 9)`` holds, and small enough that every product and sum
   the rating engine forms stays exact. Never a JSON number: a float is not money.
@@ -17,13 +18,12 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime
 from decimal import Decimal
-from functools import lru_cache
 from typing import Annotated
-from zoneinfo import available_timezones
 
 from pydantic import AfterValidator, AwareDatetime, BeforeValidator, Field, WithJsonSchema
 
 from schemas.telemetry import VALUE_MAX_DECIMALS, check_timestamp, parse_value, to_utc
+from schemas.tz import UnknownTimezone, zone_names
 
 EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
 """The first instant the API accepts."""
@@ -32,7 +32,6 @@ END = datetime(2300, 1, 1, tzinfo=UTC)
 INSTANT_RANGE = "between 1970-01-01T00:00:00Z and 2299-12-31T23:59:59.999Z"
 
 MAX_TIMEZONE_LENGTH = 64  # the longest IANA name has 32 characters
-_NOT_CLICKHOUSE = ("right/", "posix/")  # tz database variants ClickHouse does not know
 
 _DECIMAL = re.compile(r"-?(0|[1-9][0-9]{0,28})(\.[0-9]{1,9})?")
 _NON_NEGATIVE_DECIMAL = r"^(0|[1-9][0-9]{0,28})(\.[0-9]{1,9})?$"
@@ -69,23 +68,13 @@ Instant = Annotated[
 ]
 
 
-@lru_cache(maxsize=1)
-def _timezones() -> frozenset[str]:
-    return frozenset(
-        name
-        for name in available_timezones()
-        if not name.startswith(_NOT_CLICKHOUSE) and name not in ("localtime", "Factory")
-    )
-
-
 def check_timezone(name: str) -> str:
-    """``name`` if it is an IANA timezone name (one of the tz database's zones, not its
-    ``right/`` and ``posix/`` variants, which ClickHouse does not know); else ValueError.
-    A name is looked up in the list of zones, never opened as a file: a long name or a
-    directory such as ``Etc`` is an unknown zone, not an ``OSError``."""
-    if len(name) > MAX_TIMEZONE_LENGTH or name not in _timezones():
-        shown = name if len(name) <= 40 else name[:37] + "..."
-        raise ValueError(f"unknown IANA timezone {shown!r} (e.g. 'Europe/Amsterdam')")
+    """``name`` if it is a zone of the pinned tz database (``schemas.tz.zone_names``: no
+    ``right/`` or ``posix/`` variants, no ``Factory``); else ValueError. A name is looked up
+    in the list of zones, never opened as a file: a long name or a directory such as
+    ``Etc`` is an unknown zone, not an ``OSError``."""
+    if len(name) > MAX_TIMEZONE_LENGTH or name not in zone_names():
+        raise UnknownTimezone(name)
     return name
 
 

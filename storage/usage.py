@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal, localcontext
 from typing import Any
 
@@ -191,7 +191,8 @@ def _fold(rows: Sequence[Sequence[Any]], q: UsageQuery) -> UsageResult:
             }[agg]
         )
         found = UsageBucket(
-            bucket=datetime.fromtimestamp(int(bucket), tz=UTC),
+            # the window start in Unix milliseconds, signed: before 1970 too
+            bucket=datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=int(bucket)),
             device_id=device_id,
             value=value,
             readings=int(count),

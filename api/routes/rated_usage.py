@@ -4,7 +4,6 @@ the invoice preview with a projection to the end of an open period."""
 from __future__ import annotations
 
 from typing import Annotated, Any
-from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel
@@ -18,6 +17,7 @@ from rating.models import Rating
 from schemas.billing import PeriodName
 from schemas.inputs import Instant
 from schemas.telemetry import format_time, to_utc
+from schemas.tz import zone
 
 # Both routes here are readable with the customer's own API key as well as the admin token.
 router = APIRouter(prefix="/v1/customers", tags=["pricing"], dependencies=[CustomerReader])
@@ -66,14 +66,14 @@ class InvoicePreview(RatedUsage):
 
 
 def _rated(rated: RatedPeriod) -> dict[str, Any]:
-    zone = ZoneInfo(rated.tz)
+    local = zone(rated.tz)
     return {
         "customer_id": rated.customer_id,
         "currency": rated.currency,
         "period_start": format_time(rated.start),
         "period_end": format_time(rated.end),
-        "period_start_local": rated.start.astimezone(zone).isoformat(),
-        "period_end_local": rated.end.astimezone(zone).isoformat(),
+        "period_start_local": rated.start.astimezone(local).isoformat(),
+        "period_end_local": rated.end.astimezone(local).isoformat(),
         "tz": rated.tz,
         "segments": [
             Segment(

@@ -5,14 +5,22 @@ from __future__ import annotations
 
 import itertools
 from datetime import UTC, datetime, timedelta
-from zoneinfo import ZoneInfo
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from schemas.tz import zone, zone_names
 from schemas.usage import Window
-from storage.windows import MAX_WINDOWS, TimeWindow, next_window_start, window_start, windows
+from storage.windows import (
+    MAX_WINDOWS,
+    TimeWindow,
+    log_tz_database,
+    next_window_start,
+    window_start,
+    window_starts,
+    windows,
+)
 
 AMS = "Europe/Amsterdam"
 KOLKATA = "Asia/Kolkata"
@@ -97,7 +105,7 @@ class TestDayWindows:
 
     def test_zoned_input(self) -> None:
         """A zoned input instant gives the same UTC window start as its UTC equivalent."""
-        zoned = datetime(2026, 3, 29, 3, 30, tzinfo=ZoneInfo(AMS))
+        zoned = datetime(2026, 3, 29, 3, 30, tzinfo=zone(AMS))
         assert window_start(zoned, Window.DAY, AMS) == utc(2026, 3, 28, 23)
         assert window_start(zoned, Window.DAY, AMS).utcoffset() == timedelta(0)
 
@@ -117,13 +125,13 @@ class TestHourWindows:
     def test_repeated_hour_is_two_windows(self) -> None:
         """Local 02:00-03:00 happens twice on fall-back day, as two distinct one-hour windows."""
         result = windows(utc(2026, 10, 24, 22), utc(2026, 10, 25, 23), Window.HOUR, AMS)
-        zone = ZoneInfo(AMS)
-        two_am = [w for w in result if w.start.astimezone(zone).hour == 2]
+        local = zone(AMS)
+        two_am = [w for w in result if w.start.astimezone(local).hour == 2]
         assert [(w.start, w.end) for w in two_am] == [
             (utc(2026, 10, 25, 0), utc(2026, 10, 25, 1)),
             (utc(2026, 10, 25, 1), utc(2026, 10, 25, 2)),
         ]
-        assert [w.start.astimezone(zone).utcoffset() for w in two_am] == [
+        assert [w.start.astimezone(local).utcoffset() for w in two_am] == [
             timedelta(hours=2),
             timedelta(hours=1),
         ]
@@ -145,8 +153,8 @@ class TestHourWindows:
         """The 23-hour day of 2026-03-29 in Amsterdam has 23 one-hour windows, none for 02:00."""
         result = windows(utc(2026, 3, 28, 23), utc(2026, 3, 29, 22), Window.HOUR, AMS)
         assert len(result) == 23
-        zone = ZoneInfo(AMS)
-        local_hours = [w.start.astimezone(zone).hour for w in result]
+        local = zone(AMS)
+        local_hours = [w.start.astimezone(local).hour for w in result]
         assert 2 not in local_hours
         assert local_hours[:3] == [0, 1, 3]
 
@@ -198,7 +206,7 @@ class TestMonthWindows:
         """A local calendar year is twelve month windows."""
         result = windows(utc(2025, 12, 31, 23), utc(2026, 12, 31, 23), Window.MONTH, AMS)
         assert len(result) == 12
-        assert [w.start.astimezone(ZoneInfo(AMS)).month for w in result] == list(range(1, 13))
+        assert [w.start.astimezone(zone(AMS)).month for w in result] == list(range(1, 13))
 
 
 class TestClippingAndLimits:
@@ -309,3 +317,103 @@ class TestHalfHourDst:
         assert spans[-1].end == datetime(2026, 4, 4, 16, 0, tzinfo=UTC)
         assert all(a.end == b.start for a, b in itertools.pairwise(spans))
         assert len(spans) <= 4
+
+    def test_lord_howe_fall_back_windows(self) -> None:
+        """On 5 April 2026 the repeated half hour 01:30-02:00 (+10:30) is a window of its own."""
+        spans = windows(utc(2026, 4, 4, 14), utc(2026, 4, 4, 16, 30), Window.HOUR, LORD_HOWE)
+        assert [(w.start, w.end) for w in spans] == [
+            (utc(2026, 4, 4, 14), utc(2026, 4, 4, 15)),
+            (utc(2026, 4, 4, 15), utc(2026, 4, 4, 15, 30)),
+            (utc(2026, 4, 4, 15, 30), utc(2026, 4, 4, 16, 30)),
+        ]
+        assert window_start(utc(2026, 4, 4, 15, 10), Window.HOUR, LORD_HOWE) == utc(2026, 4, 4, 15)
+
+    def test_lord_howe_spring_forward_windows(self) -> None:
+        """On 4 October 2026 the 02:00 hour starts at 02:30 (+11) and lasts 30 minutes."""
+        spans = windows(utc(2026, 10, 3, 14, 30), utc(2026, 10, 3, 17), Window.HOUR, LORD_HOWE)
+        assert [(w.start, w.end) for w in spans] == [
+            (utc(2026, 10, 3, 14, 30), utc(2026, 10, 3, 15, 30)),
+            (utc(2026, 10, 3, 15, 30), utc(2026, 10, 3, 16)),
+            (utc(2026, 10, 3, 16), utc(2026, 10, 3, 17)),
+        ]
+
+    def test_offset_change_found_exactly(self) -> None:
+        """Kathmandu's move to +05:45 at 1985-12-31T18:30Z starts a window at that instant."""
+        start = window_start(utc(1985, 12, 31, 18, 40), Window.HOUR, "Asia/Kathmandu")
+        assert start == utc(1985, 12, 31, 18, 30)
+        assert next_window_start(start, Window.HOUR, "Asia/Kathmandu") == utc(1985, 12, 31, 19, 15)
+
+
+LORD_HOWE = "Australia/Lord_Howe"
+ALL_ZONES = sorted(zone_names())
+instants_any = st.datetimes(
+    min_value=datetime(1900, 1, 1),
+    max_value=datetime(2100, 12, 31, 23, 59, 59, 999999),
+    timezones=st.just(UTC),
+)
+
+
+class TestWholeDatabase:
+    """Windows tile time in every zone of the pinned database, 1900-2100."""
+
+    @settings(max_examples=500, deadline=None)
+    @given(at=instants_any, window=st.sampled_from(list(Window)), tz=st.sampled_from(ALL_ZONES))
+    def test_instant_inside_its_window(self, at: datetime, window: Window, tz: str) -> None:
+        """Any instant of any zone lies in its window, which is its own start's window."""
+        start = window_start(at, window, tz)
+        end = next_window_start(start, window, tz)
+        assert start <= at < end
+        assert window_start(start, window, tz) == start
+        if window is Window.HOUR:
+            assert end - start <= timedelta(hours=1)
+
+    @settings(max_examples=100, deadline=None)
+    @given(at=instants_any, tz=st.sampled_from(ALL_ZONES))
+    def test_hours_tile_a_day(self, at: datetime, tz: str) -> None:
+        """A day of hour windows is contiguous, each window at most an hour long."""
+        spans = windows(at, at + timedelta(days=1), Window.HOUR, tz)
+        _assert_tiles(spans, at, at + timedelta(days=1))
+        assert all(w.end - w.start <= timedelta(hours=1) for w in spans)
+
+
+class TestBefore1970:
+    """Windows before the epoch are computed like any other."""
+
+    def test_new_york_new_year_1970(self) -> None:
+        """02:00Z on 1 January 1970 is in New York's 31 December 1969, starting 05:00Z."""
+        assert window_start(utc(1970, 1, 1, 2), Window.DAY, "America/New_York") == utc(
+            1969, 12, 31, 5
+        )
+
+    def test_month_of_1950(self) -> None:
+        """June 1950 in UTC runs from 1 June to 1 July 1950."""
+        start = window_start(utc(1950, 6, 15, 12), Window.MONTH, "UTC")
+        assert (start, next_window_start(start, Window.MONTH, "UTC")) == (
+            utc(1950, 6, 1),
+            utc(1950, 7, 1),
+        )
+
+
+class TestWindowStarts:
+    """The bounds the usage SQL files readings by."""
+
+    def test_unclipped_aligned_starts(self) -> None:
+        """The first start is its window's, before 'from'; the others are windows()'s."""
+        starts = window_starts(utc(2026, 11, 2, 5), utc(2026, 11, 4, 12), Window.DAY, AMS)
+        assert starts == (utc(2026, 11, 1, 23), utc(2026, 11, 2, 23), utc(2026, 11, 3, 23))
+
+    def test_too_many_windows_refused(self) -> None:
+        """More than MAX_WINDOWS windows is a ValueError, as for windows()."""
+        start = utc(2026, 1, 1)
+        with pytest.raises(ValueError, match="more than"):
+            window_starts(start, start + timedelta(hours=MAX_WINDOWS + 1), Window.HOUR, "UTC")
+
+
+class TestTzDatabaseLog:
+    """The tz database in use is logged where the store connects."""
+
+    def test_logs_the_pinned_version(self, capsys: pytest.CaptureFixture[str]) -> None:
+        """log_tz_database names the tzdata version, its IANA release and the pin."""
+        version = log_tz_database()
+        assert version["tzdata"] == version["pinned"]
+        assert "tz_database" in capsys.readouterr().out
