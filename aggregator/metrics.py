@@ -97,3 +97,13 @@ DEAD_LETTERS_UNREADABLE = Counter(
     "telemeter_dead_letters_unreadable_total",
     "records on the dead-letter topic that are not dead letters (logged and skipped)",
 )
+SEQ_CONFLICTS = Counter(
+    "telemeter_aggregator_seq_conflicts_total",
+    "messages not counted because their (device_id, seq) identifies another message "
+    "(each a seq_conflict dead letter, also in messages_rejected_total)",
+)
+DUPLICATES = Counter(
+    "telemeter_aggregator_duplicates_total",
+    "messages not written again: the same readings as the message their (device_id, seq) "
+    "identifies (a resend)",
+)

@@ -5,27 +5,35 @@ Delivery guarantee (the order below is the guarantee; keep it):
 1. fetch a batch of records from the events topic (consumer group, manual commits);
 2. reject what the catalog says is invalid (``aggregator/rules.py``: unknown device under
    the reject policy, unknown meter, a meter the device's kind does not list, negative
-   delta or counter reading) to the dead-letter topic and wait for Kafka's acknowledgement;
+   delta or counter reading), and every message whose ``(device_id, seq)`` already
+   identifies another message (``aggregator/messages.py``: ``seq_conflict``), to the
+   dead-letter topic and wait for Kafka's acknowledgement;
 3. insert the batch's readings into ClickHouse and wait for the insert to finish;
 4. only then commit the batch's offsets.
 
-A crash anywhere before 4 redelivers the batch after restart. That is safe because the
-insert is idempotent: ``readings`` is a ReplacingMergeTree keyed by ``(device_id, seq,
-idx)`` and every query reads it with ``FINAL``, so a message written twice -- in the same
-batch, a later batch, after a restart, or through another bridge -- counts once. Counter
-deltas and customer attribution are derived at query time from the stored readings, so
-the "state" they need (previous reading, assignment history) is the store itself and
-survives restarts; late and out-of-order readings land where their timestamps say.
+A crash anywhere before 4 redelivers the batch after restart. That is safe because a
+message is written at most once and the insert is idempotent anyway. ``(device_id, seq)``
+identifies a message: before a batch is written, the message gate drops every message whose
+key the store or an earlier message of the batch holds -- a resend with the same readings
+silently (a duplicate), any other as a ``seq_conflict`` dead letter -- so neither extra
+readings of a larger resend nor a reused seq's readings are ever counted. And ``readings``
+is a ReplacingMergeTree keyed by ``(device_id, seq, idx)`` read with ``FINAL``, so what is
+written twice all the same -- by two consumers briefly on one partition during a rebalance,
+or by an insert that completed after its batch was abandoned -- counts once. Counter
+deltas and customer attribution are derived at query time from the stored readings, so the
+"state" they need (previous reading, assignment history) is the store itself and survives
+restarts; late and out-of-order readings land where their timestamps say.
 
 Two write paths, one result: events in the canonical form the bridge writes (almost all)
 go to the store as their JSON and ClickHouse parses them (``aggregator.canonical``,
 ``ClickHouseStore.insert_events``); the rest are parsed by the pydantic model, checked
 against the catalog and written as rows (``insert_readings``). Both write the same rows
-for the same event, both before the commit.
+for the same event, both before the commit, and both pass the same message gate.
 
 One batch ahead: while batch k is in steps 2-4 (its insert runs in a worker thread), batch
-k+1 is fetched and prepared (split, parsed, checked) on the event loop. Nothing of k+1 is
-published, inserted or committed before k is committed, and k+1 is committed only with its
+k+1 is fetched and prepared (split, parsed, checked, screened by the gate) on the event
+loop. Nothing of k+1 is published, inserted or committed before k is committed, the gate
+asks the store about k+1 only after k's write finished, and k+1 is committed only with its
 own offsets (``EventSource.commit(batch)``), so the order above holds for every batch. If
 k fails, k+1 is dropped too and the source rewinds to k's first record.
 """
@@ -46,6 +54,15 @@ import structlog
 from aggregator import metrics
 from aggregator.canonical import READING_MARK, CanonicalClock, CanonicalEvents
 from aggregator.devices import DeviceRulesCache
+from aggregator.messages import (
+    MessageGate,
+    Messages,
+    MessageStore,
+    Screened,
+    Verdict,
+    canonical_pairs,
+    rejected,
+)
 from aggregator.retry import repeat_with_backoff
 from aggregator.rules import OPEN_RULES, DeviceRules, check_catalog
 from messaging.records import EventRecord, RecordBatch
@@ -70,10 +87,10 @@ class EventSource(Protocol):
     def rewind(self) -> None: ...
 
 
-class ReadingSink(Protocol):
+class ReadingSink(MessageStore, Protocol):
     """Idempotent storage of readings, keyed by (device_id, seq, idx): as rows, or as
     canonical event JSON that the store parses into the same rows. Both return the reading
-    rows written."""
+    rows written. Also answers which messages are stored (:class:`MessageStore`)."""
 
     async def insert_readings(self, rows: list[ReadingRow]) -> int: ...
 
@@ -187,7 +204,7 @@ class MeterCatalog:
 @dataclass(slots=True)
 class _Prepared:
     """One batch, ready to write: canonical events (stored as their JSON) and, from the
-    model path, rows and dead letters."""
+    model path, rows and dead letters; what the message gate made of it."""
 
     batch: RecordBatch
     events: Sequence[bytes] = ()
@@ -196,6 +213,29 @@ class _Prepared:
     rows: list[ReadingRow] = field(default_factory=list)
     letters: list[DeadLetter] = field(default_factory=list)
     event_rows: int = 0  # reading rows written for the canonical events
+    at: list[int] | None = None  # batch position of each canonical event (None: i is i)
+    models: dict[int, TelemetryEvent] = field(default_factory=dict)  # valid, by position
+    screened: Screened | None = None  # what the gate still has to ask the store about
+
+    def apply(self, verdict: Verdict) -> None:
+        """Leave out what the message gate dropped; add its dead letters."""
+        dropped = verdict.dropped
+        self.letters.extend(verdict.letters)
+        if not dropped:
+            return
+        at = self.at if self.at is not None else range(len(self.events))
+        keep = [i for i, position in enumerate(at) if position not in dropped]
+        self.events = [self.events[i] for i in keep]
+        self.event_ts = [self.event_ts[i] for i in keep]
+        self.sent_at = [self.sent_at[i] for i in keep]
+        self.at = [at[i] for i in keep]
+        stamps = self.batch.timestamps
+        self.rows = [
+            row
+            for position, event in self.models.items()
+            if position not in dropped
+            for row in reading_rows(event, stamps[position])
+        ]
 
 
 class UsageAggregator:
@@ -226,6 +266,7 @@ class UsageAggregator:
         self._canonical: CanonicalEvents | None = None
         self._writing: asyncio.Task[None] | None = None  # the batch being written
         self._stamps = CanonicalClock()
+        self._gate = MessageGate(sink, clock)
         self.batches = 0
         self.records = 0
 
@@ -250,6 +291,8 @@ class UsageAggregator:
         try:
             prepared = await self._prepare(batch) if batch else None
             await self._finish_write()
+            if prepared is not None and prepared.screened is not None:
+                prepared.apply(await self._gate.settle(prepared.screened))  # after the write
         except BaseException:
             # Retried, never skipped: the next fetch starts at the first uncommitted record.
             await self._abandon_write()
@@ -297,8 +340,14 @@ class UsageAggregator:
         else:
             events, event_ts = cast(list[bytes], batch.values), batch.timestamps
         prepared = _Prepared(batch, events, event_ts, split.sent_at)
-        if split.others:
-            await self._transform([batch.record(i) for i in split.others], prepared, rules)
+        messages = Messages(canonical_pairs(events), events)
+        if split.others:  # both paths: the gate sees every message at its batch position
+            await self._transform(split.others, prepared, rules)
+            prepared.at = split.canonical
+            messages = messages.merged(len(batch), split.canonical, prepared.models)
+        screened = self._gate.screen(batch, messages)
+        if not screened.settled():  # else nothing is left to ask: its keys can go now
+            prepared.screened = screened
         return prepared
 
     async def _write(self, p: _Prepared) -> None:
@@ -356,15 +405,14 @@ class UsageAggregator:
             rejected=len(p.letters),
         )
 
-    async def _transform(
-        self, records: list[EventRecord], into: _Prepared, rules: DeviceRules
-    ) -> None:
+    async def _transform(self, positions: list[int], into: _Prepared, rules: DeviceRules) -> None:
         """The model path: parse, check against the catalog, build rows or dead letters."""
-        events: list[tuple[EventRecord, TelemetryEvent]] = []
+        events: list[tuple[int, EventRecord, TelemetryEvent]] = []
         letters = into.letters
-        for record in records:
+        for position in positions:
+            record = into.batch.record(position)
             try:
-                events.append((record, TelemetryEvent.model_validate_json(record.value)))
+                events.append((position, record, TelemetryEvent.model_validate_json(record.value)))
             except ValueError as exc:  # only a foreign producer could write these
                 letters.append(
                     self._letter(
@@ -374,45 +422,18 @@ class UsageAggregator:
                         f"event does not match the event schema: {exc}",
                     )
                 )
-        names = {r.meter for _, e in events for r in e.readings}
-        produced_ms = max((record.timestamp_ms for record, _ in events), default=None)
+        names = {r.meter for _, _, e in events for r in e.readings}
+        produced_ms = max((record.timestamp_ms for _, record, _ in events), default=None)
         meters = await self._catalog.resolve(names, produced_ms)
-        rows = into.rows
-        for record, event in events:
+        for position, record, event in events:
             problem = check_catalog(event, meters, rules)
             if problem is not None:
                 letters.append(self._letter(record, event, *problem))
                 continue
-            rows.extend(reading_rows(event, record.timestamp_ms))
+            into.models[position] = event
+            into.rows.extend(reading_rows(event, record.timestamp_ms))
 
     def _letter(
         self, record: EventRecord, event: TelemetryEvent | None, reason: RejectReason, detail: str
     ) -> DeadLetter:
-        metrics.REJECTED.labels(reason.value).inc()
-        log.info(
-            "message_rejected",
-            reason=reason.value,
-            detail=detail,
-            device_id=event.device_id if event else None,
-        )
-        if event is None:
-            return DeadLetter.build(
-                reason=reason,
-                detail=detail,
-                stage="aggregator",
-                mqtt_topic="",
-                payload=record.value,
-                device_id=None,
-                rejected_at=self._clock(),
-            )
-        payload = event.model_dump_json(exclude={"received_at", "mqtt_topic"}).encode()
-        return DeadLetter.build(
-            reason=reason,
-            detail=detail,
-            stage="aggregator",
-            mqtt_topic=event.mqtt_topic,
-            payload=payload,
-            device_id=event.device_id,
-            seq=event.seq,
-            rejected_at=self._clock(),
-        )
+        return rejected(record.value, event, reason, detail, self._clock())

@@ -6,11 +6,17 @@ the use cases without chDB, Kafka or MQTT, like httpx's ``MockTransport``.
 against both. Usage is given, not derived: :meth:`InMemoryBillingStore.add_usage` records
 an amount of a meter for a customer at an instant (what the store derives from readings:
 a gauge's value, a counter's delta), and ``usage_of_meters`` folds the amounts in a range
-by the meter's aggregation with ``storage.store.merge_buckets``, the store's own fold."""
+by the meter's aggregation with ``storage.store.merge_buckets``, the store's own fold.
+
+:class:`InMemoryReadings` is the aggregator's ``ReadingSink`` (readings written as rows or
+as canonical event JSON, and the message lookups over them) with the store's contract,
+``tests/storage/test_messages.py`` runs the same cases against both; the billing store
+holds one, so a replay can ask which messages are stored. Its readings are not usage: usage
+stays given."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -20,9 +26,12 @@ from schemas.billing import StoredPlan, Subscription
 from schemas.catalog import Customer, Meter
 from schemas.dead_letter import DeadLetter, DeadLetterStatus, RecordedDeadLetter
 from schemas.quotes import Quote
+from schemas.telemetry import TelemetryEvent
 from schemas.usage import Window
 from storage.claims import Claim
 from storage.errors import NotFound
+from storage.messages import MessageKey, StoredReading
+from storage.readings import ReadingRow
 from storage.usage import UsageBucket, UsageResult, merge_buckets
 
 
@@ -34,10 +43,79 @@ class _Amount:
 
 
 @dataclass
-class InMemoryBillingStore:
-    """Customers, meters, plans, subscriptions, quotes, claims, dead letters and usage
-    amounts in dictionaries. Not safe across threads; safe across asyncio tasks (no method
-    awaits between its read and its write)."""
+class InMemoryReadings:
+    """Readings by ``(device_id, seq, idx)``, as ``readings FINAL`` holds them: of two
+    writes of one key the one with the earlier Kafka record timestamp wins, on a tie the
+    later write (ClickHouse keeps the highest ``ver``, the last inserted among equals)."""
+
+    readings: dict[tuple[str, int, int], ReadingRow] = field(default_factory=dict)
+
+    async def insert_readings(self, rows: Iterable[ReadingRow]) -> int:
+        """Write readings; returns the rows written."""
+        written = 0
+        for row in rows:
+            key = (row.device_id, row.seq, row.idx)
+            held = self.readings.get(key)
+            if held is None or row.record_ts_ms <= held.record_ts_ms:
+                self.readings[key] = row
+            written += 1
+        return written
+
+    async def insert_events(self, events: Sequence[bytes], record_ts_ms: Sequence[int]) -> int:
+        """Write the readings of events given as their JSON; returns the readings written."""
+        if len(events) != len(record_ts_ms):
+            raise ValueError("one record timestamp per event")
+        rows: list[ReadingRow] = []
+        for value, ts in zip(events, record_ts_ms, strict=True):
+            event = TelemetryEvent.model_validate_json(value)
+            rows.extend(
+                ReadingRow(
+                    event.device_id,
+                    event.seq,
+                    i,
+                    r.meter,
+                    r.at,
+                    r.value,
+                    event.sent_at,
+                    event.received_at,
+                    ts,
+                )
+                for i, r in enumerate(event.readings)
+            )
+        return await self.insert_readings(rows)
+
+    async def stored_messages(
+        self, keys: Collection[MessageKey]
+    ) -> dict[MessageKey, tuple[StoredReading, ...]]:
+        """The stored readings of each of ``keys`` that is stored, in ``idx`` order."""
+        wanted = set(keys)
+        if any("," in device for device, _ in wanted):
+            raise ValueError("a device id holds no comma (schemas.telemetry.DEVICE_ID_PATTERN)")
+        found: dict[MessageKey, list[StoredReading]] = {}
+        for (device, seq, idx), row in sorted(self.readings.items()):
+            if (device, seq) in wanted:
+                found.setdefault((device, seq), []).append(
+                    StoredReading(idx, row.meter, row.at, row.value)
+                )
+        return {key: tuple(readings) for key, readings in found.items()}
+
+    async def highest_seqs(self, device_ids: Collection[str]) -> dict[str, int]:
+        """The highest stored seq of each of ``device_ids`` that has a reading."""
+        wanted, found = set(device_ids), dict[str, int]()
+        if any("," in device for device in wanted):
+            raise ValueError("a device id holds no comma (schemas.telemetry.DEVICE_ID_PATTERN)")
+        for device, seq, _ in self.readings:
+            if device in wanted and seq > found.get(device, -1):
+                found[device] = seq
+        return found
+
+
+@dataclass
+class InMemoryBillingStore(InMemoryReadings):
+    """Customers, meters, plans, subscriptions, quotes, claims, dead letters, usage amounts
+    and the aggregator's readings (:class:`InMemoryReadings`) in dictionaries. Not safe
+    across threads; safe across asyncio tasks (no method awaits between its read and its
+    write)."""
 
     customers: dict[str, Customer] = field(default_factory=dict)
     meters: dict[str, Meter] = field(default_factory=dict)

@@ -3,8 +3,13 @@ original message again with the bridge's rules and the catalog's (as the aggrega
 if it passes, publish it to the events topic and mark the letter replayed. A reading is
 money: a replay puts a refused reading on the bill, exactly once.
 
-Exactly once downstream: ``(device_id, seq)`` is deduplicated when readings are stored, so
-even a second publish of the same event counts nothing twice. Exactly one ``accepted``
+Exactly once downstream: ``(device_id, seq)`` identifies a message when readings are
+stored (``aggregator/messages.py``), so even a second publish of the same event counts
+nothing twice, and a message under a seq that another stored message holds is not counted
+at all. A replay therefore checks the key too: under a used seq with other readings it is
+refused (``still_invalid``, ``seq_conflict``) -- a ``seq_conflict`` letter itself unless it
+is replayed under a new ``seq``, which replaces the message's (the device reused its seq,
+e.g. after a reboot) and is then checked like the rest. Exactly one ``accepted``
 answer: a replay first claims the letter (``Claims``, compare-and-set across API processes),
 keyed by the letter and the rejection it replays, so of concurrent replays one publishes and
 the others get ``ReplayInProgress`` or ``AlreadyReplayed``. A claim whose holder died before
@@ -17,13 +22,16 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from pydantic import ValidationError
+
 from aggregator.devices import DeviceRulesCache
+from aggregator.messages import MessageStore, readings_json, stored_json
 from aggregator.rules import check_catalog
 from billing.errors import AlreadyReplayed, ReplayInProgress, ReplayUnavailable, StillInvalid
 from billing.ports import Claims, DeadLetters
 from ingest.validation import Accepted, TelemetryValidator
 from schemas.dead_letter import DeadLetterStatus, RecordedDeadLetter, RejectReason
-from schemas.telemetry import format_time
+from schemas.telemetry import TelemetryEvent, format_time
 
 CLAIM_LEASE = timedelta(seconds=60)
 """How long a replay's claim on a letter holds without the letter being marked replayed."""
@@ -59,8 +67,13 @@ async def replay_dead_letter(
     replayer: Replayer | None,
     letter_id: str,
     now: datetime,
+    *,
+    seq: int | None = None,
+    messages: MessageStore | None = None,
 ) -> Replayed:
-    """Check the letter's message again and, if it passes, publish it and mark the letter."""
+    """Check the letter's message again -- under ``seq`` instead of its own if given, and
+    against the stored messages if ``messages`` is given -- and, if it passes, publish it
+    and mark the letter."""
     letter = await letters.get_dead_letter(letter_id)
     _not_replayed(letter)
     if replayer is None:
@@ -73,16 +86,42 @@ async def replay_dead_letter(
     if not isinstance(verdict, Accepted):
         raise _still_invalid(letter_id, verdict.reason, verdict.detail)
     event = verdict.event
+    if seq is not None:
+        try:
+            event = TelemetryEvent.model_validate({**event.model_dump(), "seq": seq})
+        except ValidationError as exc:
+            detail = f"seq {seq} is not a valid seq: {exc.errors()[0]['msg']}"
+            raise _still_invalid(letter_id, RejectReason.SCHEMA_VIOLATION, detail) from None
     rules = await replayer.device_rules.current()
     problem = check_catalog(event, {m.name: m for m in await letters.list_meters()}, rules)
     if problem is not None:
         raise _still_invalid(letter_id, *problem)
+    if messages is not None:
+        await _seq_free(messages, letter_id, event)
     await _claim(letters, claims, letter, now)
     # 1. Kafka acknowledges the event, 2. the letter is marked. If 2 fails the letter stays
     # open and, after the claim's lease, a replay publishes again: nothing counts twice.
     await replayer.publish(event.device_id.encode(), event.model_dump_json().encode())
     marked = await letters.mark_dead_letter_replayed(letter_id, now)
     return Replayed(marked, event.device_id, event.seq, len(event.readings))
+
+
+async def _seq_free(messages: MessageStore, letter_id: str, event: TelemetryEvent) -> None:
+    """Refuse a message whose ``(device_id, seq)`` holds another stored message (the same
+    readings stored already pass: publishing them again counts nothing)."""
+    key = (event.device_id, event.seq)
+    stored = (await messages.stored_messages([key])).get(key)
+    if stored is None or stored_json(stored) == readings_json(event):
+        return
+    highest = (await messages.highest_seqs([event.device_id])).get(event.device_id, event.seq)
+    raise _still_invalid(
+        letter_id,
+        RejectReason.SEQ_CONFLICT,
+        f"seq {event.seq} of device {event.device_id!r} already identifies another stored "
+        f"message ({len(stored)} readings); replay it with a seq the device has not used "
+        f'and will not use later, {{"seq": N}} (devices count up; its highest stored seq is '
+        f"{highest})",
+    )
 
 
 async def _claim(

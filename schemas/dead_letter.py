@@ -1,5 +1,10 @@
 """Dead letters: rejected input as data on a second stream, never an exception that stops
-processing. The bridge and the aggregator write the same record to the dead-letter topic."""
+processing. The bridge and the aggregator write the same record to the dead-letter topic.
+
+A ``seq_conflict`` letter (the aggregator's: a device sent a message under a
+``(device_id, seq)`` that identifies another, stored message) carries the refused message
+as its payload, so it can be replayed under a new seq (:class:`ReplayRequest`), and the
+stored version in its ``detail`` (bounded, ``aggregator/messages.py``)."""
 
 from __future__ import annotations
 
@@ -7,8 +12,9 @@ import base64
 import hashlib
 from datetime import datetime
 from enum import StrEnum
+from typing import Annotated
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, field_serializer
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictInt, field_serializer
 
 from schemas.telemetry import format_time
 
@@ -30,6 +36,7 @@ class RejectReason(StrEnum):
     NEGATIVE_VALUE = "negative_value"
     UNKNOWN_DEVICE = "unknown_device"
     METER_NOT_ALLOWED = "meter_not_allowed"
+    SEQ_CONFLICT = "seq_conflict"  # another message is stored under this (device_id, seq)
 
 
 class DeadLetter(BaseModel):
@@ -140,6 +147,23 @@ class RecordedDeadLetter(DeadLetter):
     @field_serializer("replayed_at")
     def _replayed_str(self, value: datetime | None) -> str | None:
         return None if value is None else format_time(value)
+
+
+class ReplayRequest(BaseModel):
+    """The optional body of ``POST /v1/dead-letters/{id}/replay``."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"seq": 90017}]})
+
+    seq: Annotated[
+        StrictInt | None,
+        Field(
+            ge=0,
+            le=2**63 - 1,
+            description="replay the message under this seq instead of its own: for a "
+            "`seq_conflict` letter (the device reused a seq, e.g. after a reboot) pick one "
+            "the device has not used; the message is then checked as a new one",
+        ),
+    ] = None
 
 
 class ReplayAccepted(BaseModel):

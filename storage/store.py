@@ -1,9 +1,10 @@
 """``ClickHouseStore``: one connection to ClickHouse serving every repository of this
-package -- the catalog (``catalog.py``), readings (``readings.py``), usage (``usage.py``),
-plans and subscriptions (``plans.py``), quotes (``quotes.py``), claims (``claims.py``), API
-keys, staff tokens and device credentials, dead letters. Consumers depend on the small
-ports they need (``billing.ports``, ``aggregator``'s), never on this class; only
-composition roots build it."""
+package -- the catalog (``catalog.py``), readings (``readings.py``) and the message lookups
+over them (``messages.py``), usage (``usage.py``), plans and subscriptions (``plans.py``),
+quotes (``quotes.py``), claims (``claims.py``), API keys, staff tokens and device
+credentials, dead letters. Consumers depend on the small ports they need
+(``billing.ports``, ``aggregator``'s), never on this class; only composition roots build
+it."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from storage.data_version import VERSION_SQL, VersionReader
 from storage.dead_letters import DeadLetterQueries
 from storage.errors import StoreUnavailable
 from storage.identity import IdentityQueries
+from storage.messages import MessageQueries
 from storage.plans import PlanQueries
 from storage.quotes import QuoteQueries
 from storage.readings import ReadingQueries
@@ -33,6 +35,7 @@ from storage.usage_reads import ReadPool
 class ClickHouseStore(
     CatalogQueries,
     ReadingQueries,
+    MessageQueries,
     UsageQueries,
     DeadLetterQueries,
     PlanQueries,
@@ -64,6 +67,7 @@ class ClickHouseStore(
         store = cls(client, database)
         store._reads = ReadPool(_open)  # usage reads run concurrently on clients of their own
         store._meta = ReadPool(_open, size=1)
+        store._lookups = ReadPool(_open, size=1)  # message lookups: never behind an insert
         try:
             await store.ensure_schema()
         except BaseException:
@@ -107,7 +111,7 @@ class ClickHouseStore(
 
     async def close(self) -> None:
         """Release the read clients and the client."""
-        for pool in (self._reads, self._meta):
+        for pool in (self._reads, self._meta, self._lookups):
             if pool is not None:
                 await pool.close()
         await super().close()

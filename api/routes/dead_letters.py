@@ -5,13 +5,19 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Body, Path, Query
 
 from api.deps import Admin, ContextDep, StoreDep
 from api.errors import ApiProblem, responses
 from billing import replay
 from schemas.catalog import Page
-from schemas.dead_letter import DeadLetterStatus, RecordedDeadLetter, RejectReason, ReplayAccepted
+from schemas.dead_letter import (
+    DeadLetterStatus,
+    RecordedDeadLetter,
+    RejectReason,
+    ReplayAccepted,
+    ReplayRequest,
+)
 from schemas.inputs import Instant
 
 router = APIRouter(prefix="/v1/dead-letters", tags=["dead letters"], dependencies=[Admin])
@@ -79,28 +85,43 @@ async def get_dead_letter(letter_id: LetterPath, store: StoreDep) -> RecordedDea
     summary="Replay a dead letter",
     status_code=202,
     responses=responses(
+        400,
         404,
         409,
+        413,
         503,
         notes={
             404: "no dead letter with this id",
             409: "`already_replayed`, `replay_in_progress` (another request is replaying "
             "it right now), or `still_invalid` with the `reason` and `detail` the "
-            "message is still rejected for; the dead letter stays as it is",
+            "message is still rejected for (`seq_conflict`: its seq identifies another "
+            "stored message; replay it with a new `seq`); the dead letter stays as it is",
             503: "also `replay_unavailable`: no Kafka publisher in this API process",
         },
     ),
 )
-async def replay_dead_letter(letter_id: LetterPath, context: ContextDep) -> ReplayAccepted:
+async def replay_dead_letter(
+    letter_id: LetterPath,
+    context: ContextDep,
+    body: Annotated[ReplayRequest | None, Body()] = None,
+) -> ReplayAccepted:
     """Check the original message again with the bridge's rules and the catalog's (as the
-    aggregator does); if it passes, publish it to the events topic keyed by its device and,
+    aggregator does) and against the stored messages -- under the body's ``seq`` instead of
+    its own, if given; if it passes, publish it to the events topic keyed by its device and,
     once Kafka acknowledged it, mark the dead letter replayed. Its readings then count
-    exactly once: ``(device_id, seq)`` is deduplicated downstream, so even a device's own
-    resend adds nothing twice; of concurrent replays, one is accepted and the others are
-    a 409 (``billing/replay.py``)."""
+    exactly once: ``(device_id, seq)`` identifies a message downstream, so even a device's
+    own resend adds nothing twice; of concurrent replays, one is accepted and the others are
+    a 409 (``billing/replay.py``). A ``seq_conflict`` letter (the device reused a seq, e.g.
+    after a reboot) is replayed with ``{"seq": N}``, a seq the device has not used."""
     store = context.store
     done = await replay.replay_dead_letter(
-        store, store, context.replayer, letter_id, context.clock()
+        store,
+        store,
+        context.replayer,
+        letter_id,
+        context.clock(),
+        seq=body.seq if body is not None else None,
+        messages=store,
     )
     return ReplayAccepted(
         id=done.letter.id,

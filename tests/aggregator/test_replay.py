@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -18,6 +18,7 @@ from schemas.catalog import CustomerSpec, DeviceKindSpec, DeviceSpec
 from schemas.telemetry import Reading, TelemetryEvent
 from schemas.usage import Window
 from storage.errors import StoreUnavailable
+from storage.messages import StoredReading
 from storage.readings import ReadingRow
 from storage.store import ClickHouseStore
 from storage.usage import UsageQuery
@@ -139,6 +140,16 @@ class FlakySink:
         """Fail once (on whichever insert comes first), then insert for real."""
         self._fail_once()
         return await self.store.insert_events(events, record_ts_ms)
+
+    async def stored_messages(
+        self, keys: Collection[tuple[str, int]]
+    ) -> dict[tuple[str, int], tuple[StoredReading, ...]]:
+        """The store's answer."""
+        return await self.store.stored_messages(keys)
+
+    async def highest_seqs(self, device_ids: Collection[str]) -> dict[str, int]:
+        """The store's answer."""
+        return await self.store.highest_seqs(device_ids)
 
 
 class TestStoreOutage:

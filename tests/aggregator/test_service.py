@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 import gc
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -25,10 +25,12 @@ from aggregator.service import (
     reading_rows,
     tune_garbage_collector,
 )
+from billing.memory import InMemoryReadings
 from messaging.records import RecordBatch
 from schemas.catalog import DEFAULT_METERS, Meter
 from schemas.telemetry import Reading, TelemetryEvent
 from storage.errors import StoreUnavailable
+from storage.messages import StoredReading
 from storage.readings import ReadingRow
 
 T0 = datetime(2026, 11, 27, 9, tzinfo=UTC)
@@ -149,7 +151,9 @@ class MemorySource:
 
 
 class MemorySink:
-    """A ReadingSink that records inserts; can hold an insert or fail the first one."""
+    """A ReadingSink that records inserts; can hold an insert or fail the first one. What
+    it stored answers the message lookups (``InMemoryReadings``, contract-tested against
+    the store)."""
 
     def __init__(self, log: Log, fail_first: bool = False) -> None:
         self.log = log
@@ -158,6 +162,8 @@ class MemorySink:
         self.rows: list[ReadingRow] = []
         self.release = asyncio.Event()
         self.release.set()
+        self.stored = InMemoryReadings()
+        self.lookups: list[set[tuple[str, int]]] = []  # the keys of each stored_messages call
 
     async def insert_events(self, events: Sequence[bytes], record_ts_ms: Sequence[int]) -> int:
         """Record the canonical events (after the release, failing once if asked)."""
@@ -169,6 +175,7 @@ class MemorySink:
             self.fail_first = False
             raise StoreUnavailable("simulated outage")
         self.events.extend(zip(events, record_ts_ms, strict=True))
+        await self.stored.insert_events(events, record_ts_ms)
         self.log.append(("insert_done", n))
         return sum(e.count(b'"meter":"') for e in events)  # readings, as the store says
 
@@ -176,7 +183,20 @@ class MemorySink:
         """Record the model path's rows."""
         self.log.append(("rows_done", rows[0].record_ts_ms // 1000))
         self.rows.extend(rows)
-        return len(rows)
+        return await self.stored.insert_readings(rows)
+
+    async def stored_messages(
+        self, keys: Collection[tuple[str, int]]
+    ) -> dict[tuple[str, int], tuple[StoredReading, ...]]:
+        """What is stored under ``keys`` (the lookup is logged)."""
+        self.lookups.append(set(keys))
+        self.log.append(("lookup", len(keys)))
+        return await self.stored.stored_messages(keys)
+
+    async def highest_seqs(self, device_ids: Collection[str]) -> dict[str, int]:
+        """The highest stored seq per device."""
+        self.log.append(("highest_seqs", len(device_ids)))
+        return await self.stored.highest_seqs(device_ids)
 
 
 class MemoryDeadLetters:

@@ -189,3 +189,91 @@ class TestDeadLetterReplay:
 
 async def _records(stack: RunningStack) -> int:
     return stack.aggregator.records
+
+
+class TestSeqConflictReplay:
+    """A device that reuses a seq: the new message is a seq_conflict letter, replayable
+    under a new seq by an operator."""
+
+    async def test_reused_seq_replayed_under_a_new_seq_counts_once(
+        self,
+        stack: RunningStack,
+        recorder: DeadLetterRecorder,  # running; its records are what the API lists
+        replay_api: httpx.AsyncClient,
+        settings: Settings,
+        broker: LocalBroker,
+    ) -> None:
+        """A second message under a used seq is not counted and is listed as a seq_conflict
+        letter with both versions; replaying it as it is is refused (still a conflict),
+        under a new seq it is accepted and counted once, and not replayed twice."""
+        now = datetime.now(UTC)
+        window = {
+            "meter": "steps",
+            "from": format_time(now - timedelta(hours=1)),
+            "to": format_time(now + timedelta(hours=1)),
+        }
+        mqtt_topic = f"{settings.mqtt.topic_prefix}devices/sq-dev-1/telemetry"
+
+        def message(value: str) -> tuple[str, bytes]:
+            reading = {"meter": "steps", "value": value, "at": format_time(now)}
+            doc = {"device_id": "sq-dev-1", "seq": 61, "sent_at": format_time(now)}
+            return mqtt_topic, json.dumps({**doc, "readings": [reading]}).encode()
+
+        async with httpx.AsyncClient(base_url=stack.api_url, headers=AUTH) as api:
+            await api.put("/v1/customers/sq-cust", json={"name": "Seq Conflict BV"})
+            kind = await api.put("/v1/device-kinds/sq-stepper", json={"meters": ["steps"]})
+            assert kind.status_code == 200, kind.text
+            device = await api.put(
+                "/v1/devices/sq-dev-1",
+                json={
+                    "kind": "sq-stepper",
+                    "customer_id": "sq-cust",
+                    "assigned_from": window["from"],
+                },
+            )
+            assert device.status_code == 200, device.text
+            logins = await asyncio.to_thread(issue_logins, stack.api_url, ADMIN_TOKEN, ["sq-dev-1"])
+
+            async def usage() -> dict[str, object]:
+                response = await api.get("/v1/customers/sq-cust/usage", params=window)
+                return dict(response.json())
+
+            first = [message("5")]
+            assert await asyncio.to_thread(publish_as, broker.endpoint(), logins, first) == 1
+            await wait_for(usage, lambda u: u.get("readings") == 1)
+            reused = [message("7")]  # the device rebooted and counts from 61 again
+            assert await asyncio.to_thread(publish_as, broker.endpoint(), logins, reused) == 1
+
+            async def listed() -> list[dict[str, object]]:
+                response = await api.get(
+                    "/v1/dead-letters", params={"reason": "seq_conflict", "device_id": "sq-dev-1"}
+                )
+                return list(response.json()["items"])
+
+            [letter] = await wait_for(listed, lambda items: len(items) == 1)
+            assert (letter["stage"], letter["seq"], letter["status"]) == ("aggregator", 61, "open")
+            assert '"value":"7"' in str(letter["payload_text"])
+            assert '"value":"5"' in str(letter["detail"])
+            assert (await usage())["total"] == "5"
+
+            as_is = await replay_api.post(f"/v1/dead-letters/{letter['id']}/replay")
+            assert as_is.status_code == 409, as_is.text
+            assert as_is.json()["error"]["reason"] == "seq_conflict"
+            replayed = await replay_api.post(
+                f"/v1/dead-letters/{letter['id']}/replay", json={"seq": 90061}
+            )
+            assert replayed.status_code == 202, replayed.text
+            body = replayed.json()
+            assert (body["device_id"], body["seq"], body["status"]) == (
+                "sq-dev-1",
+                90061,
+                "replayed",
+            )
+            counted = await wait_for(usage, lambda u: u.get("readings") == 2)
+            assert counted["total"] == "12"
+
+            again = await replay_api.post(
+                f"/v1/dead-letters/{letter['id']}/replay", json={"seq": 90062}
+            )
+            assert again.status_code == 409
+            assert again.json()["error"]["code"] == "already_replayed"
