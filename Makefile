@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 SERVICES := deploy/services.sh
 
 .DEFAULT_GOAL := help
-.PHONY: help install services-up services-down services-status demo up simulate chaos test lint bench bench-quick clean
+.PHONY: help install services-up services-down services-status demo up simulate chaos test equivalence lint bench bench-quick clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -49,6 +49,9 @@ chaos: install ## Kill/restart every component 24 times over 5.5 min under load;
 
 test: install ## Install what is missing, start services, run the whole test suite
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+equivalence: install ## The rollup equivalence property test over 10,000 scenarios (~11 min; `make test` runs 1,000)
+	TELEMETER_EQUIVALENCE_SCENARIOS=10000 $(BIN)/pytest tests/storage/test_rollup_equivalence.py -q
 
 lint: install ## ruff and mypy
 	$(BIN)/ruff check .

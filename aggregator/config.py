@@ -20,3 +20,10 @@ class AggregatorSettings(BaseModel):
     max_batch: int = Field(20_000, ge=1, description="records per fetch and per insert")
     max_wait: timedelta = Field(timedelta(milliseconds=200), description="fetch wait per batch")
     metrics_port: int = Field(9102, description="Prometheus /metrics when run as its own process")
+    rollup_interval: timedelta = Field(
+        timedelta(milliseconds=500),
+        description="how often an idle rollup worker looks for dirty buckets (storage/rollups.py)",
+    )
+    rollup_worker: bool = Field(
+        True, description="run the rollup worker in this process (one per store is enough)"
+    )

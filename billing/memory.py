@@ -33,6 +33,7 @@ from storage.errors import NotFound
 from storage.messages import MessageKey, StoredReading
 from storage.readings import ReadingRow
 from storage.usage import UsageBucket, UsageResult, merge_buckets
+from storage.versions import Version, writable_rows
 
 
 @dataclass
@@ -51,9 +52,16 @@ class InMemoryReadings:
     readings: dict[tuple[str, int, int], ReadingRow] = field(default_factory=dict)
 
     async def insert_readings(self, rows: Iterable[ReadingRow]) -> int:
-        """Write readings; returns the rows written."""
+        """Write readings, of each message only a version that agrees with the stored one
+        (``storage/versions.py``, as the store does); returns the rows written."""
+        given = list(rows)
+        keys = {(r.device_id, r.seq) for r in given}
+        stored: dict[MessageKey, Version] = {}
+        for (device, seq, idx), kept in sorted(self.readings.items()):
+            if (device, seq) in keys:
+                stored[(device, seq)] = (*stored.get((device, seq), ()), (idx, kept.meter, kept.at))
         written = 0
-        for row in rows:
+        for row in writable_rows(given, stored):
             key = (row.device_id, row.seq, row.idx)
             held = self.readings.get(key)
             if held is None or row.record_ts_ms <= held.record_ts_ms:

@@ -3,14 +3,36 @@ nothing (``storage/schema.py`` says how the first write wins)."""
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 
 from storage.core import StoreCore
+from storage.core import utc as _utc
+from storage.messages import stored_query
+from storage.versions import (
+    MessageKey,
+    Version,
+    event_key,
+    event_version,
+    writable,
+    writable_rows,
+)
 
 _MAX_U64 = 2**64 - 1
+
+
+_LOOKUP_SETTINGS = {"max_query_size": 64 * 2**20}  # the keys are listed in the SQL
+
+
+def new_batch() -> int:
+    """A batch id for one insert: random, never 0 (0 is a row written before batches, or
+    by a bulk load, which storage/rollups.py treats as sealed)."""
+    return secrets.randbits(63) | 1
+
+
 # How ClickHouse reads the events of insert_events: ISO 8601 timestamps with 'Z' need
 # best_effort; an unknown key is an error, never silently dropped; the batch is a single
 # JSON row, which parallel parsing could not split anyway.
@@ -37,13 +59,21 @@ class ReadingRow:
 
 
 class ReadingQueries(StoreCore):
-    """The ``readings`` table and its fast write path ``readings_ingest``."""
+    """The ``readings`` table and its fast write path ``readings_ingest``. Each insert has a
+    batch id of its own and is sealed once it returned (``storage/rollups.py``: only then may
+    the rollup buckets it marked dirty be recomputed and cleared)."""
+
+    async def seal(self, batch: int) -> None:
+        """Record that the insert ``batch`` returned: all its rows are visible."""
+        await self._insert("rollup_seals", [[batch, datetime.now(UTC)]], ["batch", "sealed_at"])
 
     # ---- readings -----------------------------------------------------------------
 
     async def insert_readings(self, rows: Iterable[ReadingRow]) -> int:
         """Write readings. Idempotent: rows are keyed by (device_id, seq, idx) and read with
         FINAL, so writing the same message again adds nothing. Returns the rows written."""
+        batch = new_batch()
+        rows = await self._first_versions(list(rows))
         data = [
             [
                 r.device_id,
@@ -55,6 +85,7 @@ class ReadingQueries(StoreCore):
                 r.sent_at,
                 r.received_at,
                 _MAX_U64 - max(r.record_ts_ms, 0),
+                batch,
             ]
             for r in rows
         ]
@@ -74,9 +105,31 @@ class ReadingQueries(StoreCore):
                 "sent_at",
                 "received_at",
                 "ver",
+                "batch",
             ],
         )
+        await self.seal(batch)
         return len(data)
+
+    async def _stored_versions(self, keys: set[MessageKey]) -> dict[MessageKey, Version]:
+        """The stored version of each of ``keys`` that is stored (``storage/versions.py``)."""
+        if not keys:
+            return {}
+        sql, params = stored_query(self._db, keys)
+        found = await self._run(
+            self._client.query, sql, parameters=params, settings=_LOOKUP_SETTINGS
+        )
+        versions: dict[MessageKey, list[tuple[int, str, datetime]]] = {}
+        for device, seq, idx, meter, at, _ in found.result_rows:
+            versions.setdefault((device, int(seq)), []).append((int(idx), meter, _utc(at)))
+        return {key: tuple(sorted(v)) for key, v in versions.items()}
+
+    async def _first_versions(self, rows: list[ReadingRow]) -> list[ReadingRow]:
+        """``rows`` without the messages another version of which is stored or earlier in
+        this insert (``storage/versions.py``). A message is a run of rows of one
+        (device_id, seq) with rising idx, as ``aggregator.service.reading_rows`` builds."""
+        keys = {(r.device_id, r.seq) for r in rows}
+        return writable_rows(rows, await self._stored_versions(keys))
 
     async def insert_events(self, events: Sequence[bytes], record_ts_ms: Sequence[int]) -> int:
         """Write the readings of events given as their JSON in canonical form (what
@@ -91,9 +144,26 @@ class ReadingQueries(StoreCore):
             raise ValueError("one record timestamp per event")
         if not events:
             return 0
+        keys = [event_key(e) for e in events]
+        stored = await self._stored_versions(set(keys))
+        keep = writable(keys, record_ts_ms, lambda i: event_version(events[i]), stored)
+        if not all(keep):
+            events = [e for e, ok in zip(events, keep, strict=True) if ok]
+            record_ts_ms = [t for t, ok in zip(record_ts_ms, keep, strict=True) if ok]
         listed = b",".join(events)
         stamps = str(list(record_ts_ms)).encode()  # '[1, 2, ...]': a JSON array, built in C
-        body = b"".join([b'{"record_ts_ms":', stamps, b',"events":[', listed, b"]}"])
+        batch = new_batch()
+        body = b"".join(
+            [
+                b'{"batch":',
+                str(batch).encode(),
+                b',"record_ts_ms":',
+                stamps,
+                b',"events":[',
+                listed,
+                b"]}",
+            ]
+        )
         await self._run(
             self._client.raw_insert,
             f"{self._db}.readings_ingest",
@@ -102,4 +172,5 @@ class ReadingQueries(StoreCore):
             settings=_EVENT_INGEST_SETTINGS,
             fmt="JSONEachRow",
         )
+        await self.seal(batch)
         return listed.count(b'"meter":"')

@@ -7,6 +7,10 @@
 - ``readings_ingest`` (Null engine) and its materialized view ``readings_ingest_mv``: the
   fast write path. A batch of events inserted as JSON is parsed by ClickHouse and lands in
   ``readings`` as exactly the rows the slow path writes; the Null table keeps nothing.
+- ``readings_by_time`` (the same readings ordered by ``(device_id, meter, at)``),
+  ``rollup_marks`` (the dirty set), ``rollup_seals``, ``rollup_hourly`` and
+  ``rollup_daily``: written by materialized views on ``readings`` in the same INSERT, and
+  by the rollup recompute; ``storage/rollups.py`` says why answers from them are exact.
 - ``device_assignments``: who held a device from when. Usage is attributed to the
   holder at the reading's time with an ``ASOF JOIN`` at query time, so late readings
   and later reassignments land with the right customer.
@@ -24,6 +28,39 @@
 """
 
 from __future__ import annotations
+
+# A rollup bucket: per (device, meter, UTC hour or day). ``d_*``: the counter deltas of the
+# bucket's readings after its first (by at, seq, idx), by the rule of storage/usage_reads.py
+# with ``rollover``; the first reading's delta needs the reading before it, so it is merged
+# at query time. Version: when the recompute read the raw readings.
+ROLLUP_TABLE = """
+        CREATE TABLE IF NOT EXISTS {{db}}.{name} (
+            device_id String,
+            meter LowCardinality(String),
+            bucket DateTime64(3, 'UTC'),
+            readings UInt64,
+            v_sum Decimal(76, 9),
+            v_max Decimal(38, 9),
+            v_min Decimal(38, 9),
+            first_at DateTime64(3, 'UTC'),
+            first_seq UInt64,
+            first_idx UInt16,
+            first_value Decimal(38, 9),
+            last_at DateTime64(3, 'UTC'),
+            last_seq UInt64,
+            last_idx UInt16,
+            last_value Decimal(38, 9),
+            d_count UInt64,
+            d_sum Decimal(76, 9),
+            d_max Decimal(38, 9),
+            d_min Decimal(38, 9),
+            d_last Decimal(38, 9),
+            rollover Decimal(38, 9),
+            written_at DateTime64(3, 'UTC'),
+            computed_at DateTime64(6, 'UTC')
+        ) ENGINE = ReplacingMergeTree(computed_at) ORDER BY (device_id, meter, bucket)
+        SETTINGS index_granularity = {granularity}
+"""
 
 TABLES: dict[str, str] = {
     "meters": """
@@ -72,7 +109,8 @@ TABLES: dict[str, str] = {
             sent_at DateTime64(3, 'UTC'),
             received_at DateTime64(3, 'UTC'),
             written_at DateTime64(3, 'UTC') DEFAULT now64(3),
-            ver UInt64
+            ver UInt64,
+            batch UInt64 DEFAULT 0       -- the insert that wrote it (storage/rollups.py)
         ) ENGINE = ReplacingMergeTree(ver) ORDER BY (device_id, seq, idx)
     """,
     # The aggregator's fast path (``ClickHouseStore.insert_events``): one row per batch, the
@@ -82,6 +120,7 @@ TABLES: dict[str, str] = {
     # message, ver from the record timestamp as there).
     "readings_ingest": """
         CREATE TABLE IF NOT EXISTS {db}.readings_ingest (
+            batch UInt64,
             record_ts_ms Array(Int64),
             events Array(Tuple(
                 device_id String,
@@ -93,22 +132,47 @@ TABLES: dict[str, str] = {
             ))
         ) ENGINE = Null
     """,
-    "readings_ingest_mv": """
-        CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.readings_ingest_mv TO {db}.readings AS
-        SELECT
-            e.device_id AS device_id,
-            e.seq AS seq,
-            toUInt16(i - 1) AS idx,
-            r.meter AS meter,
-            r.at AS at,
-            r.value AS value,
-            e.sent_at AS sent_at,
-            e.received_at AS received_at,
-            18446744073709551615 - toUInt64(greatest(ts, 0)) AS ver
-        FROM {db}.readings_ingest
-        ARRAY JOIN events AS e, record_ts_ms AS ts
-        ARRAY JOIN e.readings AS r, arrayEnumerate(e.readings) AS i
+    # The time-ordered copy of ``readings`` and the rollups (storage/rollups.py says why
+    # they are exact). Every insert into ``readings`` writes its rows here too, and marks the
+    # (device, meter, UTC hour) buckets it touched dirty, in the same INSERT.
+    "readings_by_time": """
+        CREATE TABLE IF NOT EXISTS {db}.readings_by_time (
+            device_id String,
+            meter LowCardinality(String),
+            at DateTime64(3, 'UTC'),
+            seq UInt64,
+            idx UInt16,
+            value Decimal(38, 9),
+            written_at DateTime64(3, 'UTC'),
+            ver UInt64
+        ) ENGINE = ReplacingMergeTree(ver) ORDER BY (device_id, meter, at, seq, idx)
+        SETTINGS index_granularity = 1024
     """,
+    # One row per (bucket, insert); a recomputed bucket's rows are written again with
+    # cleared = 1, which FINAL hides and merges remove.
+    "rollup_marks": """
+        CREATE TABLE IF NOT EXISTS {db}.rollup_marks (
+            device_id String,
+            meter LowCardinality(String),
+            hour DateTime64(3, 'UTC'),
+            batch UInt64,
+            marked_at DateTime64(3, 'UTC'),
+            ver UInt8,                    -- 0 marked, 1 cleared: clearing wins
+            cleared UInt8                 -- = ver; cleared rows go at OPTIMIZE ... CLEANUP
+        ) ENGINE = ReplacingMergeTree(ver, cleared) ORDER BY (device_id, meter, hour, batch)
+        SETTINGS index_granularity = 1024, allow_experimental_replacing_merge_with_cleanup = 1
+    """,
+    # An insert's batch id, written once the insert returned: its marks may then be cleared.
+    "rollup_seals": """
+        CREATE TABLE IF NOT EXISTS {db}.rollup_seals (
+            batch UInt64,
+            sealed_at DateTime64(3, 'UTC')
+        ) ENGINE = MergeTree ORDER BY batch
+        TTL toDateTime(sealed_at) + INTERVAL 1 DAY
+    """,
+    # Small granules: an answer reads a few rows of each of many (device, meter) ranges.
+    "rollup_hourly": ROLLUP_TABLE.format(name="rollup_hourly", granularity=128),
+    "rollup_daily": ROLLUP_TABLE.format(name="rollup_daily", granularity=32),
     "dead_letters": """
         CREATE TABLE IF NOT EXISTS {db}.dead_letters (
             id String,
@@ -215,10 +279,49 @@ TABLES: dict[str, str] = {
     """,
 }
 
-# Columns added after a table was first released; applied at start, idempotent.
+# Materialized views, created after the columns they read exist (MIGRATIONS below).
+VIEWS: dict[str, str] = {
+    "readings_ingest_batch_mv": """
+        CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.readings_ingest_batch_mv TO {db}.readings AS
+        SELECT
+            e.device_id AS device_id,
+            e.seq AS seq,
+            toUInt16(i - 1) AS idx,
+            r.meter AS meter,
+            r.at AS at,
+            r.value AS value,
+            e.sent_at AS sent_at,
+            e.received_at AS received_at,
+            18446744073709551615 - toUInt64(greatest(ts, 0)) AS ver,
+            batch
+        FROM {db}.readings_ingest
+        ARRAY JOIN events AS e, record_ts_ms AS ts
+        ARRAY JOIN e.readings AS r, arrayEnumerate(e.readings) AS i
+    """,
+    "readings_by_time_mv": """
+        CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.readings_by_time_mv TO {db}.readings_by_time
+        AS SELECT device_id, meter, at, seq, idx, value, written_at, ver FROM {db}.readings
+    """,
+    "rollup_marks_mv": """
+        CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.rollup_marks_mv TO {db}.rollup_marks AS
+        SELECT DISTINCT device_id, meter,
+               fromUnixTimestamp64Milli(toUnixTimestamp64Milli(at)
+                   - positiveModulo(toUnixTimestamp64Milli(at), 3600000), 'UTC') AS hour,
+               batch, now64(3) AS marked_at, toUInt8(0) AS ver, toUInt8(0) AS cleared
+        FROM {db}.readings
+    """,
+}
+
+# Columns added after a table was first released, then the views; applied at start, in
+# order, idempotent.
 MIGRATIONS: list[str] = [
     "ALTER TABLE {db}.meters ADD COLUMN IF NOT EXISTS rollover_max Nullable(Decimal(38, 9)) "
     "AFTER description",
     "ALTER TABLE {db}.plans ADD COLUMN IF NOT EXISTS writer String DEFAULT '' AFTER created_at",
     "ALTER TABLE {db}.plans MODIFY SETTING non_replicated_deduplication_window = 10000",
+    "ALTER TABLE {db}.readings ADD COLUMN IF NOT EXISTS batch UInt64 DEFAULT 0 AFTER ver",
+    "ALTER TABLE {db}.readings_ingest ADD COLUMN IF NOT EXISTS batch UInt64 FIRST",
+    *VIEWS.values(),
+    # Replaced by readings_ingest_batch_mv, created just before: an insert always finds a view.
+    "DROP VIEW IF EXISTS {db}.readings_ingest_mv",
 ]

@@ -27,8 +27,8 @@ from storage.messages import MessageQueries
 from storage.plans import PlanQueries
 from storage.quotes import QuoteQueries
 from storage.readings import ReadingQueries
+from storage.rollups import RollupQueries
 from storage.schema import MIGRATIONS, TABLES
-from storage.usage import UsageQueries
 from storage.usage_reads import ReadPool
 
 
@@ -36,7 +36,7 @@ class ClickHouseStore(
     CatalogQueries,
     ReadingQueries,
     MessageQueries,
-    UsageQueries,
+    RollupQueries,  # usage (storage/usage.py), answered from rollups
     DeadLetterQueries,
     PlanQueries,
     QuoteQueries,

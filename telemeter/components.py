@@ -19,12 +19,14 @@ import os
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 
 import structlog
 
 from aggregator.dead_letters import DeadLetterRecorder
 from aggregator.devices import DeviceRulesCache
+from aggregator.rollup_worker import RollupWorker
 from aggregator.service import MeterCatalog, UsageAggregator
 from ingest.bridge import TelemetryBridge
 from ingest.mqtt import MqttSubscriber, MqttTls
@@ -40,6 +42,7 @@ from messaging.admin import (
 from messaging.kafka import KafkaAuth, KafkaEventSource, KafkaPublisher
 from storage.errors import StoreUnavailable
 from storage.store import ClickHouseStore
+from storage.windows import log_tz_database
 from telemeter.config import Settings
 from telemeter.lifecycle import Component, StartFailed
 
@@ -187,6 +190,11 @@ async def open_store(settings: Settings, clock: Clock = utc_now) -> AsyncIterato
         kinds = await store.ensure_default_device_kinds(clock())
         if kinds:
             log.info("default_device_kinds_created", kinds=kinds)
+        log_tz_database()  # the one tz database every window comes from
+        store.rollups = settings.store.rollups
+        rollovers = {m.name: m.rollover_max or Decimal(0) for m in await store.list_meters()}
+        if await store.ensure_rollups(rollovers):
+            log.info("rollups_built_for_existing_readings")
         c.running()
         yield store
 
@@ -278,6 +286,19 @@ async def run_aggregator(
         await c.spawn("aggregator", aggregator.run)
         c.running(topic=k.events_topic, group=a.group_id)
         yield aggregator
+
+
+@contextlib.asynccontextmanager
+async def run_rollup_worker(
+    settings: Settings, store: ClickHouseStore
+) -> AsyncIterator[RollupWorker]:
+    """The rollup worker (``aggregator.rollup_worker``), until the context exits."""
+    async with Component("rollup_worker", announce=False) as c:
+        worker = RollupWorker(store, interval_s=settings.aggregator.rollup_interval.total_seconds())
+        if settings.aggregator.rollup_worker:
+            await c.spawn("rollup-worker", worker.run)
+        c.running()
+        yield worker
 
 
 @contextlib.asynccontextmanager

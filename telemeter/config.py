@@ -218,6 +218,11 @@ class StoreSettings(BaseModel):
 
     dsn: str = f"chdb://{RUN_DIR / 'chdb'}"
     database: str = "telemeter"
+    rollups: bool = Field(
+        True,
+        description="answer usage from rollups (storage/rollups.py); false: from raw readings "
+        "alone, the reference they are tested against",
+    )
 
     def dsn_password(self) -> str | None:
         """The password inside the DSN, if any (so logs can mask it)."""

@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from aggregator.dead_letters import DeadLetterRecorder
+from aggregator.rollup_worker import RollupWorker
 from aggregator.service import UsageAggregator
 from ingest.bridge import TelemetryBridge
 from messaging.errors import KafkaUnavailable
@@ -34,6 +35,7 @@ from telemeter.components import (
     run_aggregator,
     run_bridge,
     run_dead_letter_recorder,
+    run_rollup_worker,
     utc_now,
 )
 from telemeter.config import Settings
@@ -47,6 +49,7 @@ class RunningStack:
     store: ClickHouseStore
     bridge: TelemetryBridge
     aggregator: UsageAggregator
+    rollups: RollupWorker
     dead_letters: DeadLetterRecorder
     api_url: str
 
@@ -63,6 +66,7 @@ async def run_stack(
         c.stop_with(sock.close)
         store = await c.enter(open_store(settings, clock))
         aggregator = await c.enter(run_aggregator(settings, store, clock, kafka_setup=kafka))
+        rollups = await c.enter(run_rollup_worker(settings, store))
         dead_letters = await c.enter(run_dead_letter_recorder(settings, store, kafka_setup=kafka))
         url = await c.enter(run_api(settings, store, clock, sock=sock))
         bridge = await c.enter(run_bridge(settings, clock, kafka_setup=kafka))
@@ -71,6 +75,7 @@ async def run_stack(
             store=store,
             bridge=bridge,
             aggregator=aggregator,
+            rollups=rollups,
             dead_letters=dead_letters,
             api_url=url,
         )
@@ -94,6 +99,7 @@ async def run_aggregator_process(
             c.stop_with(sock.close)
         store = await c.enter(open_store(settings, clock))
         await c.enter(run_aggregator(settings, store, clock, kafka_setup=kafka))
+        await c.enter(run_rollup_worker(settings, store))
         await c.enter(run_dead_letter_recorder(settings, store, kafka_setup=kafka))
         if sock is not None:
             await c.enter(run_api(settings, store, clock, sock=sock))

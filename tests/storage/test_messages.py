@@ -69,15 +69,20 @@ class TestStoredMessages:
         assert all(r.at.tzinfo is not None for r in found[d, 1])
 
     async def test_first_write_wins_per_reading(self, sink: Any) -> None:
-        """Of two messages written under one key, each reading is the one with the earlier
-        record timestamp, whichever was written last; readings only the later one has are
-        there too (this is what the aggregator's message gate prevents)."""
+        """Of two messages written under one key, a version with other readings than the
+        stored one is not written at all (storage/versions.py), whichever has the earlier
+        record timestamp; one that differs only in values is, and the earlier record
+        timestamp wins per reading."""
         d = device()
         first, later = event(d, 7, "10"), event(d, 7, "99", "5")
         await sink.insert_readings(reading_rows(later, 2000))
         await sink.insert_events([first.model_dump_json().encode()], [1000])
         [found] = (await sink.stored_messages([(d, 7)])).values()
-        assert [(r.idx, r.value) for r in found] == [(0, Decimal(10)), (1, Decimal(5))]
+        assert [(r.idx, r.value) for r in found] == [(0, Decimal(99)), (1, Decimal(5))]
+        earlier = event(d, 7, "11", "6")
+        await sink.insert_events([earlier.model_dump_json().encode()], [1500])
+        [found] = (await sink.stored_messages([(d, 7)])).values()
+        assert [(r.idx, r.value) for r in found] == [(0, Decimal(11)), (1, Decimal(6))]
 
     async def test_any_device_id_is_looked_up_exactly(self, sink: Any) -> None:
         """Device ids outside the wire contract's alphabet (a quote, a backslash, spaces)

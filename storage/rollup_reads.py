@@ -1,0 +1,245 @@
+"""Usage answered from rollups (``storage/rollups.py`` says why it is exact): the rows of
+``usage_sql`` in ``storage/usage_reads.py`` -- per (customer, meter, window [, device]):
+sum, max, min, latest, latest reading time, count, latest write -- computed from rollup
+rows of clean buckets and raw rows of the rest, merged per device in time order here.
+
+Three reads per batch of customers, each bounded by the range asked, not the history:
+
+1. the devices the customers ever held with their assignment history, and the dirty
+   (device, meter, hour) in the range and its lookback day;
+2. the plan's units (``storage/rollup_plan.py``): daily and hourly rollup rows, raw rows;
+3. only for a counter whose reading before the range is older than the lookback day: its
+   last reading before, from daily rollups and the raw rows of dirty hours.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from schemas.catalog import MeterKind
+from storage.core import utc as _utc
+from storage.rollup_model import Segment, Usage, combine, usage_of
+from storage.rollup_plan import DAY, HOUR, Span, Windows, floor_to, plan
+from storage.rollup_sql import (
+    EDGE_SQL,
+    MERGE_SQL,
+    SEGMENT_COLUMNS,
+    compact_where,
+    literal,
+    rollover_sql,
+    segment_of,
+)
+from storage.usage_reads import UsageShape
+from storage.windows import window_starts
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MS = timedelta(milliseconds=1)
+_END = datetime.max.replace(tzinfo=UTC)
+Query = Callable[[str, dict[str, Any]], Awaitable[Sequence[Sequence[Any]]]]
+"""Runs one SQL text with its server-side parameters and returns its rows."""
+
+
+# A raw reading as a rollup row of one reading (rollover 0: not used for raw rows).
+def _in(values: Sequence[str]) -> str:
+    return "(" + ", ".join(literal(v) for v in values) + ")"
+
+
+def _holder(history: Sequence[tuple[datetime, str]], at: datetime) -> str:
+    """Who held a device at ``at`` ('' for nobody), from its sorted (valid_from, customer)."""
+    i = bisect_right(history, (at, "\U0010ffff")) - 1
+    return history[i][1] if i >= 0 else ""
+
+
+async def rollup_rows(
+    db: str, shape: UsageShape, customers: Sequence[str], query: Query
+) -> dict[str, list[Sequence[Any]]]:
+    """Each customer's usage rows (meter first, without the customer), as ``usage_sql``
+    returns them for ``shape`` (never ``unassigned``: that one reads every device)."""
+    start, end = shape.start, shape.end
+    spans = Windows(window_starts(start, end, shape.window, shape.tz), start, end)
+    counters = {m.name: m.kind is MeterKind.COUNTER for m in shape.meters}
+    rollover = {m.name: m.rollover_max or Decimal(0) for m in shape.meters}
+    held = (
+        f"SELECT device_id FROM {db}.device_assignments FINAL WHERE customer_id IN {_in(customers)}"
+    )
+    lookback = floor_to(start, DAY) - DAY
+    first = await query(
+        f"SELECT 'a', device_id, valid_from, customer_id FROM {db}.device_assignments FINAL "
+        f"WHERE device_id IN ({held}) "
+        f"UNION ALL SELECT DISTINCT 'm', device_id, hour, meter FROM {db}.rollup_marks FINAL "
+        f"WHERE device_id IN ({held}) AND meter IN {_in(list(counters))} "
+        f"AND hour >= {literal(lookback)} AND hour < {literal(end)}",
+        {},
+    )
+    history: dict[str, list[tuple[datetime, str]]] = defaultdict(list)
+    dirty: set[tuple[str, str, datetime]] = set()
+    for kind, device, t, text in first:
+        if kind == "a":
+            history[device].append((_utc(t), text))
+        else:
+            dirty.add((device, text, _utc(t)))
+    for entries in history.values():
+        entries.sort()
+    changes = {d: [t for t, _ in h] for d, h in history.items()}
+    units = plan(history, counters, spans, changes, dirty)
+    segments, stale = await _segments(db, units.days, units.hours, units.raw, rollover, query)
+    if stale:  # rollups of another rollover_max: their hours from raw, and a new plan
+        dirty.update(stale)
+        units = plan(history, counters, spans, changes, dirty)
+        segments, _ = await _segments(db, units.days, units.hours, units.raw, rollover, query)
+    prev = await _before(db, segments, counters, start, lookback, query)
+    return _fold(segments, prev, shape, spans, counters, rollover, history, set(customers))
+
+
+_RAW_SEGMENT = (
+    "toUInt64(1) AS readings, toDecimal256(value, 9) AS v_sum, value AS v_max, value AS v_min,"
+    " at AS first_at, seq AS first_seq, idx AS first_idx, value AS first_value,"
+    " at AS last_at, seq AS last_seq, idx AS last_idx, value AS last_value,"
+    " toUInt64(0) AS d_count, toDecimal256(0, 9) AS d_sum, toDecimal128(0, 9) AS d_max,"
+    " toDecimal128(0, 9) AS d_min, toDecimal128(0, 9) AS d_last, written_at"
+)
+"""A raw reading as a segment of one reading."""
+
+
+def _merged(src: str, units: str, rollover: str) -> str:
+    """``units`` merged per run of the parameter ``src``."""
+    return MERGE_SQL.format(src=src, units=units, edge=EDGE_SQL, rollover=rollover, param=src)
+
+
+async def _segments(
+    db: str,
+    days: Sequence[Span],
+    hours: Sequence[Span],
+    raw: Sequence[Span],
+    rollover: Mapping[str, Decimal],
+    query: Query,
+) -> tuple[dict[tuple[str, str], list[Segment]], list[tuple[str, str, datetime]]]:
+    """One segment per run of the plan, merged in SQL (``MERGE_SQL``), per (device, meter)
+    in time order; and the hours of runs holding a rollup computed with another rollover
+    than the meter's, which the caller plans again as dirty (those runs are left out)."""
+    current = rollover_sql(rollover)
+    parts: list[str] = []
+    params: dict[str, Any] = {}
+    for src, table, spans in (("d", "rollup_daily", days), ("h", "rollup_hourly", hours)):
+        if spans:
+            units = (
+                f"SELECT device_id, meter, bucket AS t, {SEGMENT_COLUMNS}, rollover AS u_rollover"
+                f" FROM {db}.{table} FINAL WHERE {compact_where(spans, 'bucket')}"
+            )
+            parts.append(_merged(src, units, current))
+            params[src] = list(spans)
+    if raw:
+        units = (
+            f"SELECT device_id, meter, at AS t, {_RAW_SEGMENT}, {current} AS u_rollover "
+            f"FROM {db}.readings_by_time FINAL WHERE {compact_where(raw, 'at')}"
+        )
+        parts.append(_merged("x", units, current))
+        params["x"] = list(raw)
+    out: dict[tuple[str, str], list[Segment]] = defaultdict(list)
+    stale: list[tuple[str, str, datetime]] = []
+    if not parts:
+        return out, stale
+    ends = {(src, d, m, a): b for src in ("d", "h") for d, m, a, b in params.get(src, ())}
+    for src, device, meter, run, *rest in await query(" UNION ALL ".join(parts), params):
+        run = _utc(run)
+        if not rest[18]:  # some unit of the run has deltas of another rollover
+            taken = range((ends[(src, device, meter, run)] - run) // HOUR)
+            stale.extend((device, meter, run + HOUR * h) for h in taken)
+        else:
+            out[(device, meter)].append(segment_of(rest[:18]))
+    for segs in out.values():
+        segs.sort(key=lambda s: s.first)
+    return out, stale
+
+
+async def _before(
+    db: str,
+    segments: Mapping[tuple[str, str], list[Segment]],
+    counters: Mapping[str, bool],
+    start: datetime,
+    lookback: datetime,
+    query: Query,
+) -> dict[tuple[str, str], Decimal]:
+    """For counters with no reading in the lookback day: the value of their last reading
+    before it (round 3), from daily rollups and the raw rows of dirty hours before it."""
+    wanted = {
+        key
+        for key, segs in segments.items()
+        if counters[key[1]] and segs and segs[0].first[0] >= start
+    }
+    if not wanted:
+        return {}
+    # Any reading before the lookback is a candidate, so reading those of more devices or
+    # meters than wanted, or more hours, changes no maximum: filters stay compact.
+    devices, meters = sorted({d for d, _ in wanted}), sorted({m for _, m in wanted})
+    keys = f"device_id IN {_in(devices)} AND meter IN {_in(meters)}"
+    marks = await query(
+        f"SELECT DISTINCT device_id, meter, hour FROM {db}.rollup_marks FINAL "
+        f"WHERE {keys} AND hour < {literal(lookback)}",
+        {},
+    )
+    sql = (
+        f"SELECT device_id, meter, argMax(last_value, (last_at, last_seq, last_idx)),"
+        f" max((last_at, last_seq, last_idx)) FROM {db}.rollup_daily FINAL "
+        f"WHERE {keys} AND bucket < {literal(lookback)} GROUP BY device_id, meter"
+    )
+    if marks:
+        dirty = compact_where([(d, m, _utc(h), _utc(h) + HOUR) for d, m, h in marks], "at")
+        sql += (
+            f" UNION ALL SELECT device_id, meter, argMax(value, (at, seq, idx)),"
+            f" max((at, seq, idx)) FROM {db}.readings_by_time FINAL "
+            f"WHERE {dirty} GROUP BY device_id, meter"
+        )
+    best: dict[tuple[str, str], tuple[Any, Decimal]] = {}
+    for device, meter, value, key in await query(sql, {}):
+        if (device, meter) not in wanted:
+            continue
+        at, seq, idx = key
+        k = (_utc(at), int(seq), int(idx))
+        if (device, meter) not in best or k > best[(device, meter)][0]:
+            best[(device, meter)] = (k, Decimal(value))
+    return {key: value for key, (_, value) in best.items()}
+
+
+def _fold(
+    segments: Mapping[tuple[str, str], list[Segment]],
+    before: Mapping[tuple[str, str], Decimal],
+    shape: UsageShape,
+    spans: Windows,
+    counters: Mapping[str, bool],
+    rollover: Mapping[str, Decimal],
+    history: Mapping[str, Sequence[tuple[datetime, str]]],
+    customers: set[str],
+) -> dict[str, list[Sequence[Any]]]:
+    """Segments in time order per (device, meter): each one's usage, given the reading
+    before it, goes to the window and customer of its readings."""
+    acc: dict[tuple[str, str, datetime, str], Usage] = {}
+    for (device, meter), segs in segments.items():
+        prev = before.get((device, meter))
+        for seg in segs:
+            at = seg.first[0]
+            if at >= shape.start:
+                customer = _holder(history.get(device, ()), at)
+                if customer in customers:
+                    used = usage_of(seg, prev, counters[meter], rollover[meter])
+                    key = (customer, meter, spans.starts[spans.index(at)], device)
+                    acc[key] = combine(acc.get(key), used)
+            prev = seg.last_value
+    if not shape.by_device:
+        merged: dict[tuple[str, str, datetime, str], Usage] = {}
+        for (customer, meter, bucket, _device), used in sorted(acc.items()):
+            key = (customer, meter, bucket, "")
+            merged[key] = combine(merged.get(key), used)
+        acc = merged
+    out: dict[str, list[Sequence[Any]]] = defaultdict(list)
+    for (customer, meter, bucket, device), u in sorted(acc.items()):
+        head = [meter, (bucket - _EPOCH) // _MS] + ([device] if shape.by_device else [])
+        out[customer].append(
+            [*head, u.total, u.high, u.low, u.latest, u.latest_key[0], u.count, u.written_at]
+        )
+    return out

@@ -1,0 +1,210 @@
+"""The SQL of rollups and the helpers that build it (``storage/rollups.py`` says what the
+tables mean). Literals are inlined where a query lists devices, meters and time ranges:
+device ids and meter names are validated names, and clickhouse-connect quotes them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from clickhouse_connect.driver.binding import format_query_value
+
+from storage.core import utc as _utc
+from storage.rollup_model import Segment
+
+HOUR = timedelta(hours=1)
+DAY = timedelta(days=1)
+UNSEALED_GRACE_S = 600
+"""A mark whose batch was never sealed is trusted after this long: its insert has
+finished or failed by then (inserts time out far sooner)."""
+BIG_QUERY = {
+    "max_query_size": 64 * 1024 * 1024,
+    "max_ast_elements": 10_000_000,
+    "max_expanded_ast_elements": 10_000_000,
+}
+"""Settings for queries that list their buckets (literal OR terms, one per run)."""
+MAX_BUCKETS = 2_000
+"""Hourly buckets per recompute pass: bounds one pass's SQL and work."""
+
+BUCKET_MS = "toUnixTimestamp64Milli(at) - positiveModulo(toUnixTimestamp64Milli(at), {ms})"
+ROLLUP_COLUMNS = (
+    "readings, v_sum, v_max, v_min, first_at, first_seq, first_idx, first_value, "
+    "last_at, last_seq, last_idx, last_value, d_count, d_sum, d_max, d_min, d_last, "
+    "rollover, written_at"
+)
+
+# The counter rule of storage/usage_reads.py on (prev, value, rollover), in Decimal(76, 9):
+# ClickHouse evaluates both branches of if(), and Decimal(38, 9) throws past 1e29.
+DELTA_SQL = """toDecimal128(if({value} >= {prev}, toDecimal256({value} - {prev}, 9),
+                 if(rollover > 0 AND toDecimal256({prev}, 9) * 2 > rollover,
+                    toDecimal256(rollover, 9) - {prev} + {value} + 1,
+                    toDecimal256({value}, 9))), 9)""".format(value="value", prev="prev")
+EDGE_SQL = DELTA_SQL.replace("value", "first_value").replace("prev", "prev_last")
+"""The delta of a segment's first reading after the last reading of the segment before."""
+
+SEGMENT_COLUMNS = (
+    "readings, v_sum, v_max, v_min, first_at, first_seq, first_idx, first_value, "
+    "last_at, last_seq, last_idx, last_value, d_count, d_sum, d_max, d_min, d_last, written_at"
+)
+
+# Runs of segments (``{units}``: device_id, meter, t and SEGMENT_COLUMNS), each merged into
+# one segment by ``storage.rollup_model.merge`` in SQL: ``{runs}`` lists (device, meter,
+# start, end); a unit belongs to the run that holds its t. Counter deltas are >= 0, so an
+# empty maxIf's 0 changes no maximum; an empty minimum is chosen around. The last column
+# says whether every unit's deltas were computed with the meter's current rollover.
+MERGE_SQL = """
+    SELECT '{src}', device_id, meter, run,
+           sum(readings), sum(v_sum), max(v_max), min(v_min),
+           argMin(first_at, k), argMin(first_seq, k), argMin(first_idx, k),
+           argMin(first_value, k), argMax(last_at, k), argMax(last_seq, k),
+           argMax(last_idx, k), argMax(last_value, k),
+           sum(d_count) + count() - 1,
+           sum(d_sum) + sumIf(toDecimal256(edge, 9), n > 1),
+           greatest(maxIf(d_max, d_count > 0), maxIf(edge, n > 1)),
+           multiIf(countIf(n > 1) = 0, minIf(d_min, d_count > 0),
+                   countIf(d_count > 0) = 0, minIf(edge, n > 1),
+                   least(minIf(d_min, d_count > 0), minIf(edge, n > 1))),
+           argMax(if(d_count > 0, d_last, edge), k),
+           max(written_at), min(u_rollover = rollover)
+    FROM (
+        SELECT *, (first_at, first_seq, first_idx) AS k,
+               if(n = 1, toDecimal128(0, 9), {edge}) AS edge
+        FROM (
+            SELECT u.*, r.run AS run, {rollover} AS rollover,
+                   lagInFrame(u.last_value) OVER w AS prev_last, row_number() OVER w AS n
+            FROM ({units}) AS u
+            ASOF INNER JOIN (
+                SELECT x.1 AS device_id, x.2 AS meter, x.3 AS run, x.4 AS run_end
+                FROM (SELECT arrayJoin({{{param}:Array(Tuple(String, String,
+                      DateTime64(3, 'UTC'), DateTime64(3, 'UTC')))}}) AS x)
+            ) AS r ON u.device_id = r.device_id AND u.meter = r.meter AND u.t >= r.run
+            WHERE u.t < r.run_end
+            WINDOW w AS (PARTITION BY u.device_id, u.meter, r.run
+                         ORDER BY u.first_at, u.first_seq, u.first_idx
+                         ROWS BETWEEN 1 PRECEDING AND CURRENT ROW)
+        )
+    )
+    GROUP BY device_id, meter, run
+"""
+
+RECOMPUTE_SQL = """
+    INSERT INTO {db}.{table}
+    SELECT device_id, meter, bucket, count(), sum(toDecimal256(value, 9)), max(value), min(value),
+           argMin(at, k), argMin(seq, k), argMin(idx, k), argMin(value, k),
+           argMax(at, k), argMax(seq, k), argMax(idx, k), argMax(value, k),
+           countIf(n > 1), sumIf(toDecimal256(delta, 9), n > 1), maxIf(delta, n > 1),
+           minIf(delta, n > 1), argMaxIf(delta, k, n > 1),
+           any(rollover), max(written_at), now64(6)
+    FROM (
+        SELECT *, (at, seq, idx) AS k, if(n = 1, toDecimal128(0, 9), {delta}) AS delta
+        FROM (
+            SELECT device_id, meter, at, seq, idx, value, written_at,
+                   fromUnixTimestamp64Milli({bucket}, 'UTC') AS bucket,
+                   {rollover} AS rollover,
+                   lagInFrame(value) OVER w AS prev, row_number() OVER w AS n
+            FROM {db}.readings_by_time FINAL
+            WHERE {ranges}
+            WINDOW w AS (PARTITION BY device_id, meter, bucket ORDER BY at, seq, idx
+                         ROWS BETWEEN 1 PRECEDING AND CURRENT ROW)
+        )
+    )
+    GROUP BY device_id, meter, bucket
+"""
+
+MARKS_SQL = """
+    SELECT device_id, meter, hour, batch, marked_at
+    FROM {db}.rollup_marks FINAL
+    WHERE batch = 0 OR batch IN (SELECT batch FROM {db}.rollup_seals)
+       OR marked_at < now64(3) - INTERVAL {grace} SECOND
+    ORDER BY hour, device_id, meter
+    LIMIT {limit}
+"""
+
+
+def literal(value: Any) -> str:
+    """A value as a ClickHouse literal (clickhouse-connect's quoting)."""
+    if isinstance(value, datetime):
+        stamp = value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+        return f"toDateTime64('{stamp}', 3, 'UTC')"
+    return str(format_query_value(value))
+
+
+def rollover_sql(rollovers: Mapping[str, Decimal]) -> str:
+    """``multiIf`` choosing each meter's rollover_max (0: none)."""
+    arms = [
+        f"meter = {literal(name)}, toDecimal128({literal(str(value))}, 9)"
+        for name, value in sorted(rollovers.items())
+        if value
+    ]
+    return f"multiIf({', '.join(arms)}, toDecimal128(0, 9))" if arms else "toDecimal128(0, 9)"
+
+
+def compact_where(spans: Iterable[tuple[str, str, datetime, datetime]], column: str = "at") -> str:
+    """A filter the primary key (device_id, meter, ``column``) narrows, covering every
+    (device, meter, [start, end)) of ``spans``: their devices, their meters and the union of
+    their time ranges. It covers more than the spans when devices differ in their spans, so
+    callers drop what they did not ask for; a long OR of per-device terms would cost
+    ClickHouse more to analyse than the rows it saves."""
+    devices: set[str] = set()
+    meters: set[str] = set()
+    ranges: list[tuple[datetime, datetime]] = []
+    for device, meter, a, b in spans:
+        devices.add(device)
+        meters.add(meter)
+        ranges.append((a, b))
+    merged: list[list[datetime]] = []
+    for a, b in sorted(ranges):
+        if merged and a <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], b)
+        else:
+            merged.append([a, b])
+    if not merged:
+        return "0"
+    times = " OR ".join(f"{column} >= {literal(a)} AND {column} < {literal(b)}" for a, b in merged)
+    return (
+        f"device_id IN {literal(tuple(sorted(devices)))} "
+        f"AND meter IN {literal(tuple(sorted(meters)))} AND ({times})"
+    )
+
+
+def segment_of(row: Sequence[Any]) -> Segment:
+    """A rollup row (the columns of ``ROLLUP_COLUMNS`` without rollover) as a segment."""
+    (count, v_sum, v_max, v_min, f_at, f_seq, f_idx, f_val, l_at, l_seq, l_idx, l_val) = row[:12]
+    d_count, d_sum, d_max, d_min, d_last, written = row[12:18]
+    return Segment(
+        readings=int(count),
+        v_sum=Decimal(v_sum),
+        v_max=Decimal(v_max),
+        v_min=Decimal(v_min),
+        first=(_utc(f_at), int(f_seq), int(f_idx)),
+        first_value=Decimal(f_val),
+        last=(_utc(l_at), int(l_seq), int(l_idx)),
+        last_value=Decimal(l_val),
+        d_count=int(d_count),
+        d_sum=Decimal(d_sum),
+        d_max=Decimal(d_max),
+        d_min=Decimal(d_min),
+        d_last=Decimal(d_last),
+        written_at=_utc(written),
+    )
+
+
+def segment_row(seg: Segment) -> list[Any]:
+    """A segment as the values of ``ROLLUP_COLUMNS`` without rollover and written_at."""
+    return [
+        seg.readings,
+        seg.v_sum,
+        seg.v_max,
+        seg.v_min,
+        *seg.first,
+        seg.first_value,
+        *seg.last,
+        seg.last_value,
+        seg.d_count,
+        seg.d_sum,
+        seg.d_max,
+        seg.d_min,
+        seg.d_last,
+    ]
