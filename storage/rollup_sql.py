@@ -5,7 +5,7 @@ device ids and meter names are validated names, and clickhouse-connect quotes th
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -14,8 +14,6 @@ from clickhouse_connect.driver.binding import format_query_value
 from storage.core import utc as _utc
 from storage.rollup_model import Segment
 
-HOUR = timedelta(hours=1)
-DAY = timedelta(days=1)
 UNSEALED_GRACE_S = 600
 """A mark whose batch was never sealed is trusted after this long: its insert has
 finished or failed by then (inserts time out far sooner)."""

@@ -62,13 +62,12 @@ from typing import Any
 
 from storage.core import utc as _utc
 from storage.rollup_model import Segment, merge
+from storage.rollup_plan import DAY, HOUR
 from storage.rollup_reads import rollup_rows
 from storage.rollup_sql import (
     BIG_QUERY,
     BUCKET_MS,
-    DAY,
     DELTA_SQL,
-    HOUR,
     MARKS_SQL,
     MAX_BUCKETS,
     RECOMPUTE_SQL,

@@ -15,6 +15,7 @@ one message is what it does not cover.)"""
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
@@ -84,7 +85,7 @@ def writable(
     first: dict[MessageKey, int] = {}
     for i in sorted(range(len(keys)), key=lambda i: stamps[i]):
         first.setdefault(keys[i], i)
-    repeated = {k for k, n in _counts(keys).items() if n > 1}
+    repeated = {k for k, n in Counter(keys).items() if n > 1}
     versions: dict[int, Version] = {}
 
     def of(i: int) -> Version:
@@ -100,10 +101,3 @@ def writable(
         mine = of(i)
         keep.append(stored.get(key, mine) == mine and of(first[key]) == mine)
     return keep
-
-
-def _counts(keys: Sequence[MessageKey]) -> dict[MessageKey, int]:
-    counts: dict[MessageKey, int] = {}
-    for key in keys:
-        counts[key] = counts.get(key, 0) + 1
-    return counts
