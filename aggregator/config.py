@@ -24,6 +24,13 @@ class AggregatorSettings(BaseModel):
         timedelta(milliseconds=500),
         description="how often an idle rollup worker looks for dirty buckets (storage/rollups.py)",
     )
+    rollup_duty: float = Field(
+        0.25,
+        gt=0,
+        le=1,
+        description="the most of its time the rollup worker spends in passes; it rests the "
+        "rest, so that recomputing never starves ingest (aggregator/rollup_worker.py)",
+    )
     rollup_worker: bool = Field(
         True, description="run the rollup worker in this process (one per store is enough)"
     )

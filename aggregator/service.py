@@ -92,9 +92,18 @@ class ReadingSink(MessageStore, Protocol):
     canonical event JSON that the store parses into the same rows. Both return the reading
     rows written. Also answers which messages are stored (:class:`MessageStore`)."""
 
-    async def insert_readings(self, rows: list[ReadingRow]) -> int: ...
+    async def insert_readings(self, rows: list[ReadingRow], *, screened: bool = False) -> int: ...
 
-    async def insert_events(self, events: Sequence[bytes], record_ts_ms: Sequence[int]) -> int: ...
+    async def insert_events(
+        self,
+        events: Sequence[bytes],
+        record_ts_ms: Sequence[int],
+        *,
+        screened: bool = False,
+        seal_later: bool = False,
+    ) -> int: ...
+
+    async def flush_seals(self) -> None: ...
 
 
 class MeterLookup(Protocol):
@@ -298,7 +307,8 @@ class UsageAggregator:
             await self._abandon_write()
             self._source.rewind()
             raise
-        if prepared is None:
+        if prepared is None:  # idle: the last batch's seal cannot ride with the next one
+            await self._sink.flush_seals()
             metrics.LAG.set(self._source.lag())
             return 0
         self._writing = asyncio.create_task(self._write(prepared), name="aggregator-write")
@@ -363,11 +373,14 @@ class UsageAggregator:
                 for letter in p.letters
             )
         )
-        # 3. idempotent inserts, both finished before the commit
+        # 3. idempotent inserts, both finished before the commit; the gate has screened
+        # every message, so the store need not look its keys up again
         if p.events:
-            p.event_rows = await self._sink.insert_events(p.events, p.event_ts)
+            p.event_rows = await self._sink.insert_events(
+                p.events, p.event_ts, screened=True, seal_later=True
+            )
         if p.rows:
-            await self._sink.insert_readings(p.rows)
+            await self._sink.insert_readings(p.rows, screened=True)
         # 4. this batch's offsets, only after its data is stored
         await self._source.commit(p.batch)
         self._account(p)

@@ -51,9 +51,10 @@ class InMemoryReadings:
 
     readings: dict[tuple[str, int, int], ReadingRow] = field(default_factory=dict)
 
-    async def insert_readings(self, rows: Iterable[ReadingRow]) -> int:
+    async def insert_readings(self, rows: Iterable[ReadingRow], *, screened: bool = False) -> int:
         """Write readings, of each message only a version that agrees with the stored one
-        (``storage/versions.py``, as the store does); returns the rows written."""
+        (``storage/versions.py``, as the store does), unless ``screened`` (the caller
+        decided that); returns the rows written."""
         given = list(rows)
         keys = {(r.device_id, r.seq) for r in given}
         stored: dict[MessageKey, Version] = {}
@@ -61,7 +62,7 @@ class InMemoryReadings:
             if (device, seq) in keys:
                 stored[(device, seq)] = (*stored.get((device, seq), ()), (idx, kept.meter, kept.at))
         written = 0
-        for row in writable_rows(given, stored):
+        for row in given if screened else writable_rows(given, stored):
             key = (row.device_id, row.seq, row.idx)
             held = self.readings.get(key)
             if held is None or row.record_ts_ms <= held.record_ts_ms:
@@ -69,8 +70,16 @@ class InMemoryReadings:
             written += 1
         return written
 
-    async def insert_events(self, events: Sequence[bytes], record_ts_ms: Sequence[int]) -> int:
-        """Write the readings of events given as their JSON; returns the readings written."""
+    async def insert_events(
+        self,
+        events: Sequence[bytes],
+        record_ts_ms: Sequence[int],
+        *,
+        screened: bool = False,
+        seal_later: bool = False,
+    ) -> int:
+        """Write the readings of events given as their JSON; returns the readings written
+        (``seal_later`` means nothing here: no rollups)."""
         if len(events) != len(record_ts_ms):
             raise ValueError("one record timestamp per event")
         rows: list[ReadingRow] = []
@@ -90,7 +99,10 @@ class InMemoryReadings:
                 )
                 for i, r in enumerate(event.readings)
             )
-        return await self.insert_readings(rows)
+        return await self.insert_readings(rows, screened=screened)
+
+    async def flush_seals(self) -> None:
+        """Nothing to seal: no rollups."""
 
     async def stored_messages(
         self, keys: Collection[MessageKey]

@@ -61,19 +61,51 @@ class ReadingRow:
 class ReadingQueries(StoreCore):
     """The ``readings`` table and its fast write path ``readings_ingest``. Each insert has a
     batch id of its own and is sealed once it returned (``storage/rollups.py``: only then may
-    the rollup buckets it marked dirty be recomputed and cleared)."""
+    the rollup buckets it marked dirty be recomputed and cleared).
+
+    A seal written as an insert of its own cost as much as a quarter of a 20,000-event
+    insert on chDB (a part per insert: 10-20 ms of CPU; ``make bench`` scenario 6). So the
+    fast path may leave it *unsealed*: its batch id then rides in the next fast-path
+    insert's row, whose view writes it to ``rollup_seals``, or goes with
+    :meth:`flush_seals` when no insert follows (the aggregator calls it when a fetch comes
+    back empty). A seal that is late only keeps buckets dirty -- answered from raw -- a
+    little longer; one that is lost (the process died) is made good by
+    ``UNSEALED_GRACE_S``."""
+
+    _unsealed: list[int] | None = None  # batches that returned, their seals not yet written
 
     async def seal(self, batch: int) -> None:
-        """Record that the insert ``batch`` returned: all its rows are visible."""
-        await self._insert("rollup_seals", [[batch, datetime.now(UTC)]], ["batch", "sealed_at"])
+        """Record that the insert ``batch`` returned: all its rows are visible (with the
+        seals left unsealed, in the same insert)."""
+        await self._write_seals([batch])
+
+    async def flush_seals(self) -> None:
+        """Write the seals left unsealed, if any."""
+        if self._unsealed:
+            await self._write_seals([])
+
+    async def _write_seals(self, batches: list[int]) -> None:
+        carried, self._unsealed = self._unsealed or [], []
+        now = datetime.now(UTC)
+        try:
+            rows = [[b, now] for b in [*carried, *batches]]
+            await self._insert("rollup_seals", rows, ["batch", "sealed_at"])
+        except BaseException:
+            self._unsealed = [*carried, *(self._unsealed or [])]
+            raise
 
     # ---- readings -----------------------------------------------------------------
 
-    async def insert_readings(self, rows: Iterable[ReadingRow]) -> int:
+    async def insert_readings(self, rows: Iterable[ReadingRow], *, screened: bool = False) -> int:
         """Write readings. Idempotent: rows are keyed by (device_id, seq, idx) and read with
-        FINAL, so writing the same message again adds nothing. Returns the rows written."""
+        FINAL, so writing the same message again adds nothing. Of each message only the
+        first version is written (``storage/versions.py``), looked up here unless
+        ``screened``: the caller has already decided, against this store, that each message
+        is the first of its key (``aggregator.messages.MessageGate`` does, on every batch;
+        looking again would cost one lookup of every key per insert). Returns the rows
+        written."""
         batch = new_batch()
-        rows = await self._first_versions(list(rows))
+        rows = list(rows) if screened else await self._first_versions(list(rows))
         data = [
             [
                 r.device_id,
@@ -131,7 +163,22 @@ class ReadingQueries(StoreCore):
         keys = {(r.device_id, r.seq) for r in rows}
         return writable_rows(rows, await self._stored_versions(keys))
 
-    async def insert_events(self, events: Sequence[bytes], record_ts_ms: Sequence[int]) -> int:
+    async def _writable_events(
+        self, events: Sequence[bytes], record_ts_ms: Sequence[int]
+    ) -> list[bool]:
+        """Which of ``events`` are the first version of their key (``storage/versions.py``)."""
+        keys = [event_key(e) for e in events]
+        stored = await self._stored_versions(set(keys))
+        return writable(keys, record_ts_ms, lambda i: event_version(events[i]), stored)
+
+    async def insert_events(
+        self,
+        events: Sequence[bytes],
+        record_ts_ms: Sequence[int],
+        *,
+        screened: bool = False,
+        seal_later: bool = False,
+    ) -> int:
         """Write the readings of events given as their JSON in canonical form (what
         ``aggregator.canonical`` recognises), each with its Kafka record timestamp.
         ClickHouse parses them: the batch is one JSON row of the Null table
@@ -139,24 +186,27 @@ class ReadingQueries(StoreCore):
         -- the rows :meth:`insert_readings` writes for the same events, equally idempotent.
         Python only joins bytes. A batch ClickHouse cannot parse fails whole, so pass only
         events the canonical pattern recognised. Returns the readings written (in canonical
-        JSON, where no string holds a quote, ``"meter":"`` occurs once per reading)."""
+        JSON, where no string holds a quote, ``"meter":"`` occurs once per reading).
+        ``screened`` as for :meth:`insert_readings`. ``seal_later``: leave this insert
+        unsealed (see the class docstring); the seals of earlier ones ride with it anyway."""
         if len(events) != len(record_ts_ms):
             raise ValueError("one record timestamp per event")
         if not events:
             return 0
-        keys = [event_key(e) for e in events]
-        stored = await self._stored_versions(set(keys))
-        keep = writable(keys, record_ts_ms, lambda i: event_version(events[i]), stored)
-        if not all(keep):
+        keep = None if screened else await self._writable_events(events, record_ts_ms)
+        if keep is not None and not all(keep):
             events = [e for e, ok in zip(events, keep, strict=True) if ok]
             record_ts_ms = [t for t, ok in zip(record_ts_ms, keep, strict=True) if ok]
         listed = b",".join(events)
         stamps = str(list(record_ts_ms)).encode()  # '[1, 2, ...]': a JSON array, built in C
         batch = new_batch()
+        carried, self._unsealed = self._unsealed or [], []
         body = b"".join(
             [
                 b'{"batch":',
                 str(batch).encode(),
+                b',"sealed":',
+                str(carried).encode(),
                 b',"record_ts_ms":',
                 stamps,
                 b',"events":[',
@@ -164,13 +214,20 @@ class ReadingQueries(StoreCore):
                 b"]}",
             ]
         )
-        await self._run(
-            self._client.raw_insert,
-            f"{self._db}.readings_ingest",
-            None,
-            body,
-            settings=_EVENT_INGEST_SETTINGS,
-            fmt="JSONEachRow",
-        )
-        await self.seal(batch)
+        try:
+            await self._run(
+                self._client.raw_insert,
+                f"{self._db}.readings_ingest",
+                None,
+                body,
+                settings=_EVENT_INGEST_SETTINGS,
+                fmt="JSONEachRow",
+            )
+        except BaseException:
+            self._unsealed = [*carried, *(self._unsealed or [])]
+            raise
+        if seal_later:
+            self._unsealed = [*(self._unsealed or []), batch]
+        else:
+            await self.seal(batch)
         return listed.count(b'"meter":"')

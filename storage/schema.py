@@ -121,6 +121,7 @@ TABLES: dict[str, str] = {
     "readings_ingest": """
         CREATE TABLE IF NOT EXISTS {db}.readings_ingest (
             batch UInt64,
+            sealed Array(UInt64),         -- earlier inserts' batches, sealed by this one
             record_ts_ms Array(Int64),
             events Array(Tuple(
                 device_id String,
@@ -302,6 +303,12 @@ VIEWS: dict[str, str] = {
         CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.readings_by_time_mv TO {db}.readings_by_time
         AS SELECT device_id, meter, at, seq, idx, value, written_at, ver FROM {db}.readings
     """,
+    # Seals carried by a later insert of the fast path (storage/readings.py): no insert of
+    # their own. An insert without any writes no row here.
+    "rollup_seals_mv": """
+        CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.rollup_seals_mv TO {db}.rollup_seals AS
+        SELECT arrayJoin(sealed) AS batch, now64(3) AS sealed_at FROM {db}.readings_ingest
+    """,
     "rollup_marks_mv": """
         CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.rollup_marks_mv TO {db}.rollup_marks AS
         SELECT DISTINCT device_id, meter,
@@ -321,6 +328,7 @@ MIGRATIONS: list[str] = [
     "ALTER TABLE {db}.plans MODIFY SETTING non_replicated_deduplication_window = 10000",
     "ALTER TABLE {db}.readings ADD COLUMN IF NOT EXISTS batch UInt64 DEFAULT 0 AFTER ver",
     "ALTER TABLE {db}.readings_ingest ADD COLUMN IF NOT EXISTS batch UInt64 FIRST",
+    "ALTER TABLE {db}.readings_ingest ADD COLUMN IF NOT EXISTS sealed Array(UInt64) AFTER batch",
     *VIEWS.values(),
     # Replaced by readings_ingest_batch_mv, created just before: an insert always finds a view.
     "DROP VIEW IF EXISTS {db}.readings_ingest_mv",

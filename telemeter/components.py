@@ -294,7 +294,11 @@ async def run_rollup_worker(
 ) -> AsyncIterator[RollupWorker]:
     """The rollup worker (``aggregator.rollup_worker``), until the context exits."""
     async with Component("rollup_worker", announce=False) as c:
-        worker = RollupWorker(store, interval_s=settings.aggregator.rollup_interval.total_seconds())
+        worker = RollupWorker(
+            store,
+            interval_s=settings.aggregator.rollup_interval.total_seconds(),
+            duty=settings.aggregator.rollup_duty,
+        )
         if settings.aggregator.rollup_worker:
             await c.spawn("rollup-worker", worker.run)
         c.running()

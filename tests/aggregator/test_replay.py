@@ -131,15 +131,28 @@ class FlakySink:
             self.failures += 1
             raise StoreUnavailable("simulated outage")
 
-    async def insert_readings(self, rows: list[ReadingRow]) -> int:
+    async def insert_readings(self, rows: list[ReadingRow], *, screened: bool = False) -> int:
         """Fail once (on whichever insert comes first), then insert for real."""
         self._fail_once()
-        return await self.store.insert_readings(rows)
+        return await self.store.insert_readings(rows, screened=screened)
 
-    async def insert_events(self, events: Sequence[bytes], record_ts_ms: Sequence[int]) -> int:
+    async def insert_events(
+        self,
+        events: Sequence[bytes],
+        record_ts_ms: Sequence[int],
+        *,
+        screened: bool = False,
+        seal_later: bool = False,
+    ) -> int:
         """Fail once (on whichever insert comes first), then insert for real."""
         self._fail_once()
-        return await self.store.insert_events(events, record_ts_ms)
+        return await self.store.insert_events(
+            events, record_ts_ms, screened=screened, seal_later=seal_later
+        )
+
+    async def flush_seals(self) -> None:
+        """The store's."""
+        await self.store.flush_seals()
 
     async def stored_messages(
         self, keys: Collection[tuple[str, int]]

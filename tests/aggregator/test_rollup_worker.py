@@ -102,9 +102,38 @@ class TestWorker:
             if len(sleeps) >= 4:
                 raise RuntimeError("enough")
 
-        worker = RollupWorker(store, interval_s=0.25, sleep=sleep)
+        worker = RollupWorker(store, interval_s=0.25, clock=Clock(), sleep=sleep)
         with pytest.raises(RuntimeError, match="enough"):
             await worker.run()
         assert sleeps[:2] == [0.5, 1.0]  # the aggregator's backoff, twice
-        assert sleeps[2:] == [0.25, 0.25]  # found 2 marks, then idle
+        assert sleeps[2:] == [0.25, 0.25]  # found 2 marks (in no time: no rest), then idle
         assert worker.passes == 1
+
+    @pytest.mark.parametrize(("duty", "rest"), [(0.25, [6.0]), (0.5, [2.0]), (1.0, [])])
+    async def test_a_busy_worker_rests_for_its_duty(self, duty: float, rest: list[float]) -> None:
+        """After a pass that found work and took 2 s, the worker rests so that passes take
+        at most ``duty`` of its time (none at duty 1); idle, it sleeps its interval."""
+        clock, sleeps = Clock(), []
+
+        class SlowStore(FakeStore):
+            async def recompute(
+                self, rollovers: Mapping[str, Decimal], limit: int = 0, grace_s: int = 0
+            ) -> RecomputeStats:
+                clock.now += 2.0
+                return await super().recompute(rollovers, limit, grace_s)
+
+        async def sleep(seconds: float) -> None:
+            sleeps.append(seconds)
+            if seconds == 0.25:
+                raise RuntimeError("idle")
+
+        worker = RollupWorker(SlowStore([5]), interval_s=0.25, duty=duty, clock=clock, sleep=sleep)
+        with pytest.raises(RuntimeError, match="idle"):
+            await worker.run()
+        assert sleeps == [*rest, 0.25]
+
+    @pytest.mark.parametrize("duty", [0.0, -0.5, 1.5])
+    def test_duty_is_a_fraction(self, duty: float) -> None:
+        """A duty outside (0, 1] is refused."""
+        with pytest.raises(ValueError, match="duty"):
+            RollupWorker(FakeStore([]), duty=duty)

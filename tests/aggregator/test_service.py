@@ -165,7 +165,14 @@ class MemorySink:
         self.stored = InMemoryReadings()
         self.lookups: list[set[tuple[str, int]]] = []  # the keys of each stored_messages call
 
-    async def insert_events(self, events: Sequence[bytes], record_ts_ms: Sequence[int]) -> int:
+    async def insert_events(
+        self,
+        events: Sequence[bytes],
+        record_ts_ms: Sequence[int],
+        *,
+        screened: bool = False,
+        seal_later: bool = False,
+    ) -> int:
         """Record the canonical events (after the release, failing once if asked)."""
         n = record_ts_ms[0] // 1000
         self.log.append(("insert_start", n))
@@ -175,15 +182,18 @@ class MemorySink:
             self.fail_first = False
             raise StoreUnavailable("simulated outage")
         self.events.extend(zip(events, record_ts_ms, strict=True))
-        await self.stored.insert_events(events, record_ts_ms)
+        await self.stored.insert_events(events, record_ts_ms, screened=screened)
         self.log.append(("insert_done", n))
         return sum(e.count(b'"meter":"') for e in events)  # readings, as the store says
 
-    async def insert_readings(self, rows: list[ReadingRow]) -> int:
+    async def insert_readings(self, rows: list[ReadingRow], *, screened: bool = False) -> int:
         """Record the model path's rows."""
         self.log.append(("rows_done", rows[0].record_ts_ms // 1000))
         self.rows.extend(rows)
-        return await self.stored.insert_readings(rows)
+        return await self.stored.insert_readings(rows, screened=screened)
+
+    async def flush_seals(self) -> None:
+        """Nothing to seal (the double has no rollups)."""
 
     async def stored_messages(
         self, keys: Collection[tuple[str, int]]

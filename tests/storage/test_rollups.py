@@ -11,9 +11,11 @@ from typing import Any
 import pytest
 
 from schemas.catalog import MeterKind
+from schemas.telemetry import Reading, TelemetryEvent
 from schemas.tz import zone
 from schemas.usage import Window
 from storage.core import utc
+from storage.errors import StoreError
 from storage.readings import ReadingRow
 from storage.rollup_reads import rollup_rows
 from storage.rollup_sql import BIG_QUERY
@@ -251,6 +253,46 @@ class TestSealing:
         await store.seal(4242)
         assert (await store.recompute(ROLLOVERS)).marks == 1
         assert (await store.recompute(ROLLOVERS)).marks == 0
+
+    async def test_a_seal_left_for_later_rides_with_the_next_insert(
+        self, settings: Settings
+    ) -> None:
+        """``insert_events(seal_later=True)`` leaves its batch unsealed, so a pass clears
+        nothing; the next fast-path insert carries its seal (no insert of its own), and
+        ``flush_seals`` writes the last one's; an insert that fails keeps the seals it
+        carried for the next one."""
+        store = await ClickHouseStore.connect(
+            settings.store.dsn, f"{settings.store.database}_seals"
+        )
+        at = datetime(2026, 10, 20, 9, 30, tzinfo=UTC)
+
+        def event(seq: int) -> bytes:
+            return (
+                TelemetryEvent(
+                    device_id="s0",
+                    seq=seq,
+                    sent_at=at,
+                    received_at=at,
+                    mqtt_topic="devices/s0/telemetry",
+                    readings=[Reading(meter="clicks", value=Decimal(seq), at=at)],
+                )
+                .model_dump_json()
+                .encode()
+            )
+
+        try:
+            await store.insert_events([event(1)], [1000], seal_later=True)
+            assert (await store.recompute(ROLLOVERS)).marks == 0
+            with pytest.raises(StoreError):  # ClickHouse cannot parse it: nothing written
+                await store.insert_events([b'{"device_id":"s0","seq":9,'], [1500])
+            await store.insert_events([event(2)], [2000], seal_later=True)
+            assert (await store.recompute(ROLLOVERS)).marks == 1  # the first insert's
+            await store.flush_seals()
+            assert (await store.recompute(ROLLOVERS)).marks == 1  # the second's
+            await store.flush_seals()  # nothing left to seal
+            assert await store._rows(f"SELECT count() FROM {store.database}.rollup_seals") == [(2,)]
+        finally:
+            await store.close()
 
 
 class TestRollover:
