@@ -88,9 +88,8 @@ class EventSource(Protocol):
 
 
 class ReadingSink(MessageStore, Protocol):
-    """Idempotent storage of readings, keyed by (device_id, seq, idx): as rows, or as
-    canonical event JSON that the store parses into the same rows. Both return the reading
-    rows written. Also answers which messages are stored (:class:`MessageStore`)."""
+    """Idempotent storage of readings keyed by (device_id, seq, idx), as rows or as canonical
+    event JSON parsed into the same rows; both return the rows written. A MessageStore."""
 
     async def insert_readings(self, rows: list[ReadingRow], *, screened: bool = False) -> int: ...
 
@@ -373,8 +372,7 @@ class UsageAggregator:
                 for letter in p.letters
             )
         )
-        # 3. idempotent inserts, both finished before the commit; the gate has screened
-        # every message, so the store need not look its keys up again
+        # 3. idempotent inserts, both done before the commit (the gate screened each message)
         if p.events:
             p.event_rows = await self._sink.insert_events(
                 p.events, p.event_ts, screened=True, seal_later=True

@@ -58,7 +58,8 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 
 import clickhouse_connect
@@ -80,7 +81,7 @@ CLIENTS = 64
 TOKEN = "bench-admin-token"  # noqa: S105 - a throwaway token for a local benchmark process
 DATABASE = "bench"
 MONTH = (datetime(2026, 10, 1, tzinfo=UTC), datetime(2026, 11, 1, tzinfo=UTC))
-DATA_START = "2026-09-30 12:00:00"  # readings span 32 days: October in every customer's tz
+DATA_END = datetime(2026, 11, 1, 12, tzinfo=UTC)  # 32 days: October in every customer's tz
 DATA_DAYS = 32
 ZONES = ("Europe/Amsterdam", "UTC")
 PLAN = PlanSpec.model_validate(
@@ -113,6 +114,13 @@ class Dataset:
     messages_per_device: int
     devices_per_customer: int = 10
     chunks: int = 16  # inserts, each a time slice of all devices (like aggregator batches)
+    days: int = DATA_DAYS  # of history, ending at DATA_END: the month asked is the same
+
+    @property
+    def start(self) -> str:
+        """The first reading's time (UTC), as ClickHouse reads it."""
+        first = DATA_END - timedelta(days=self.days)
+        return first.strftime("%Y-%m-%d %H:%M:%S")
 
     @property
     def customers(self) -> int:
@@ -127,6 +135,8 @@ class Dataset:
 
 FULL = Dataset(devices=10_000, messages_per_device=500)
 QUICK = Dataset(devices=1_000, messages_per_device=500)
+# The flatness check: 10x the readings as 10x the history, the same October asked.
+LARGE = Dataset(devices=10_000, messages_per_device=5_000, chunks=160, days=10 * DATA_DAYS)
 
 # One row per (message, reading index). n = s * devices + d: time-ordered, like arrival.
 # Counters: strictly rising per device (base + 7 per message + 0..6), 1% of printers
@@ -204,6 +214,7 @@ class Filled:
     readings: int  # distinct readings (what FINAL sees)
     seconds: float
     query_alone_ms: float  # p50 of the store's usage query, one at a time, no HTTP
+    rebuild_s: float  # rebuild_rollups after the bulk load (inside ``seconds``)
 
 
 def _settings(dsn: str) -> Settings:
@@ -219,13 +230,13 @@ async def fill(dsn: str, data: Dataset) -> Filled:
         plan = await store.put_plan("bench", PLAN.model_dump(mode="json"), datetime.now(UTC))
         client = clickhouse_connect.get_client(dsn=dsn)  # shares the engine of this process
         try:
-            step_ms = DATA_DAYS * 86_400_000 // data.messages_per_device
+            step_ms = data.days * 86_400_000 // data.messages_per_device
             total = data.devices * data.messages_per_device
             per_chunk = -(-total // data.chunks)
             common = {
                 "db": DATABASE,
                 "devices": data.devices,
-                "start": DATA_START,
+                "start": data.start,
                 "step_ms": step_ms,
                 "reset": data.messages_per_device // 2,
             }
@@ -260,13 +271,15 @@ async def fill(dsn: str, data: Dataset) -> Filled:
             }
             for sql in (_CUSTOMERS, _DEVICES, _ASSIGNMENTS, _SUBSCRIPTIONS):
                 client.command(sql.format(**shape))
+            rollovers = {m.name: m.rollover_max or Decimal(0) for m in await store.list_meters()}
+            rebuild_s = await store.rebuild_rollups(rollovers)
             rows = int(client.command(f"SELECT count() FROM {DATABASE}.readings"))  # type: ignore[arg-type]
             distinct = int(client.command(f"SELECT count() FROM {DATABASE}.readings FINAL"))  # type: ignore[arg-type]
         finally:
             client.close()
         seconds = time.monotonic() - started
         alone = await _query_alone(store, data, 30)
-    return Filled(rows=rows, readings=distinct, seconds=seconds, query_alone_ms=alone)
+    return Filled(rows, distinct, seconds, alone, rebuild_s)
 
 
 async def _query_alone(store: ClickHouseStore, data: Dataset, n: int) -> float:
@@ -299,7 +312,7 @@ def _broker_env(workdir: Path) -> dict[str, str]:
 class ApiProcess:
     """``python -m telemeter api`` on the filled directory, as its own process."""
 
-    def __init__(self, dsn: str, log: Path, cache: bool) -> None:
+    def __init__(self, dsn: str, log: Path, cache: bool, rollups: bool = True) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self._log = log
@@ -312,6 +325,7 @@ class ApiProcess:
             "TELEMETER_API__PORT": str(self.port),
             "TELEMETER_API__ADMIN_TOKEN": TOKEN,
             "TELEMETER_API__RESPONSE_CACHE_MIB": "64" if cache else "0",
+            "TELEMETER_STORE__ROLLUPS": "true" if rollups else "false",
             # No Kafka: replays are not measured (the API answers them 503 and serves the rest).
             "TELEMETER_KAFKA__BOOTSTRAP": f"127.0.0.1:{free_port()}",
             # No MQTT broker either: the API keeps a broker's device users in step with the
@@ -456,6 +470,17 @@ async def load(
     return Load(name, latencies, errors, seconds, os.getloadavg()[0])
 
 
+ALL = "all customers' usage"
+RAW = ", rollups off"
+TARGET_ALL_P99_MS = 200.0
+
+
+def _all_path(data: Dataset) -> Callable[[random.Random], str]:
+    """Every customer's October of pages_printed, one call (``limit`` = all of them)."""
+    target = f"/v1/usage?meter=pages_printed&period=2026-10&limit={data.customers}"
+    return lambda _rng: target
+
+
 def _usage_target(customer: int) -> str:
     """The usage request of one customer: pages_printed in October, by day."""
     return (
@@ -529,10 +554,14 @@ async def _warm(url: str, paths: list[str]) -> None:
     await asyncio.gather(*(worker() for _ in range(CLIENTS)))
 
 
-async def measure(quick: bool = False, profile: Path | None = None) -> list[Measure]:
+async def measure(
+    quick: bool = False, profile: Path | None = None, large: bool = False
+) -> list[Measure]:
     """Fill, serve, load: the API without its response cache (the headline: every request
-    reads the store), then with it (warmed: every customer asked once first)."""
-    data = QUICK if quick else FULL
+    reads the store), the same with rollups off (every answer from raw readings: the path
+    before rollups, as reference), then with the cache (warmed: every customer asked
+    once first)."""
+    data = LARGE if large else QUICK if quick else FULL
     seconds, warmup = (5.0, 1.0) if quick else (30.0, 3.0)
     workdir = Path(tempfile.mkdtemp(prefix="telemeter-api-latency-"))
     dsn = f"chdb://{workdir / 'chdb'}"
@@ -549,6 +578,11 @@ async def measure(quick: bool = False, profile: Path | None = None) -> list[Meas
             ):
                 with Profiler(profile, pid, name):
                     runs[name] = await load(api.url, name, path, CLIENTS, seconds, warmup)
+            runs[ALL] = await load(api.url, ALL, _all_path(data), 1, seconds, warmup)
+        async with ApiProcess(dsn, workdir / "api-raw.log", cache=False, rollups=False) as api:
+            for name, path in ((f"usage{RAW}", usage), (f"rated-usage{RAW}", rated)):
+                runs[name] = await load(api.url, name, path, CLIENTS, seconds, warmup)
+            runs[ALL + RAW] = await load(api.url, ALL, _all_path(data), 1, seconds, warmup)
         async with ApiProcess(dsn, workdir / "api-cached.log", cache=True) as api:
             await _warm(api.url, [_usage_target(c) for c in range(data.customers)])
             await _warm(api.url, [_rated_target(c) for c in range(data.customers)])
@@ -580,9 +614,10 @@ def _measures(
 ) -> list[Measure]:
     floor = runs["healthz"]
     shape = (
-        f"{filled.readings:,} readings ({filled.rows:,} rows with resends), "
-        f"{data.devices:,} devices, {data.customers:,} customers; filled in "
-        f"{filled.seconds:.0f} s; {CLIENTS} clients"
+        f"{filled.readings:,} readings ({filled.rows:,} rows with resends) over "
+        f"{data.days} days, {data.devices:,} devices, {data.customers:,} customers; filled in "
+        f"{filled.seconds:.0f} s, of which rebuild_rollups {filled.rebuild_s:.0f} s; "
+        f"{CLIENTS} clients"
     )
     result = [
         Measure(
@@ -593,13 +628,22 @@ def _measures(
             note=f"{floor.rate:,.0f} req/s; load average {floor.load_average:.1f}; {shape}",
         ),
     ]
-    for name in ("usage", "rated-usage", "usage, cached", "rated-usage, cached"):
+    for name in (
+        "usage",
+        "rated-usage",
+        f"usage{RAW}",
+        f"rated-usage{RAW}",
+        "usage, cached",
+        "rated-usage, cached",
+    ):
         run = runs[name]
         p50, p99 = run.quantile(0.5), run.quantile(0.99)
         errors = f"; load average {run.load_average:.1f}"
         errors += f"; {run.errors} errors" if run.errors else ""
         if name.endswith("cached"):
             errors += f"; response cache warmed, store unchanged during the run; {cache_note}"
+        if name.endswith(RAW):
+            errors += "; every answer from raw readings (TELEMETER_STORE__ROLLUPS=false)"
         result += [
             Measure(
                 SCENARIO,
@@ -622,6 +666,22 @@ def _measures(
             ),
             Measure(SCENARIO, f"{name} throughput", run.rate, "req/s", "/healthz", floor.rate),
         ]
+    for name in (ALL, ALL + RAW):
+        run = runs[name]
+        errors = f"; {run.errors} errors" if run.errors else ""
+        result.append(
+            Measure(
+                SCENARIO,
+                f"{name} ({data.customers:,} per call, 1 client) p99",
+                run.quantile(0.99),
+                "ms",
+                "/healthz p99",
+                floor.quantile(0.99),
+                target=f"<= {TARGET_ALL_P99_MS:.0f} ms",
+                met=run.quantile(0.99) <= TARGET_ALL_P99_MS and not run.errors,
+                note=f"p50 {run.quantile(0.5):.0f} ms; {len(run.latencies_ms):,} calls{errors}",
+            )
+        )
     return result
 
 
@@ -629,5 +689,8 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="1M readings, 5 s per endpoint")
     parser.add_argument("--profile", type=Path, help="write py-spy raw stacks of the API here")
+    parser.add_argument(
+        "--large", action="store_true", help="100M readings over 320 days (the flatness check)"
+    )
     args = parser.parse_args()
-    print(table(asyncio.run(measure(args.quick, args.profile))))
+    print(table(asyncio.run(measure(args.quick, args.profile, args.large))))

@@ -70,3 +70,54 @@ class UsageResponse(BaseModel):
     readings: int
     updated_at: str | None
     series: list[UsagePoint]
+
+
+class CustomerUsageItem(BaseModel):
+    """One customer's usage in its own period (its timezone's month or year)."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    customer_id: str
+    tz: str
+    from_: str = Field(alias="from")
+    to: str
+    total: str
+    readings: int
+
+
+class CustomersUsageResponse(BaseModel):
+    """GET /v1/usage: a page of customers by id; ``next_after`` is the ``after`` of the
+    next page (null on the last)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "meter": "pages_printed",
+                    "unit": "pages",
+                    "aggregation": "sum",
+                    "period": "2026-11",
+                    "items": [
+                        {
+                            "customer_id": "acme",
+                            "tz": "Europe/Amsterdam",
+                            "from": "2026-10-31T23:00:00.000Z",
+                            "to": "2026-11-30T23:00:00.000Z",
+                            "total": "5900",
+                            "readings": 412,
+                        }
+                    ],
+                    "count": 1,
+                    "next_after": None,
+                }
+            ]
+        }
+    )
+
+    meter: str
+    unit: str
+    aggregation: str
+    period: str | None
+    items: list[CustomerUsageItem]
+    count: int
+    next_after: str | None

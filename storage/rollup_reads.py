@@ -32,6 +32,7 @@ from storage.rollup_sql import (
     compact_where,
     literal,
     rollover_sql,
+    run_params,
     segment_of,
 )
 from storage.usage_reads import UsageShape
@@ -132,19 +133,19 @@ async def _segments(
                 f" FROM {db}.{table} FINAL WHERE {compact_where(spans, 'bucket')}"
             )
             parts.append(_merged(src, units, current))
-            params[src] = list(spans)
+            params.update(run_params(src, spans))
     if raw:
         units = (
             f"SELECT device_id, meter, at AS t, {_RAW_SEGMENT}, {current} AS u_rollover "
             f"FROM {db}.readings_by_time FINAL WHERE {compact_where(raw, 'at')}"
         )
         parts.append(_merged("x", units, current))
-        params["x"] = list(raw)
+        params.update(run_params("x", raw))
     out: dict[tuple[str, str], list[Segment]] = defaultdict(list)
     stale: list[tuple[str, str, datetime]] = []
     if not parts:
         return out, stale
-    ends = {(src, d, m, a): b for src in ("d", "h") for d, m, a, b in params.get(src, ())}
+    ends = {(src, d, m, a): b for src, spans in (("d", days), ("h", hours)) for d, m, a, b in spans}
     for src, device, meter, run, *rest in await query(" UNION ALL ".join(parts), params):
         run = _utc(run)
         if not rest[18]:  # some unit of the run has deltas of another rollover

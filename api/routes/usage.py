@@ -13,9 +13,18 @@ from api.catalog import CatalogView
 from api.deps import Admin, ContextDep, CustomerReader
 from api.errors import ApiProblem, responses
 from api.routes.customers import CustomerPath
+from api.routes.rated_usage import PeriodQ
+from billing.usage_report import MAX_PAGE, customers_usage
+from schemas.catalog import CUSTOMER_ID_PATTERN
 from schemas.inputs import Instant, TimezoneName
 from schemas.telemetry import format_decimal, format_time, to_utc
-from schemas.usage import UsagePoint, UsageResponse, Window
+from schemas.usage import (
+    CustomersUsageResponse,
+    CustomerUsageItem,
+    UsagePoint,
+    UsageResponse,
+    Window,
+)
 from storage.usage import UsageBucket, UsageQuery, merge_buckets
 from storage.windows import window_start, windows
 
@@ -181,6 +190,57 @@ async def unassigned_usage(
         return await _usage(context, catalog, None, meter, from_, to, window, zone, group_by)
 
     key = _key("unassigned", None, meter, from_, to, window, tz, group_by)
+    return await cached_json(context.cache, context.store, key, compute)
+
+
+@router.get(
+    "/v1/usage",
+    summary="Usage of every customer for one meter and period",
+    response_model=CustomersUsageResponse,
+    dependencies=[Admin],
+    responses=responses(404, 422, notes={404: "the meter"}),
+)
+async def all_customers_usage(
+    context: ContextDep,
+    meter: MeterQ,
+    period: PeriodQ = None,
+    after: Annotated[
+        str | None,
+        Query(pattern=CUSTOMER_ID_PATTERN, description="the last customer id of the page before"),
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE, description="customers per page")] = 100,
+) -> CustomersUsageResponse | Response:
+    """Each customer's total of the meter in the period, in the customer's own timezone
+    (the same numbers as its usage route for that range), every customer listed, by id."""
+
+    async def compute() -> CustomersUsageResponse:
+        catalog = await context.catalog.view(context.store)
+        found = await catalog.get_meter(meter)
+        page = await customers_usage(
+            context.store, context.store, found, period, context.clock(), after, limit
+        )
+        items = [
+            CustomerUsageItem(
+                customer_id=i.customer.customer_id,
+                tz=i.customer.timezone,
+                from_=format_time(i.start),
+                to=format_time(i.end),
+                total=format_decimal(i.total),
+                readings=i.readings,
+            )
+            for i in page.items
+        ]
+        return CustomersUsageResponse(
+            meter=found.name,
+            unit=found.unit,
+            aggregation=found.aggregation.value,
+            period=period,
+            items=items,
+            count=len(items),
+            next_after=page.next_after,
+        )
+
+    key = None if period is None else ("usage", "all", meter, period, after, limit)
     return await cached_json(context.cache, context.store, key, compute)
 
 
