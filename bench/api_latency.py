@@ -12,7 +12,10 @@ Method:
    second time (resends, which must count once), 1% of printers reset their counter
    halfway, 1% of devices move to another customer on 15 October. Every customer is
    subscribed to one plan (graduated ``pages_printed``, per-unit ``door_cycles``, base
-   fee). The rows are what the pipeline writes: same table, same key, same ``ver``.
+   fee). The rows are what the pipeline writes: same table, same key, same ``ver``; the
+   materialized views of the same INSERT write the time-ordered copy and mark every bucket
+   dirty, and ``rebuild_rollups`` then computes every rollup once (timed: in the note).
+   ``--large``: 100M readings over 320 days, 10x the history, the same October asked.
 2. **Serve**: the store is closed (chDB allows one process per directory) and the API is
    started as its own process, ``python -m telemeter api``, on that directory.
 3. **Load**: an async closed-loop client (64 workers, each on its own keep-alive HTTP/1.1
@@ -26,7 +29,11 @@ Method:
    API process with the response cache on, warmed by asking for every customer once; the
    store does not change during the run, so every measured request is a hit -- the best
    case, which a store under ingestion (a write every fraction of a second) never sees.
-5. **Baselines of the same run**: ``/healthz`` under the same load (the HTTP floor of
+5. **Rollups off**, the reference: a third API process with ``TELEMETER_STORE__ROLLUPS=false``
+   (every answer from raw readings, the path before rollups; the same numbers) under the
+   same load. And every customer's October in one call (``GET /v1/usage``, ``limit`` = all
+   customers), one client at a time, with rollups on and off.
+6. **Baselines of the same run**: ``/healthz`` under the same load (the HTTP floor of
    this machine and this client), and the store's ``usage`` query alone, one at a time in
    the filling process (what the database costs without HTTP or concurrency).
 
