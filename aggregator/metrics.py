@@ -104,6 +104,6 @@ SEQ_CONFLICTS = Counter(
 )
 DUPLICATES = Counter(
     "telemeter_aggregator_duplicates_total",
-    "messages not written again: the same readings as the message their (device_id, seq) "
-    "identifies (a resend)",
+    "resends: messages with the same readings as the message their (device_id, seq) "
+    "identifies (counted once; a resend of a stored one is written again, idempotently)",
 )

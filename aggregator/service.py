@@ -13,10 +13,10 @@ Delivery guarantee (the order below is the guarantee; keep it):
 
 A crash anywhere before 4 redelivers the batch after restart. That is safe because a
 message is written at most once and the insert is idempotent anyway. ``(device_id, seq)``
-identifies a message: before a batch is written, the message gate drops every message whose
-key the store or an earlier message of the batch holds -- a resend with the same readings
-silently (a duplicate), any other as a ``seq_conflict`` dead letter -- so neither extra
-readings of a larger resend nor a reused seq's readings are ever counted. And ``readings``
+identifies a message: before a batch is written, the message gate refuses every message
+whose key the store or an earlier message of the batch holds with other readings, as a
+``seq_conflict`` dead letter, so neither extra readings of a larger resend nor a reused
+seq's readings are ever counted (an identical resend is written again: it heals). And ``readings``
 is a ReplacingMergeTree keyed by ``(device_id, seq, idx)`` read with ``FINAL``, so what is
 written twice all the same -- by two consumers briefly on one partition during a rebalance,
 or by an insert that completed after its batch was abandoned -- counts once. Counter

@@ -1,7 +1,7 @@
 """The message gate (``aggregator/messages.py``) inside ``UsageAggregator``, on in-memory
 ports (the sink's lookups are ``InMemoryReadings``, contract-tested against the store in
 ``tests/storage/test_messages.py``): ``(device_id, seq)`` identifies one message -- an
-identical resend is not written again, any other message under a used key is a
+identical resend counts once, any other message under a used key is a
 ``seq_conflict`` dead letter -- on both write paths and within one batch, and the store is
 asked only about keys that may be stored."""
 
@@ -122,16 +122,17 @@ class TestCommonPath:
 
 
 class TestResends:
-    """An identical resend is not written again."""
+    """An identical resend counts once."""
 
-    async def test_identical_resend_in_a_later_batch_is_dropped(self) -> None:
+    async def test_identical_resend_in_a_later_batch_is_written_again(self) -> None:
         """The same readings again under a stored key (received later, so the bytes differ)
-        are not written, not dead-lettered, and counted as a duplicate."""
+        are written again -- idempotent, and what heals an insert a crash cut short between
+        the two reading tables -- not dead-lettered, and counted as a duplicate."""
         before = counter(DUPLICATES)
         original = message("r-1", 1, "5")
         resend = message("r-1", 1, "5", received_s=60)
         sink, dlq = await run([original], [resend, message("r-1", 2, "6")])
-        assert written(sink) == [original, message("r-1", 2, "6")]
+        assert written(sink) == [original, resend, message("r-1", 2, "6")]
         assert dlq.letters == []
         assert counter(DUPLICATES) - before == 1
         assert sink.lookups == [{("r-1", 1)}]
@@ -172,12 +173,13 @@ class TestConflicts:
 
     async def test_reused_seq_on_the_model_path(self) -> None:
         """A message in another JSON form (the model path) under a key a canonical message
-        holds is a conflict if its readings differ, a duplicate if they are the same."""
+        holds is a conflict if its readings differ, a duplicate (written again, as rows)
+        if they are the same."""
         held = canonical("u-1", 1, "9")  # steps = 9 at T0
         same = canonical("u-2", 1, "2")  # what unusual(...) says: steps = 2 at T0
         sink, dlq = await run([held, same], [unusual("u-1", 1), unusual("u-2", 1)])
         assert written(sink) == [held, same]
-        assert sink.rows == []
+        assert [(r.device_id, r.seq, r.value) for r in sink.rows] == [("u-2", 1, Decimal(2))]
         assert [(x["reason"], x["device_id"]) for x in dlq.letters] == [("seq_conflict", "u-1")]
 
     async def test_detail_is_bounded(self) -> None:
