@@ -35,7 +35,10 @@ def dsn_password(dsn: str) -> str | None:
 
 def utc(value: datetime) -> datetime:
     """ClickHouse returns naive UTC datetimes; make them aware."""
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    zone = value.tzinfo
+    if zone is UTC:
+        return value
+    return value.replace(tzinfo=UTC) if zone is None else value.astimezone(UTC)
 
 
 class StoreCore:

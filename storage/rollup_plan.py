@@ -19,7 +19,7 @@ run's readings belong to one window and one holder."""
 
 from __future__ import annotations
 
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -85,45 +85,134 @@ def plan(
 ) -> Plan:
     """The plan for ``devices`` and ``meters`` (name -> is a counter); ``changes``: each
     device's assignment times; ``dirty``: (device, meter, UTC hour) not to be read from
-    rollups."""
+    rollups.
+
+    A day that is not one unit is walked in blocks, not hour by hour: an hour is an hour
+    unit unless it is *special* -- dirty, partial (at the lookback or the end), or holding a
+    window bound, the start or an assignment change strictly inside -- so only special
+    hours are decided one by one, and the hours between them are added as spans cut at the
+    bounds they touch. The result is the hour-by-hour definition's (a property test
+    compares them): about 8 us per hour walked made this the largest cost of a query."""
     result = Plan()
     start, end = windows.start, windows.end
     starts = {*windows.starts, start}
+    marked: dict[tuple[str, str], list[datetime]] = {}
+    for device, meter, hour in dirty:
+        marked.setdefault((device, meter), []).append(hour)
+    for hours in marked.values():
+        hours.sort()
+    # A device-meter with nothing dirty and no assignment change in the walked time gets the
+    # spans of a device without either: walked once per kind of meter, then copied.
+    earliest = floor_to(start, DAY) - DAY
+    templates: dict[bool, Plan] = {}
     for device in sorted(devices):
         cuts = sorted(changes.get(device, ()))
         bounds = starts | set(cuts)
-        ordered = sorted(bounds)
-
-        def steady(a: datetime, b: datetime, cuts: Sequence[datetime] = cuts) -> bool:
-            """No assignment change strictly inside [a, b)."""
-            i = bisect_right(cuts, a)
-            return i >= len(cuts) or cuts[i] >= b
-
+        walk = _Walk(result, device, windows, cuts, bounds, sorted(bounds))
+        quiet = not _any_in(cuts, earliest, end)
         for meter, counter in sorted(meters.items()):
-            lookback = floor_to(start, DAY) - DAY if counter else start
-            day = floor_to(lookback, DAY)
-            while day < end:
-                following = day + DAY
-                if not any((device, meter, day + HOUR * h) in dirty for h in range(24)) and (
-                    (following <= start and day >= lookback)
-                    or (windows.inside_one(day, following) and steady(day, following))
+            hot = marked.get((device, meter), [])
+            if quiet and not hot:
+                if counter not in templates:
+                    templates[counter] = Plan()
+                    blank = _Walk(templates[counter], "", windows, (), starts, sorted(starts))
+                    _walk_meter(blank, "", counter, ())
+                template = templates[counter]
+                for kind, spans in (
+                    (result.days, template.days),
+                    (result.hours, template.hours),
+                    (result.raw, template.raw),
                 ):
-                    _add(result.days, device, meter, day, following, bounds)
-                    day = following
-                    continue
-                for h in range(24):
-                    hour = day + HOUR * h
-                    a, b = max(hour, lookback), min(hour + HOUR, end)
-                    if a >= b:
-                        continue
-                    clean = (device, meter, hour) not in dirty and (a, b) == (hour, hour + HOUR)
-                    if clean and (b <= start or (windows.inside_one(a, b) and steady(a, b))):
-                        _add(result.hours, device, meter, a, b, bounds)
-                    else:  # raw readings: cut where a run must end
-                        i = bisect_right(ordered, a)
-                        while i < len(ordered) and ordered[i] < b:
-                            _add(result.raw, device, meter, a, ordered[i], bounds)
-                            a, i = ordered[i], i + 1
-                        _add(result.raw, device, meter, a, b, bounds)
-                day = following
+                    kind.extend((device, meter, a, b) for _, _, a, b in spans)
+                continue
+            _walk_meter(walk, meter, counter, hot)
     return result
+
+
+def _walk_meter(walk: _Walk, meter: str, counter: bool, hot: Sequence[datetime]) -> None:
+    """The spans of one meter of the walk's device, day by day."""
+    windows, result = walk.windows, walk.result
+    start, end = windows.start, windows.end
+    lookback = floor_to(start, DAY) - DAY if counter else start
+    day = floor_to(lookback, DAY)
+    while day < end:
+        following = day + DAY
+        if not _any_in(hot, day, following) and (
+            (following <= start and day >= lookback)
+            or (windows.inside_one(day, following) and walk.steady(day, following))
+        ):
+            _add(result.days, walk.device, meter, day, following, walk.bounds)
+        else:
+            walk.hours(meter, day, following, lookback, hot)
+        day = following
+
+
+def _any_in(sorted_times: Sequence[datetime], a: datetime, b: datetime) -> bool:
+    """Whether some time of ``sorted_times`` is in [a, b)."""
+    i = bisect_left(sorted_times, a)
+    return i < len(sorted_times) and sorted_times[i] < b
+
+
+@dataclass(slots=True)
+class _Walk:
+    """The hours of one device's days that are not day units."""
+
+    result: Plan
+    device: str
+    windows: Windows
+    cuts: Sequence[datetime]  # assignment changes, sorted
+    bounds: set[datetime]  # window starts, the start and the changes: where runs end
+    ordered: Sequence[datetime]  # the same, sorted
+
+    def steady(self, a: datetime, b: datetime) -> bool:
+        """No assignment change strictly inside [a, b)."""
+        i = bisect_right(self.cuts, a)
+        return i >= len(self.cuts) or self.cuts[i] >= b
+
+    def hours(
+        self,
+        meter: str,
+        day: datetime,
+        following: datetime,
+        lookback: datetime,
+        hot: Sequence[datetime],
+    ) -> None:
+        """The hours of [day, following) that overlap [lookback, end), in order."""
+        end = self.windows.end
+        first = floor_to(max(day, lookback), HOUR)
+        stop = min(following, floor_to(end - _MS, HOUR) + HOUR)
+        special = {h for h in hot[bisect_left(hot, first) : bisect_left(hot, stop)]}
+        for t in (lookback, end):
+            if first <= t < stop and t != floor_to(t, HOUR):
+                special.add(floor_to(t, HOUR))
+        for t in self.ordered[bisect_right(self.ordered, first) : bisect_left(self.ordered, stop)]:
+            if t != floor_to(t, HOUR):
+                special.add(floor_to(t, HOUR))
+        hour = first
+        for next_special in [*sorted(special), stop]:
+            if hour < next_special:  # a block of hour units, cut at the bounds it touches
+                self._block(meter, hour, next_special)
+            if next_special < stop:
+                self._one(meter, next_special, lookback, hot)
+            hour = next_special + HOUR
+
+    def _block(self, meter: str, a: datetime, b: datetime) -> None:
+        i = bisect_right(self.ordered, a)
+        while i < len(self.ordered) and self.ordered[i] < b:
+            _add(self.result.hours, self.device, meter, a, self.ordered[i], self.bounds)
+            a, i = self.ordered[i], i + 1
+        _add(self.result.hours, self.device, meter, a, b, self.bounds)
+
+    def _one(self, meter: str, hour: datetime, lookback: datetime, hot: Sequence[datetime]) -> None:
+        """A special hour, decided as every hour once was."""
+        start, end = self.windows.start, self.windows.end
+        a, b = max(hour, lookback), min(hour + HOUR, end)
+        clean = not _any_in(hot, hour, hour + HOUR) and (a, b) == (hour, hour + HOUR)
+        if clean and (b <= start or (self.windows.inside_one(a, b) and self.steady(a, b))):
+            _add(self.result.hours, self.device, meter, a, b, self.bounds)
+            return
+        i = bisect_right(self.ordered, a)  # raw readings: cut where a run must end
+        while i < len(self.ordered) and self.ordered[i] < b:
+            _add(self.result.raw, self.device, meter, a, self.ordered[i], self.bounds)
+            a, i = self.ordered[i], i + 1
+        _add(self.result.raw, self.device, meter, a, b, self.bounds)

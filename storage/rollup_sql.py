@@ -4,6 +4,7 @@ device ids and meter names are validated names, and clickhouse-connect quotes th
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -145,11 +146,22 @@ def _ms(at: datetime) -> int:
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
+_PLAIN = re.compile(r"[A-Za-z0-9._:-]*")
+"""Characters that need no escaping inside a quoted ClickHouse string (every device id,
+customer id and meter name is made of them)."""
+
+
 def literal(value: Any) -> str:
-    """A value as a ClickHouse literal (clickhouse-connect's quoting)."""
+    """A value as a ClickHouse literal (clickhouse-connect's quoting). Strings and tuples of
+    strings made only of plain characters are quoted here: the library escapes each
+    character in Python, 5% of an API process's time under load for the device lists."""
     if isinstance(value, datetime):
         stamp = value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
         return f"toDateTime64('{stamp}', 3, 'UTC')"
+    if isinstance(value, str) and _PLAIN.fullmatch(value):
+        return f"'{value}'"
+    if isinstance(value, tuple) and all(isinstance(v, str) and _PLAIN.fullmatch(v) for v in value):
+        return "(" + ", ".join(f"'{v}'" for v in value) + ")"
     return str(format_query_value(value))
 
 
