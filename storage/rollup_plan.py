@@ -191,17 +191,18 @@ class _Walk:
         hour = first
         for next_special in [*sorted(special), stop]:
             if hour < next_special:  # a block of hour units, cut at the bounds it touches
-                self._block(meter, hour, next_special)
+                self._cut(self.result.hours, meter, hour, next_special)
             if next_special < stop:
                 self._one(meter, next_special, lookback, hot)
             hour = next_special + HOUR
 
-    def _block(self, meter: str, a: datetime, b: datetime) -> None:
+    def _cut(self, spans: list[Span], meter: str, a: datetime, b: datetime) -> None:
+        """[a, b) added to ``spans``, cut at every bound inside it (where a run must end)."""
         i = bisect_right(self.ordered, a)
         while i < len(self.ordered) and self.ordered[i] < b:
-            _add(self.result.hours, self.device, meter, a, self.ordered[i], self.bounds)
+            _add(spans, self.device, meter, a, self.ordered[i], self.bounds)
             a, i = self.ordered[i], i + 1
-        _add(self.result.hours, self.device, meter, a, b, self.bounds)
+        _add(spans, self.device, meter, a, b, self.bounds)
 
     def _one(self, meter: str, hour: datetime, lookback: datetime, hot: Sequence[datetime]) -> None:
         """A special hour, decided as every hour once was."""
@@ -210,9 +211,5 @@ class _Walk:
         clean = not _any_in(hot, hour, hour + HOUR) and (a, b) == (hour, hour + HOUR)
         if clean and (b <= start or (self.windows.inside_one(a, b) and self.steady(a, b))):
             _add(self.result.hours, self.device, meter, a, b, self.bounds)
-            return
-        i = bisect_right(self.ordered, a)  # raw readings: cut where a run must end
-        while i < len(self.ordered) and self.ordered[i] < b:
-            _add(self.result.raw, self.device, meter, a, self.ordered[i], self.bounds)
-            a, i = self.ordered[i], i + 1
-        _add(self.result.raw, self.device, meter, a, b, self.bounds)
+        else:  # raw readings
+            self._cut(self.result.raw, meter, a, b)
