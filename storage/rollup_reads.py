@@ -7,7 +7,7 @@ Three reads per batch of customers, each bounded by the range asked, not the his
 
 1. the devices the customers ever held with their assignment history, and the dirty
    (device, meter, hour) in the range and its lookback day;
-2. the plan's units (``storage/rollup_plan.py``): daily and hourly rollup rows, raw rows;
+2. the plan's units (``storage/rollup_plan.py``): daily, block and hourly rollup rows, raw rows;
 3. only for a counter whose reading before the range is older than the lookback day: its
    last reading before, from daily rollups and the raw rows of dirty hours.
 """
@@ -34,16 +34,21 @@ from storage.rollup_sql import (
     rollover_sql,
     run_params,
     segment_of,
+    unit_where,
 )
 from storage.usage_reads import UsageShape
 from storage.windows import window_starts
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-FOLD_LIMIT = 2_000
+FOLD_LIMIT = 0
 """Runs are merged in Python, from the units as stored, when that takes at most this many
-merges (units beyond one per run, and an hour of raw readings as one): the rows read are then about
-as many as the runs, and the merge SQL's join and window functions cost ClickHouse ~30 ms
-of fixed time on this 2-core machine, against ~10 us per merge here. Above it, in SQL."""
+merges (units beyond one per run, and an hour of raw readings as one); above it, in SQL.
+Alone, a plan of a few hundred merges is faster in Python (~10 us per merge against ~30 ms
+of fixed time to plan the merge SQL), but under load the API's Python is the bottleneck
+(one core, the GIL) while ClickHouse runs beside it: in scenario 4 (1M readings, 64
+clients, two runs each) a limit of 2,000 served usage at 67-78 req/s and rated usage at
+142-158, a limit of 0 at 82-97 and 168-188. So only a plan with nothing to merge (a UTC
+month by day: a unit per window) is read here."""
 _MS = timedelta(milliseconds=1)
 _END = datetime.max.replace(tzinfo=UTC)
 Query = Callable[[str, dict[str, Any]], Awaitable[Sequence[Sequence[Any]]]]
@@ -99,12 +104,12 @@ async def rollup_rows(
     changes = {d: [t for t, _ in h] for d, h in history.items()}
     units = plan(history, counters, spans, changes, dirty)
     read = _segments if _merges(units) > fold_limit else _folded
-    segments, stale = await read(db, units.days, units.hours, units.raw, rollover, query)
+    segments, stale = await read(db, units, rollover, query)
     if stale:  # rollups of another rollover_max: their hours from raw, and a new plan
         dirty.update(stale)
         units = plan(history, counters, spans, changes, dirty)
         read = _segments if _merges(units) > fold_limit else _folded
-        segments, _ = await read(db, units.days, units.hours, units.raw, rollover, query)
+        segments, _ = await read(db, units, rollover, query)
     prev = await _before(db, segments, counters, start, lookback, query)
     return _fold(segments, prev, shape, spans, counters, rollover, history, set(customers))
 
@@ -117,6 +122,20 @@ _RAW_SEGMENT = (
     " toDecimal128(0, 9) AS d_min, toDecimal128(0, 9) AS d_last, written_at"
 )
 """A raw reading as a segment of one reading."""
+_LATEST = (
+    " ORDER BY device_id, meter, width, bucket, computed_at DESC"
+    " LIMIT 1 BY device_id, meter, width, bucket"
+)
+"""What ``FINAL`` keeps of ``rollups`` (``ReplacingMergeTree(computed_at)``): each unit's
+latest computation; a unit recomputed since its parts last merged is stored once per
+computation. Read in key order, this cost nothing measurable where ``FINAL`` took ~15 ms
+of a 30 ms read of one UTC month and 40% of a batch of 50 customers' local days. Only a
+tie, two computations of one unit in one microsecond, would be broken differently."""
+
+
+def _src(width: timedelta) -> str:
+    """The tag of a unit width's rows in a query, also a parameter prefix: 'u24', 'u8'..."""
+    return f"u{width // HOUR}"
 
 
 def _merged(src: str, units: str, rollover: str) -> str:
@@ -125,43 +144,49 @@ def _merged(src: str, units: str, rollover: str) -> str:
 
 
 async def _segments(
-    db: str,
-    days: Sequence[Span],
-    hours: Sequence[Span],
-    raw: Sequence[Span],
-    rollover: Mapping[str, Decimal],
-    query: Query,
+    db: str, units: Plan, rollover: Mapping[str, Decimal], query: Query
 ) -> tuple[dict[tuple[str, str], list[Segment]], list[tuple[str, str, datetime]]]:
     """One segment per run of the plan, merged in SQL (``MERGE_SQL``), per (device, meter)
     in time order; and the hours of runs holding a rollup computed with another rollover
-    than the meter's, which the caller plans again as dirty (those runs are left out)."""
+    than the meter's, which the caller plans again as dirty (those runs are left out).
+    Every width is one read of ``rollups`` (each table read costs ClickHouse ~10 ms of
+    fixed time here), joined to the runs of its width."""
     current = rollover_sql(rollover)
     parts: list[str] = []
     params: dict[str, Any] = {}
-    for src, table, spans in (("d", "rollup_daily", days), ("h", "rollup_hourly", hours)):
+    ends: dict[tuple[str, str, datetime], datetime] = {}
+    runs: list[tuple[str, str, datetime, datetime]] = []
+    widths: list[int] = []
+    filters: list[str] = []
+    for width, spans in _rolled(units):
         if spans:
-            units = (
-                f"SELECT device_id, meter, bucket AS t, {SEGMENT_COLUMNS}, rollover AS u_rollover"
-                f" FROM {db}.{table} FINAL WHERE {compact_where(spans, 'bucket')}"
-            )
-            parts.append(_merged(src, units, current))
-            params.update(run_params(src, spans))
-    if raw:
-        units = (
-            f"SELECT device_id, meter, at AS t, {_RAW_SEGMENT}, {current} AS u_rollover "
-            f"FROM {db}.readings_by_time FINAL WHERE {compact_where(raw, 'at')}"
+            filters.append(f"({unit_where(spans, width)})")
+            runs.extend(spans)
+            widths.extend([width // HOUR] * len(spans))
+            ends.update(((d, m, a), b) for d, m, a, b in spans)
+    if filters:
+        rows = (
+            f"SELECT device_id, meter, width AS w, bucket AS t, {SEGMENT_COLUMNS},"
+            f" rollover AS u_rollover FROM {db}.rollups WHERE {' OR '.join(filters)}{_LATEST}"
         )
-        parts.append(_merged("x", units, current))
-        params.update(run_params("x", raw))
+        parts.append(_merged("r", rows, current))
+        params.update(run_params("r", runs, widths))
+    if units.raw:
+        rows = (
+            f"SELECT device_id, meter, toUInt8(0) AS w, at AS t, {_RAW_SEGMENT},"
+            f" {current} AS u_rollover FROM {db}.readings_by_time FINAL"
+            f" WHERE {compact_where(units.raw, 'at')}"
+        )
+        parts.append(_merged("x", rows, current))
+        params.update(run_params("x", units.raw, [0] * len(units.raw)))
     out: dict[tuple[str, str], list[Segment]] = defaultdict(list)
     stale: list[tuple[str, str, datetime]] = []
     if not parts:
         return out, stale
-    ends = {(src, d, m, a): b for src, spans in (("d", days), ("h", hours)) for d, m, a, b in spans}
-    for src, device, meter, run, *rest in await query(" UNION ALL ".join(parts), params):
+    for _src_tag, device, meter, run, *rest in await query(" UNION ALL ".join(parts), params):
         run = _utc(run)
         if not rest[18]:  # some unit of the run has deltas of another rollover
-            taken = range((ends[(src, device, meter, run)] - run) // HOUR)
+            taken = range((ends[(device, meter, run)] - run) // HOUR)
             stale.extend((device, meter, run + HOUR * h) for h in taken)
         else:
             out[(device, meter)].append(segment_of(rest[:18]))
@@ -170,26 +195,22 @@ async def _segments(
     return out, stale
 
 
+def _rolled(units: Plan) -> tuple[tuple[timedelta, list[Span]], ...]:
+    """The plan's rollup runs by unit width."""
+    return ((DAY, units.days), (HOUR, units.hours))
+
+
 def _merges(units: Plan) -> int:
     """About how many units a Python fold of ``units`` merges into the one before: exactly
     for rollup units; raw readings are not known before they are read, so each hour of a
     raw span counts once (a store whose worker is behind has whole days of raw hours, and
     merging thousands of readings in Python cost more than the merge SQL)."""
-    rolled = sum(
-        (b - a) // width - 1
-        for spans, width in ((units.days, DAY), (units.hours, HOUR))
-        for _, _, a, b in spans
-    )
+    rolled = sum((b - a) // width - 1 for width, spans in _rolled(units) for _, _, a, b in spans)
     return rolled + sum(-(-(b - a) // HOUR) for _, _, a, b in units.raw)
 
 
 async def _folded(
-    db: str,
-    days: Sequence[Span],
-    hours: Sequence[Span],
-    raw: Sequence[Span],
-    rollover: Mapping[str, Decimal],
-    query: Query,
+    db: str, units: Plan, rollover: Mapping[str, Decimal], query: Query
 ) -> tuple[dict[tuple[str, str], list[Segment]], list[tuple[str, str, datetime]]]:
     """What ``_segments`` returns, read as stored units (one query, no join or window
     function) and merged per run here (``storage.rollup_model.merge``, the model the merge
@@ -197,28 +218,33 @@ async def _folded(
     than the runs, so units outside every run are dropped."""
     current = rollover_sql(rollover)
     parts: list[str] = []
-    for src, table, spans in (("d", "rollup_daily", days), ("h", "rollup_hourly", hours)):
+    runs: dict[tuple[str, str, str], list[tuple[datetime, datetime]]] = defaultdict(list)
+    filters = []
+    for width, spans in _rolled(units):
         if spans:
-            parts.append(
-                f"SELECT '{src}', device_id, meter, bucket, {SEGMENT_COLUMNS}, rollover"
-                f" FROM {db}.{table} FINAL WHERE {compact_where(spans, 'bucket')}"
-            )
-    if raw:
+            filters.append(f"({unit_where(spans, width)})")
+            for device, meter, a, b in spans:
+                runs[(_src(width), device, meter)].append((a, b))
+    if filters:
+        parts.append(
+            f"SELECT * FROM (SELECT concat('u', toString(width)), device_id, meter, bucket,"
+            f" {SEGMENT_COLUMNS}, rollover FROM {db}.rollups WHERE {' OR '.join(filters)}"
+            f"{_LATEST})"
+        )
+    if units.raw:
         parts.append(
             f"SELECT 'x', device_id, meter, at, {_RAW_SEGMENT}, {current}"
-            f" FROM {db}.readings_by_time FINAL WHERE {compact_where(raw, 'at')}"
+            f" FROM {db}.readings_by_time FINAL WHERE {compact_where(units.raw, 'at')}"
         )
+        for device, meter, a, b in units.raw:
+            runs[("x", device, meter)].append((a, b))
     out: dict[tuple[str, str], list[Segment]] = defaultdict(list)
     stale: list[tuple[str, str, datetime]] = []
     if not parts:
         return out, stale
-    runs: dict[tuple[str, str, str], list[tuple[datetime, datetime]]] = defaultdict(list)
-    for src, spans in (("d", days), ("h", hours), ("x", raw)):
-        for device, meter, a, b in spans:
-            runs[(src, device, meter)].append((a, b))
     for bounds in runs.values():
         bounds.sort()
-    units: dict[tuple[str, str, str, datetime], list[Segment]] = defaultdict(list)
+    found: dict[tuple[str, str, str, datetime], list[Segment]] = defaultdict(list)
     bad: set[tuple[str, str, str, datetime]] = set()
     for src, device, meter, t, *rest in await query(" UNION ALL ".join(parts), {}):
         bounds, t = runs.get((src, device, meter), []), _utc(t)
@@ -229,13 +255,13 @@ async def _folded(
         if Decimal(rest[18]) != rollover[meter]:  # deltas of another rollover_max
             bad.add(key)
         else:
-            units[key].append(segment_of(rest[:18]))
+            found[key].append(segment_of(rest[:18]))
     for key in bad:
         src, device, meter, run = key
         end = next(b for a, b in runs[(src, device, meter)] if a == run)
         stale.extend((device, meter, run + HOUR * h) for h in range((end - run) // HOUR))
-        units.pop(key, None)
-    for (_src, device, meter, _run), segs in units.items():
+        found.pop(key, None)
+    for (_kind, device, meter, _run), segs in found.items():
         segs.sort(key=lambda s: s.first)
         seg = segs[0]
         for nxt in segs[1:]:
@@ -274,8 +300,8 @@ async def _before(
     )
     sql = (
         f"SELECT device_id, meter, argMax(last_value, (last_at, last_seq, last_idx)),"
-        f" max((last_at, last_seq, last_idx)) FROM {db}.rollup_daily FINAL "
-        f"WHERE {keys} AND bucket < {literal(lookback)} GROUP BY device_id, meter"
+        f" max((last_at, last_seq, last_idx)) FROM {db}.rollups FINAL "
+        f"WHERE {keys} AND width = 24 AND bucket < {literal(lookback)} GROUP BY device_id, meter"
     )
     if marks:
         dirty = compact_where([(d, m, _utc(h), _utc(h) + HOUR) for d, m, h in marks], "at")

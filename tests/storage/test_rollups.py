@@ -169,13 +169,15 @@ class TestCost:
         assert answers[0] == answers[1]
         year, weeks = reads
         pairs = 3 * 2  # devices x meters
-        # Equal but for where ranges fall in granules (of 32 daily, 128 hourly rows).
-        assert year["rollup_daily"] <= weeks["rollup_daily"] + 2 * pairs * 32, (year, weeks)
-        assert year["rollup_hourly"] <= weeks["rollup_hourly"] + 2 * pairs * 128, (year, weeks)
-        # October in Amsterdam: 30 whole UTC days, 2 + 23 edge hours; lookback: a day and
-        # 22 hours. Each (device, meter) range starts and ends inside a granule at worst.
-        assert year["rollup_daily"] <= pairs * (30 + 1) + 2 * pairs * 32
-        assert year["rollup_hourly"] <= pairs * (25 + 22) + 2 * pairs * 128
+        # Ranges of one width per (device, meter): days (the lookback's and the month's) and
+        # hours (the edges' and the lookback's).
+        ranges = pairs * (2 + 3)
+        # Equal but for where ranges fall in granules (of 64 rows): each range starts and
+        # ends inside one at worst.
+        assert year["rollups"] <= weeks["rollups"] + 2 * ranges * 64, (year, weeks)
+        # October in Amsterdam: 30 whole UTC days, 2 + 23 edge hours; counters look back a
+        # day and 22 hours.
+        assert year["rollups"] <= pairs * (30 + 25) + 3 * (1 + 22) + 2 * ranges * 64
         assert year.get("readings_by_time", 0) == 0
 
     async def test_raw_path_reads_the_history(self, history: list[ClickHouseStore]) -> None:
@@ -321,7 +323,7 @@ class TestOldStores:
         try:
             await _fill(store, ["x0"], "2026-09-28 00:00:00", "2026-11-02 00:00:00")
             await _assign(store, [("x0", datetime(2026, 1, 1, tzinfo=UTC), "old")])
-            for table in ("readings_by_time", "rollup_marks", "rollup_hourly", "rollup_daily"):
+            for table in ("readings_by_time", "rollup_marks", "rollups"):
                 await store._run(store._client.command, f"TRUNCATE TABLE {store.database}.{table}")
             assert await store.ensure_rollups(ROLLOVERS) is True
             assert await store.ensure_rollups(ROLLOVERS) is False
@@ -329,5 +331,34 @@ class TestOldStores:
             assert got == expected
             assert got
             assert (await recorder.rows_read()).get("readings_by_time", 0) == 0
+        finally:
+            await store.close()
+
+    async def test_rollups_of_a_table_per_width_are_built_again(self, settings: Settings) -> None:
+        """A store of the version before blocks (hourly and daily rollups in tables of their
+        own, its migration claimed) gets every width in ``rollups`` at start, and the old
+        tables are dropped."""
+        store = await ClickHouseStore.connect(settings.store.dsn, f"{settings.store.database}_v1")
+        try:
+            db = store.database
+            await _fill(store, ["y0"], "2026-09-28 00:00:00", "2026-11-02 00:00:00")
+            await _assign(store, [("y0", datetime(2026, 1, 1, tzinfo=UTC), "v1")])
+            assert await store.ensure_rollups(ROLLOVERS) is True
+            for sql in (
+                f"TRUNCATE TABLE {db}.rollups",
+                f"CREATE TABLE {db}.rollup_hourly (x UInt8) ENGINE = MergeTree ORDER BY x",
+                f"CREATE TABLE {db}.rollup_daily (x UInt8) ENGINE = MergeTree ORDER BY x",
+                f"DELETE FROM {db}.claims WHERE key != 'migration:rollups:v1'",
+            ):
+                await store._run(store._client.command, sql)
+            assert await store.ensure_rollups(ROLLOVERS) is True
+            assert await store.ensure_rollups(ROLLOVERS) is False
+            expected, got, _ = await _both(store, _shape(*OCTOBER), ["v1"])
+            assert got == expected
+            assert got
+            left = await store._rows(
+                f"SELECT name FROM system.tables WHERE database = '{db}' AND name LIKE 'rollup_%ly'"
+            )
+            assert left == []
         finally:
             await store.close()
