@@ -46,9 +46,9 @@ merges (units beyond one per run, and an hour of raw readings as one); above it,
 Alone, a plan of a few hundred merges is faster in Python (~10 us per merge against ~30 ms
 of fixed time to plan the merge SQL), but under load the API's Python is the bottleneck
 (one core, the GIL) while ClickHouse runs beside it: in scenario 4 (1M readings, 64
-clients, two runs each) a limit of 2,000 served usage at 67-78 req/s and rated usage at
-142-158, a limit of 0 at 82-97 and 168-188. So only a plan with nothing to merge (a UTC
-month by day: a unit per window) is read here."""
+clients, two runs each, bench/results/2026-12-02-api-latency.md) a limit of 2,000 served
+usage at 67-78 req/s and rated usage at 142-158, a limit of 0 at 82-97 and 168-188. So
+only a plan with nothing to merge (a UTC month by day: a unit per window) is read here."""
 _MS = timedelta(milliseconds=1)
 _END = datetime.max.replace(tzinfo=UTC)
 Query = Callable[[str, dict[str, Any]], Awaitable[Sequence[Sequence[Any]]]]
