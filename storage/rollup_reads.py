@@ -7,7 +7,7 @@ Three reads per batch of customers, each bounded by the range asked, not the his
 
 1. the devices the customers ever held with their assignment history, and the dirty
    (device, meter, hour) in the range and its lookback day;
-2. the plan's units (``storage/rollup_plan.py``): daily, block and hourly rollup rows, raw rows;
+2. the plan's units (``storage/rollup_plan.py``): daily and hourly rollup rows, raw rows;
 3. only for a counter whose reading before the range is older than the lookback day: its
    last reading before, from daily rollups and the raw rows of dirty hours.
 """
@@ -30,6 +30,7 @@ from storage.rollup_sql import (
     MERGE_SQL,
     SEGMENT_COLUMNS,
     compact_where,
+    hours_of,
     literal,
     rollover_sql,
     run_params,
@@ -134,8 +135,8 @@ tie, two computations of one unit in one microsecond, would be broken differentl
 
 
 def _src(width: timedelta) -> str:
-    """The tag of a unit width's rows in a query, also a parameter prefix: 'u24', 'u8'..."""
-    return f"u{width // HOUR}"
+    """The tag of a unit width's rows in ``_folded``'s query: 'u24' or 'u1'."""
+    return f"u{hours_of(width)}"
 
 
 def _merged(src: str, units: str, rollover: str) -> str:
@@ -162,7 +163,7 @@ async def _segments(
         if spans:
             filters.append(f"({unit_where(spans, width)})")
             runs.extend(spans)
-            widths.extend([width // HOUR] * len(spans))
+            widths.extend([hours_of(width)] * len(spans))
             ends.update(((d, m, a), b) for d, m, a, b in spans)
     if filters:
         rows = (

@@ -58,8 +58,8 @@ SEGMENT_COLUMNS = (
 # into one segment by ``storage.rollup_model.merge`` in SQL: the parameters ``{param}_d``,
 # ``_m``, ``_w``, ``_s``, ``_e`` list the runs' devices, meters, unit widths (hours; 0: raw
 # readings) and [start, end) in epoch milliseconds (``run_params``); a unit belongs to the
-# run of its width that holds its t. Four arrays of plain values,
-# not one array of tuples: ClickHouse parsed 320 tuples in 20 ms, the arrays in 6. Counter
+# run of its width that holds its t. Five arrays of plain values, not one array of
+# tuples: ClickHouse parsed 320 tuples in 20 ms, the arrays in 6. Counter
 # deltas are >= 0, so an empty maxIf's 0 changes no maximum; an empty minimum is chosen
 # around. The last column says whether every unit's deltas were computed with the meter's
 # current rollover.
@@ -236,7 +236,7 @@ def unit_where(spans: Iterable[tuple[str, str, datetime, datetime]], width: time
     meters: set[str] = set()
     hours: set[int] = set()
     ranges: list[tuple[datetime, datetime]] = []
-    step = width // timedelta(hours=1)
+    step = hours_of(width)
     positions = 24 // step if step < 24 else 0  # hours of the day a unit can start at
     for device, meter, a, b in spans:
         devices.add(device)

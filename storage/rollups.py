@@ -108,8 +108,8 @@ class RecomputeStats:
 
 
 _MIGRATED = "migration:rollups:v1"
-_BLOCKED = "migration:rollups:v2-one-table"
-_MIGRATIONS = frozenset({_MIGRATED, _BLOCKED})
+_ONE_TABLE = "migration:rollups:v2-one-table"
+_MIGRATIONS = frozenset({_MIGRATED, _ONE_TABLE})
 
 
 class RollupQueries(UsageQueries):
@@ -268,8 +268,7 @@ class RollupQueries(UsageQueries):
                 f"INSERT INTO {self._db}.readings_by_time SELECT device_id, meter, at, seq, idx,"
                 f" value, written_at, ver FROM {self._db}.readings FINAL",
             )
-            await self._compute_all(rollovers, 16)
-        elif legacy:  # rollups of hours and days in tables of their own: every width anew
+        if legacy:  # no rollups yet, or rollups in a table per width: all of them anew
             await self._compute_all(rollovers, 16)
         for old in ("rollup_hourly", "rollup_daily"):  # replaced by ``rollups``
             await self._run(self._client.command, f"DROP TABLE IF EXISTS {self._db}.{old}")

@@ -335,9 +335,9 @@ class TestOldStores:
             await store.close()
 
     async def test_rollups_of_a_table_per_width_are_built_again(self, settings: Settings) -> None:
-        """A store of the version before blocks (hourly and daily rollups in tables of their
-        own, its migration claimed) gets every width in ``rollups`` at start, and the old
-        tables are dropped."""
+        """A store of the version before ``rollups`` (hourly and daily rollups in tables of
+        their own, its migration claimed) gets both widths in ``rollups`` at start, and the
+        old tables are dropped."""
         store = await ClickHouseStore.connect(settings.store.dsn, f"{settings.store.database}_v1")
         try:
             db = store.database
