@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import FastAPI, Response
+from fastapi_offline import FastAPIOffline
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from api import errors
+from api import errors, idempotency
 from api.deps import ApiContext
+from api.idempotency import Idempotency
 from api.middleware import Guard
 from api.routes import (
     api_keys,
@@ -21,6 +25,7 @@ from api.routes import (
     quotes,
     rated_usage,
     staff_tokens,
+    statements,
     subscriptions,
     usage,
 )
@@ -40,11 +45,20 @@ documents; every response carries `X-Request-Id`.
 """
 
 
+DOCS_ASSETS = "/docs-assets"
+
+
 def create_app(context: ApiContext) -> FastAPI:
     """Build the app around an already-connected context."""
-    app = FastAPI(title="Telemeter", version="0.1.0", description=DESCRIPTION)
+    # /docs and /redoc with Swagger UI's and ReDoc's files served from the installed
+    # package: they work without internet (FastAPI's own pages load them from a CDN).
+    app = FastAPIOffline(
+        title="Telemeter", version="0.1.0", description=DESCRIPTION, static_url=DOCS_ASSETS
+    )
     app.state.context = context
     errors.install(app)
+    # Added first, so it runs inside the Guard: the caller is authenticated, the body bounded.
+    app.add_middleware(Idempotency, context=context)
     app.add_middleware(Guard, context=context)
     app.include_router(health.router, responses=errors.responses(500))
     # What the middleware and the dependencies answer on every /v1 route (api/middleware.py,
@@ -63,10 +77,21 @@ def create_app(context: ApiContext) -> FastAPI:
         plans,
         subscriptions,
         rated_usage,
+        statements,
         api_keys,
         staff_tokens,
     ):
         app.include_router(module.router, responses=v1_errors)
+
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        """FastAPI's document plus the Idempotency-Key of every POST (once)."""
+        if app.openapi_schema is None:
+            app.openapi_schema = idempotency.document(generate())
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
     @app.get("/metrics", include_in_schema=False)
     def metrics() -> Response:

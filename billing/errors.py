@@ -13,6 +13,7 @@ a stable ``code``; ``api/errors.py`` maps each class to an HTTP status in one ta
     ├── QuoteNotAcceptable            the quote cannot become an order (409)
     │   ├── QuoteExpired
     │   └── QuoteAlreadyAccepted
+    ├── PeriodNotEnded                a period is closed before it has ended (409)
     ├── PlanCannotRate                the engine refused a plan's quantities
     └── ReplayRefused                 a dead letter is not published (409 or 503)
         ├── AlreadyReplayed
@@ -95,6 +96,12 @@ class QuoteAlreadyAccepted(QuoteNotAcceptable):
     """The quote was accepted already (by this caller or another)."""
 
     code = "quote_already_accepted"
+
+
+class PeriodNotEnded(BillingError):
+    """A billing period cannot close before it ends."""
+
+    code = "period_not_ended"
 
 
 class PlanCannotRate(BillingError):

@@ -149,6 +149,8 @@ class InMemoryBillingStore(InMemoryReadings):
     usage: dict[tuple[str, str], list[_Amount]] = field(default_factory=dict)
     device_kinds: dict[str, str] = field(default_factory=dict)
     kind_meters: dict[str, frozenset[str]] = field(default_factory=dict)
+    outbox: dict[str, tuple[str, str, str]] = field(default_factory=dict)
+    reassigned: dict[str, list[tuple[datetime, datetime]]] = field(default_factory=dict)
     version: int = 0
 
     # ---- set-up helpers (what the API's catalog routes and the aggregator write) ----------
@@ -167,6 +169,11 @@ class InMemoryBillingStore(InMemoryReadings):
         """Record an amount of ``meter`` used by the customer at ``at``, written at
         ``written`` (the freshness ``usage_of_meters`` reports)."""
         self.usage.setdefault((customer_id, meter), []).append(_Amount(at, value, written))
+
+    def add_reassignment(self, customer_id: str, valid_from: datetime, written: datetime) -> None:
+        """Record that an assignment of one of the customer's devices, valid from
+        ``valid_from``, was written at ``written``."""
+        self.reassigned.setdefault(customer_id, []).append((valid_from, written))
 
     def add_dead_letter(self, letter: DeadLetter) -> None:
         """Record a dead letter as open (a later rejection of the same id reopens it)."""
@@ -189,6 +196,10 @@ class InMemoryBillingStore(InMemoryReadings):
         return dict(self.device_kinds), dict(self.kind_meters)
 
     # ---- Catalog ------------------------------------------------------------------------
+
+    async def list_customers(self) -> list[Customer]:
+        """Every customer, by id."""
+        return [self.customers[c] for c in sorted(self.customers)]
 
     async def get_customer(self, customer_id: str) -> Customer:
         """One customer, or NotFound."""
@@ -281,6 +292,28 @@ class InMemoryBillingStore(InMemoryReadings):
     async def claim(self, key: str, writer: str, payload: str, now: datetime) -> Claim:
         """Claim ``key`` for ``writer`` unless someone holds it; returns the holder."""
         return self.claims.setdefault(key, Claim(key, writer, payload, now))
+
+    async def list_claims(self, prefix: str) -> list[Claim]:
+        """The holder of every claimed key that starts with ``prefix``, by key."""
+        return [self.claims[k] for k in sorted(self.claims) if k.startswith(prefix)]
+
+    # ---- Outbox and AssignmentChanges ------------------------------------------------------
+
+    async def put_event(
+        self, event_id: str, event_type: str, subject: str, payload: str, now: datetime
+    ) -> None:
+        """Record the event unless its id is recorded already."""
+        self.outbox.setdefault(event_id, (event_type, subject, payload))
+
+    async def assignments_changed(
+        self, customer_id: str, since: datetime, before: datetime
+    ) -> bool:
+        """True if ``reassigned`` holds a write after ``since`` of an assignment of the
+        customer's devices valid before ``before``."""
+        return any(
+            written > since and valid_from < before
+            for valid_from, written in self.reassigned.get(customer_id, [])
+        )
 
     # ---- DeadLetters --------------------------------------------------------------------
 

@@ -123,6 +123,32 @@ class Claims(Protocol):
         writer if it won)."""
         ...
 
+    async def list_claims(self, prefix: str) -> list[Claim]:
+        """The holder of every claimed key that starts with ``prefix``, by key."""
+        ...
+
+
+class Outbox(Protocol):
+    """Events written with the state that produced them, for a sender to deliver. An
+    event id is deterministic: writing one id again changes nothing."""
+
+    async def put_event(
+        self, event_id: str, event_type: str, subject: str, payload: str, now: datetime
+    ) -> None:
+        """Record the event unless its id is recorded already."""
+        ...
+
+
+class AssignmentChanges(Protocol):
+    """Whether who held a customer's devices was rewritten."""
+
+    async def assignments_changed(
+        self, customer_id: str, since: datetime, before: datetime
+    ) -> bool:
+        """True if an assignment of a device the customer ever held, valid from before
+        ``before``, was written after ``since`` (a backdated reassignment)."""
+        ...
+
 
 class DeadLetters(Protocol):
     """The dead letters and the meters a replay checks against."""

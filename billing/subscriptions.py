@@ -12,6 +12,7 @@ from billing.ports import Catalog, Plans, Subscriptions
 from billing.quotes import check_currency
 from rating.models import PlanSpec
 from schemas.billing import StoredPlan, Subscription, SubscriptionSpec
+from storage.errors import NotFound
 
 RESERVED_PLAN_IDS = frozenset({"compare"})
 """Plan ids that are API paths of their own (``GET /v1/plans/compare``)."""
@@ -20,15 +21,23 @@ RESERVED_PLAN_IDS = frozenset({"compare"})
 async def define_plan(
     catalog: Catalog, plans: Plans, plan_id: str, spec: PlanSpec, now: datetime
 ) -> StoredPlan:
-    """Store ``spec`` as the next version of ``plan_id`` (1 for a new plan). Every charge's
-    meter must exist."""
+    """Store ``spec`` as the next version of ``plan_id`` (1 for a new plan), unless it is
+    the latest version's spec already: then that version is the answer (a retried PUT makes
+    no new version). Every charge's meter must exist."""
     if plan_id in RESERVED_PLAN_IDS:
         raise ReservedPlanId(
             f"{plan_id!r} is reserved (GET /v1/plans/{plan_id}); choose another id"
         )
     for charge in spec.charges:
         await catalog.get_meter(charge.meter)
-    return await plans.put_plan(plan_id, spec.model_dump(mode="json"), now)
+    body = spec.model_dump(mode="json")
+    try:
+        latest = await catalog.get_plan(plan_id)
+    except NotFound:
+        latest = None
+    if latest is not None and latest.spec == body:
+        return latest
+    return await plans.put_plan(plan_id, body, now)
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from devices.corrections import Corrections
 from devices.reconcile import Reconciliation
 from devices.simulator import SimulationConfig, SimulationResult
 from schemas.telemetry import format_decimal
@@ -75,3 +76,23 @@ def print_usage(report: Reconciliation) -> None:
     console.print(table)
     style = "bold green" if report.exact else "bold red"
     console.print(f"[{style}]reconciliation: {report.summary()}[/]")
+
+
+def print_corrections(c: Corrections) -> None:
+    """The corrections demo: the closed month, the late pages, the restatement."""
+    console.print(f"[bold]billing periods and corrections[/] (customer {c.customer_id}):")
+    console.print(
+        f"  {c.period} closed: {c.closed_pages} pages, usage {c.closed_usage}, statement "
+        f"{c.statement_id} total {c.closed_total}"
+    )
+    console.print(
+        f"  200 late pages of {c.period} over MQTT: now {c.restated_pages} pages; restated "
+        f"through the tiers: {c.restatement} (the 200 pages rated alone: {c.late_pages_alone}), "
+        f"lands on {c.lands_on}"
+    )
+    style = "bold green" if c.exact else "bold red"
+    console.print(
+        f"[{style}]restatement {'equals' if c.exact else 'DIFFERS from'} the engine's "
+        f"rate(6100) - rate(5900) = {c.expected}; the closed statement's bytes "
+        f"{'unchanged' if c.bytes_unchanged else 'CHANGED'}[/]"
+    )

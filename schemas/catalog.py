@@ -15,6 +15,7 @@ from schemas.telemetry import DeviceId, MeterName, format_decimal, format_time
 T = TypeVar("T")
 
 CUSTOMER_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+MAX_GRACE_SECONDS = 30 * 86_400
 CustomerId = Annotated[str, Field(pattern=CUSTOMER_ID_PATTERN)]
 KIND_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 KindName = Annotated[str, Field(pattern=KIND_PATTERN)]
@@ -107,6 +108,16 @@ class CustomerSpec(BaseModel):
     name: Annotated[str, Field(min_length=1, max_length=200)]
     timezone: TimezoneName = "UTC"
     currency: Annotated[str, Field(pattern=r"^[A-Z]{3}$")] = "EUR"
+    grace_seconds: Annotated[
+        int,
+        Field(
+            strict=True,  # an integer, not true/false or "60"
+            ge=0,
+            le=MAX_GRACE_SECONDS,
+            description="how long after a billing period ends readings with a time in it "
+            "still count on its statement, before it closes (default 1 h, at most 30 days)",
+        ),
+    ] = 3600
 
 
 class Customer(CustomerSpec):

@@ -126,24 +126,29 @@ class CatalogQueries(DeviceKindQueries):
         await self._run(
             self._client.insert,
             f"{self._db}.customers",
-            [[customer_id, spec.name, spec.timezone, spec.currency, now]],
-            column_names=["customer_id", "name", "timezone", "currency", "updated_at"],
+            [[customer_id, spec.name, spec.timezone, spec.currency, spec.grace_seconds, now]],
+            column_names=[
+                "customer_id",
+                "name",
+                "timezone",
+                "currency",
+                "grace_seconds",
+                "updated_at",
+            ],
         )
         return Customer(customer_id=customer_id, **spec.model_dump())
 
     async def list_customers(self) -> list[Customer]:
         """All customers, by id."""
         rows = await self._rows(
-            f"SELECT customer_id, name, timezone, currency FROM {self._db}.customers FINAL "
-            "ORDER BY customer_id"
+            f"SELECT {_CUSTOMER} FROM {self._db}.customers FINAL ORDER BY customer_id"
         )
-        return [Customer(customer_id=r[0], name=r[1], timezone=r[2], currency=r[3]) for r in rows]
+        return [_customer(r) for r in rows]
 
     async def get_customer(self, customer_id: str) -> Customer:
         """One customer, or NotFound."""
         rows = await self._rows(
-            f"SELECT customer_id, name, timezone, currency FROM {self._db}.customers FINAL "
-            "WHERE customer_id = {c:String}",
+            f"SELECT {_CUSTOMER} FROM {self._db}.customers FINAL WHERE customer_id = {{c:String}}",
             {"c": customer_id},
         )
         if not rows:
@@ -151,8 +156,21 @@ class CatalogQueries(DeviceKindQueries):
                 f"customer {customer_id!r} does not exist "
                 f"(create it with PUT /v1/customers/{customer_id})"
             )
-        r = rows[0]
-        return Customer(customer_id=r[0], name=r[1], timezone=r[2], currency=r[3])
+        return _customer(rows[0])
+
+    async def assignments_changed(
+        self, customer_id: str, since: datetime, before: datetime
+    ) -> bool:
+        """True if an assignment of a device the customer ever held, valid from before
+        ``before``, was written after ``since`` (a backdated reassignment)."""
+        rows = await self._rows(
+            f"SELECT count() FROM {self._db}.device_assignments FINAL "
+            "WHERE updated_at > {s:DateTime64(3, 'UTC')} AND valid_from < {b:DateTime64(3, 'UTC')} "
+            f"AND device_id IN (SELECT device_id FROM {self._db}.device_assignments FINAL "
+            "WHERE customer_id = {c:String})",
+            {"s": since, "b": before, "c": customer_id},
+        )
+        return int(rows[0][0]) > 0
 
     # ---- devices ------------------------------------------------------------------
 
@@ -271,3 +289,13 @@ class CatalogQueries(DeviceKindQueries):
         if customer_id is not None:
             result = [d for d in result if d.customer_id == customer_id]
         return result
+
+
+_CUSTOMER = "customer_id, name, timezone, currency, grace_seconds"
+
+
+def _customer(row: Sequence[Any]) -> Customer:
+    """A row of ``_CUSTOMER`` as a customer."""
+    return Customer(
+        customer_id=row[0], name=row[1], timezone=row[2], currency=row[3], grace_seconds=row[4]
+    )

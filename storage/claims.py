@@ -58,3 +58,14 @@ class ClaimQueries(StoreCore):
         )
         holder, body, at = rows[0]
         return Claim(key, holder, body, utc(at))
+
+    async def list_claims(self, prefix: str) -> list[Claim]:
+        """The holder of every claimed key that starts with ``prefix``, by key (the same
+        holder ``claim`` answers: the earliest claim, then the smaller writer)."""
+        rows = await self._rows(
+            f"SELECT key, writer, payload, claimed_at FROM {self._db}.claims "
+            "WHERE startsWith(key, {p:String}) "
+            "ORDER BY key, claimed_at, writer LIMIT 1 BY key",
+            {"p": prefix},
+        )
+        return [Claim(k, w, body, utc(at)) for k, w, body, at in rows]

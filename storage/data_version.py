@@ -17,6 +17,7 @@ write that completed before the call.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 
 VERSION_SQL = """
@@ -66,3 +67,12 @@ class VersionReader:
             self._start()  # callers that arrived during this read
 
         task.add_done_callback(done)
+
+    async def close(self) -> None:
+        """Cancel a read in flight (its callers get CancelledError) and wait for it: a
+        closed store leaves no task behind."""
+        task = self._task
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task

@@ -83,6 +83,7 @@ TABLES: dict[str, str] = {
             name String,
             timezone String,
             currency LowCardinality(String),
+            grace_seconds UInt32 DEFAULT 3600,
             updated_at DateTime64(3, 'UTC')
         ) ENGINE = ReplacingMergeTree(updated_at) ORDER BY customer_id
     """,
@@ -215,6 +216,17 @@ TABLES: dict[str, str] = {
         ) ENGINE = MergeTree ORDER BY key
         SETTINGS non_replicated_deduplication_window = 100000
     """,
+    # Events for a sender to deliver, written after the state that produced them; the id is
+    # deterministic, so a second write of one event is one event (FINAL).
+    "outbox": """
+        CREATE TABLE IF NOT EXISTS {db}.outbox (
+            event_id String,
+            type LowCardinality(String),
+            subject String,
+            payload String,
+            created_at DateTime64(3, 'UTC')
+        ) ENGINE = ReplacingMergeTree ORDER BY event_id
+    """,
     "quotes": """
         CREATE TABLE IF NOT EXISTS {db}.quotes (
             quote_id String,
@@ -329,6 +341,8 @@ MIGRATIONS: list[str] = [
     "ALTER TABLE {db}.plans ADD COLUMN IF NOT EXISTS writer String DEFAULT '' AFTER created_at",
     "ALTER TABLE {db}.plans MODIFY SETTING non_replicated_deduplication_window = 10000",
     "ALTER TABLE {db}.readings ADD COLUMN IF NOT EXISTS batch UInt64 DEFAULT 0 AFTER ver",
+    "ALTER TABLE {db}.customers ADD COLUMN IF NOT EXISTS grace_seconds UInt32 DEFAULT 3600 "
+    "AFTER currency",
     "ALTER TABLE {db}.readings_ingest ADD COLUMN IF NOT EXISTS batch UInt64 FIRST",
     "ALTER TABLE {db}.readings_ingest ADD COLUMN IF NOT EXISTS sealed Array(UInt64) AFTER batch",
     *VIEWS.values(),

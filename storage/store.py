@@ -1,8 +1,8 @@
 """``ClickHouseStore``: one connection to ClickHouse serving every repository of this
 package -- the catalog (``catalog.py``), readings (``readings.py``) and the message lookups
 over them (``messages.py``), usage (``usage.py``), plans and subscriptions (``plans.py``),
-quotes (``quotes.py``), claims (``claims.py``), API keys, staff tokens and device
-credentials, dead letters. Consumers depend on the small ports they need
+quotes (``quotes.py``), claims (``claims.py``), the outbox (``outbox.py``), API keys, staff
+tokens and device credentials, dead letters. Consumers depend on the small ports they need
 (``billing.ports``, ``aggregator``'s), never on this class; only composition roots build
 it."""
 
@@ -24,6 +24,7 @@ from storage.dead_letters import DeadLetterQueries
 from storage.errors import StoreUnavailable
 from storage.identity import IdentityQueries
 from storage.messages import MessageQueries
+from storage.outbox import OutboxQueries
 from storage.plans import PlanQueries
 from storage.quotes import QuoteQueries
 from storage.readings import ReadingQueries
@@ -40,6 +41,7 @@ class ClickHouseStore(
     DeadLetterQueries,
     PlanQueries,
     QuoteQueries,
+    OutboxQueries,
     ApiKeyQueries,
     IdentityQueries,
     ClaimQueries,
@@ -111,6 +113,8 @@ class ClickHouseStore(
 
     async def close(self) -> None:
         """Release the read clients and the client."""
+        for reader in (self._versions or {}).values():
+            await reader.close()
         for pool in (self._reads, self._meta, self._lookups):
             if pool is not None:
                 await pool.close()

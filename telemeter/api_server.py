@@ -19,6 +19,7 @@ from api.app import create_app
 from api.cache import ResponseCache
 from api.catalog import CatalogCache
 from api.deps import ApiContext, EventReplay
+from billing.closer import PeriodCloser
 from identity.ca import DeviceCa
 from identity.mosquitto import MosquittoAuthFiles
 from identity.service import DeviceCredentials
@@ -147,6 +148,14 @@ async def run_api(
         # and daily (the CRL must never expire).
         assert context.credentials is not None
         await c.spawn("broker-sync", context.credentials.run_periodic_sync)
+        if settings.billing.close_worker:
+            closer = PeriodCloser(
+                store,
+                clock,
+                interval_s=settings.billing.close_interval.total_seconds(),
+                restate_horizon=settings.billing.restate_horizon,
+            )
+            await c.spawn("period-closer", closer.run)
         config = uvicorn.Config(
             create_app(context), log_config=None, access_log=False, lifespan="off"
         )

@@ -27,6 +27,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from aggregator.config import AggregatorSettings
 from api.config import DEV_ADMIN_TOKEN, ApiSettings
+from billing.config import BillingSettings
 from ingest.config import BridgeSettings, IngestSettings
 from storage.core import dsn_password, masked_dsn
 
@@ -262,6 +263,7 @@ class Settings(BaseSettings):
     bridge: BridgeSettings = BridgeSettings()
     aggregator: AggregatorSettings = AggregatorSettings()
     api: ApiSettings = ApiSettings()
+    billing: BillingSettings = BillingSettings()
 
     @model_validator(mode="after")
     def _defaults_in_the_run_dir(self) -> Settings:

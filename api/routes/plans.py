@@ -73,7 +73,8 @@ async def put_plan(
     spec: Annotated[PlanSpec, Body(examples=[EXAMPLE])],
     context: ContextDep,
 ) -> StoredPlan:
-    """Validate the plan and store it as its next version (1 for a new plan). Every
-    charge's meter must exist. ``compare`` is not a plan id: ``GET /v1/plans/compare``
+    """Validate the plan and store it as its next version (1 for a new plan); a spec equal
+    to the latest version's makes no new version and answers that one. Every charge's
+    meter must exist. ``compare`` is not a plan id: ``GET /v1/plans/compare``
     compares plans."""
     return await define_plan(context.store, context.store, plan_id, spec, context.clock())

@@ -3,6 +3,7 @@ every status, on every operation that can answer it; and a 405 lists the path's 
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -104,3 +105,20 @@ class TestMethodNotAllowed:
         assert response.status_code == 405
         assert response.headers["allow"] == allowed
         assert response.json()["error"]["code"] == "method_not_allowed"
+
+
+class TestOfflineDocs:
+    """``/docs`` and ``/redoc`` work without internet: every asset is the API's own."""
+
+    @pytest.mark.parametrize("page", ["/docs", "/redoc"])
+    async def test_assets_are_served_here(self, client: httpx.AsyncClient, page: str) -> None:
+        """The page names only local scripts and styles, and each of them is served."""
+        html = (await client.get(page)).text
+        assets = re.findall(r'(?:src|href)="([^"]+\.(?:js|css))"', html)
+        assert assets, html
+        for asset in assets:
+            assert asset.startswith("/docs-assets/"), asset
+            served = await client.get(asset)
+            assert served.status_code == 200, asset
+            assert len(served.content) > 10_000, asset
+        assert "cdn" not in html.lower()

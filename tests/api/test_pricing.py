@@ -59,7 +59,8 @@ class TestPlans:
     """Plans are versioned."""
 
     async def test_put_adds_versions(self, client: httpx.AsyncClient) -> None:
-        """Each PUT makes a new version; GET returns the latest or the one asked for."""
+        """Each changed PUT makes a new version, an identical one answers the latest; GET
+        returns the latest or the one asked for."""
         body = {
             "name": "Doors",
             "currency": "EUR",
@@ -70,6 +71,8 @@ class TestPlans:
         assert first.status_code == 200, first.text
         second = await client.put("/v1/plans/doors-v", json={**body, "base_fee": "10.00"})
         assert (first.json()["version"], second.json()["version"]) == (1, 2)
+        retried = await client.put("/v1/plans/doors-v", json={**body, "base_fee": "10.00"})
+        assert retried.json() == second.json()
         latest = (await client.get("/v1/plans/doors-v")).json()
         assert latest["version"] == 2
         assert Decimal(latest["spec"]["base_fee"]) == Decimal("10.00")

@@ -51,6 +51,10 @@ class World(Protocol):
 
     async def dead_letter(self, letter: DeadLetter) -> None: ...
 
+    async def reassign(self, customer_id: str, valid_from: datetime) -> None: ...
+
+    async def events(self) -> dict[str, tuple[str, str, str]]: ...
+
 
 class MemoryWorld:
     """The in-memory store."""
@@ -73,6 +77,12 @@ class MemoryWorld:
 
     async def dead_letter(self, letter: DeadLetter) -> None:
         self.store.add_dead_letter(letter)
+
+    async def reassign(self, customer_id: str, valid_from: datetime) -> None:
+        self.store.add_reassignment(customer_id, valid_from, NOW)
+
+    async def events(self) -> dict[str, tuple[str, str, str]]:
+        return dict(self.store.outbox)
 
 
 class ClickHouseWorld:
@@ -103,6 +113,20 @@ class ClickHouseWorld:
 
     async def dead_letter(self, letter: DeadLetter) -> None:
         await self.store.record_dead_letters([letter])
+
+    async def reassign(self, customer_id: str, valid_from: datetime) -> None:
+        device = unique(f"{customer_id}-moved")
+        old = DeviceSpec(
+            kind="door", customer_id=customer_id, assigned_from=valid_from - timedelta(days=30)
+        )
+        await self.store.put_device(device, old, NOW - timedelta(days=60))
+        moved = DeviceSpec(kind="door", customer_id=None, assigned_from=valid_from)
+        await self.store.put_device(device, moved, NOW)
+
+    async def events(self) -> dict[str, tuple[str, str, str]]:
+        return {
+            e.event_id: (e.event_type, e.subject, e.payload) for e in await self.store.list_events()
+        }
 
 
 @pytest.fixture(params=["memory", "clickhouse"])
@@ -228,6 +252,50 @@ class TestClaims:
         one, two = unique("k"), unique("k")
         assert (await world.store.claim(one, "a", "", NOW)).writer == "a"
         assert (await world.store.claim(two, "b", "", NOW)).writer == "b"
+
+    async def test_list_by_prefix(self, world: World) -> None:
+        """``list_claims`` answers the holder of every key under the prefix, by key, and
+        nothing of a key that merely starts like it."""
+        prefix = unique("list") + ":"
+        await world.store.claim(prefix + "b", "w1", "B", NOW)
+        await world.store.claim(prefix + "a", "w2", "A", NOW)
+        await world.store.claim(prefix + "a", "w3", "A2", NOW + timedelta(seconds=1))
+        await world.store.claim(prefix[:-1] + "x:a", "w4", "X", NOW)
+        found = await world.store.list_claims(prefix)
+        assert [(c.key, c.writer, c.payload) for c in found] == [
+            (prefix + "a", "w2", "A"),
+            (prefix + "b", "w1", "B"),
+        ]
+        assert await world.store.list_claims(unique("none")) == []
+
+
+class TestOutbox:
+    """``Outbox``: an event id is one event."""
+
+    async def test_an_id_is_written_once(self, world: World) -> None:
+        """Writing one id twice keeps the first write."""
+        event = unique("evt")
+        await world.store.put_event(event, "statement.closed", "st_x_2026-11", "{}", NOW)
+        later = NOW + timedelta(seconds=5)
+        await world.store.put_event(event, "statement.closed", "st_x_2026-11", "{}", later)
+        assert (await world.events())[event] == ("statement.closed", "st_x_2026-11", "{}")
+
+
+class TestAssignmentChanges:
+    """``AssignmentChanges``: a backdated reassignment after a moment."""
+
+    async def test_a_reassignment_written_after(self, world: World) -> None:
+        """An assignment written at NOW, valid from a day in November, is a change after
+        any earlier moment for a period ending after that day, and no change otherwise."""
+        c = unique("c")
+        await world.customer(c)
+        valid = datetime(2026, 11, 10, tzinfo=UTC)
+        await world.reassign(c, valid)
+        changed = world.store.assignments_changed
+        assert await changed(c, NOW - timedelta(seconds=1), valid + timedelta(days=1))
+        assert not await changed(c, NOW, valid + timedelta(days=1))
+        assert not await changed(c, NOW - timedelta(seconds=1), valid)
+        assert not await changed(unique("c"), NOW - timedelta(seconds=1), valid + timedelta(days=1))
 
 
 class TestDeadLetters:

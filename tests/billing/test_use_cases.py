@@ -151,9 +151,12 @@ class TestPlansAndSubscriptions:
             await define_plan(store, store, "warp", spec, NOW)
 
     async def test_versions_count_up(self, store: InMemoryBillingStore) -> None:
-        """Each definition adds a version."""
-        again = await define_plan(store, store, "doors", plan(), NOW)
+        """Each changed definition adds a version; an identical one answers the latest."""
+        same = await define_plan(store, store, "doors", plan(), NOW)
+        assert same.version == 1
+        again = await define_plan(store, store, "doors", plan(base_fee="6.00"), NOW)
         assert again.version == 2
+        assert (await define_plan(store, store, "doors", plan(base_fee="6.00"), NOW)).version == 2
 
     async def test_wrong_currency(self, store: InMemoryBillingStore) -> None:
         """A USD plan for a EUR customer is WrongCurrency, and nothing is written."""
