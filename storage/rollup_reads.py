@@ -61,6 +61,10 @@ def _in(values: Sequence[str]) -> str:
     return "(" + ", ".join(literal(v) for v in values) + ")"
 
 
+def _tuple(key: tuple[str, str, datetime]) -> str:
+    return f"({literal(key[0])}, {literal(key[1])}, {literal(key[2])})"
+
+
 def _holder(history: Sequence[tuple[datetime, str]], at: datetime) -> str:
     """Who held a device at ``at`` ('' for nobody), from its sorted (valid_from, customer)."""
     i = bisect_right(history, (at, "\U0010ffff")) - 1
@@ -170,13 +174,14 @@ async def _segments(
             f"SELECT device_id, meter, width AS w, bucket AS t, {SEGMENT_COLUMNS},"
             f" rollover AS u_rollover FROM {db}.rollups WHERE {' OR '.join(filters)}{_LATEST}"
         )
+        rows = f"SELECT * FROM ({rows}) WHERE readings > 0"  # a unit of voided readings only
         parts.append(_merged("r", rows, current))
         params.update(run_params("r", runs, widths))
     if units.raw:
         rows = (
             f"SELECT device_id, meter, toUInt8(0) AS w, at AS t, {_RAW_SEGMENT},"
             f" {current} AS u_rollover FROM {db}.readings_by_time FINAL"
-            f" WHERE {compact_where(units.raw, 'at')}"
+            f" WHERE voided = 0 AND {compact_where(units.raw, 'at')}"
         )
         parts.append(_merged("x", rows, current))
         params.update(run_params("x", units.raw, [0] * len(units.raw)))
@@ -230,12 +235,13 @@ async def _folded(
         parts.append(
             f"SELECT * FROM (SELECT concat('u', toString(width)), device_id, meter, bucket,"
             f" {SEGMENT_COLUMNS}, rollover FROM {db}.rollups WHERE {' OR '.join(filters)}"
-            f"{_LATEST})"
+            f"{_LATEST}) WHERE readings > 0"
         )
     if units.raw:
         parts.append(
             f"SELECT 'x', device_id, meter, at, {_RAW_SEGMENT}, {current}"
-            f" FROM {db}.readings_by_time FINAL WHERE {compact_where(units.raw, 'at')}"
+            f" FROM {db}.readings_by_time FINAL"
+            f" WHERE voided = 0 AND {compact_where(units.raw, 'at')}"
         )
         for device, meter, a, b in units.raw:
             runs[("x", device, meter)].append((a, b))
@@ -299,17 +305,27 @@ async def _before(
         f"WHERE {keys} AND hour < {literal(lookback)}",
         {},
     )
+    # A day with a dirty hour is read raw, whole: its day row may hold a reading voided
+    # since (a dirty hour's raw rows can only add to the clean rows of the day before voids).
+    days = sorted({(d, m, _utc(h).replace(hour=0)) for d, m, h in marks})
+    fresh = (
+        f" AND (device_id, meter, bucket) NOT IN ({', '.join(_tuple(k) for k in days)})"
+        if days
+        else ""
+    )
     sql = (
         f"SELECT device_id, meter, argMax(last_value, (last_at, last_seq, last_idx)),"
         f" max((last_at, last_seq, last_idx)) FROM {db}.rollups FINAL "
-        f"WHERE {keys} AND width = 24 AND bucket < {literal(lookback)} GROUP BY device_id, meter"
+        f"WHERE {keys} AND width = 24 AND bucket < {literal(lookback)} AND readings > 0"
+        f"{fresh} GROUP BY device_id, meter"
     )
-    if marks:
-        dirty = compact_where([(d, m, _utc(h), _utc(h) + HOUR) for d, m, h in marks], "at")
+    if days:
+        spans = [(d, m, day, min(day + DAY, lookback)) for d, m, day in days]
+        dirty = compact_where(spans, "at")
         sql += (
             f" UNION ALL SELECT device_id, meter, argMax(value, (at, seq, idx)),"
             f" max((at, seq, idx)) FROM {db}.readings_by_time FINAL "
-            f"WHERE {dirty} GROUP BY device_id, meter"
+            f"WHERE voided = 0 AND {dirty} GROUP BY device_id, meter"
         )
     best: dict[tuple[str, str], tuple[Any, Decimal]] = {}
     for device, meter, value, key in await query(sql, {}):

@@ -103,30 +103,62 @@ MERGE_SQL = """
     GROUP BY device_id, meter, run
 """
 
+# Voided readings (storage/voids.py) are in no number: they form a window partition of
+# their own, so the live readings' deltas skip them, and every aggregate takes live rows
+# only. A bucket whose readings are all voided still gets its row, with no reading
+# (``readings = 0``, EMPTY_UNIT): it replaces the row computed before the void, and readers
+# skip it as they skip a bucket with no row.
 RECOMPUTE_SQL = """
     INSERT INTO {db}.rollups
     SELECT device_id, meter, {width}, bucket,
-           count(), sum(toDecimal256(value, 9)), max(value), min(value),
-           argMin(at, k), argMin(seq, k), argMin(idx, k), argMin(value, k),
-           argMax(at, k), argMax(seq, k), argMax(idx, k), argMax(value, k),
-           countIf(n > 1), sumIf(toDecimal256(delta, 9), n > 1), maxIf(delta, n > 1),
-           minIf(delta, n > 1), argMaxIf(delta, k, n > 1),
-           any(rollover), max(written_at), now64(6)
+           countIf(live), sumIf(toDecimal256(value, 9), live), maxIf(value, live),
+           minIf(value, live), argMinIf(at, k, live), argMinIf(seq, k, live),
+           argMinIf(idx, k, live), argMinIf(value, k, live), argMaxIf(at, k, live),
+           argMaxIf(seq, k, live), argMaxIf(idx, k, live), argMaxIf(value, k, live),
+           countIf(n > 1 AND live), sumIf(toDecimal256(delta, 9), n > 1 AND live),
+           maxIf(delta, n > 1 AND live), minIf(delta, n > 1 AND live),
+           argMaxIf(delta, k, n > 1 AND live),
+           any(rollover), maxIf(written_at, live), now64(6)
     FROM (
-        SELECT *, (at, seq, idx) AS k, if(n = 1, toDecimal128(0, 9), {delta}) AS delta
+        SELECT *, voided = 0 AS live, (at, seq, idx) AS k,
+               if(n = 1, toDecimal128(0, 9), {delta}) AS delta
         FROM (
-            SELECT device_id, meter, at, seq, idx, value, written_at,
+            SELECT device_id, meter, at, seq, idx, value, written_at, voided,
                    fromUnixTimestamp64Milli({bucket}, 'UTC') AS bucket,
                    {rollover} AS rollover,
                    lagInFrame(value) OVER w AS prev, row_number() OVER w AS n
             FROM {db}.readings_by_time FINAL
             WHERE {ranges}
-            WINDOW w AS (PARTITION BY device_id, meter, bucket ORDER BY at, seq, idx
+            WINDOW w AS (PARTITION BY device_id, meter, bucket, voided ORDER BY at, seq, idx
                          ROWS BETWEEN 1 PRECEDING AND CURRENT ROW)
         )
     )
     GROUP BY device_id, meter, bucket
 """
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+EMPTY_UNIT: tuple[Any, ...] = (
+    0,
+    0,
+    0,
+    0,
+    _EPOCH,
+    0,
+    0,
+    0,
+    _EPOCH,
+    0,
+    0,
+    0,
+    0,
+    0,
+    0,
+    0,
+    0,
+    0,
+    _EPOCH,
+)
+"""ROLLUP_COLUMNS of a bucket whose every reading is voided: no reading."""
 
 MARKS_SQL = """
     SELECT device_id, meter, hour, batch, marked_at

@@ -80,6 +80,7 @@ from storage.rollup_sql import (
     BIG_QUERY,
     BUCKET_MS,
     DELTA_SQL,
+    EMPTY_UNIT,
     MARKS_SQL,
     MAX_BUCKETS,
     RECOMPUTE_SQL,
@@ -110,6 +111,7 @@ class RecomputeStats:
 _MIGRATED = "migration:rollups:v1"
 _ONE_TABLE = "migration:rollups:v2-one-table"
 _MIGRATIONS = frozenset({_MIGRATED, _ONE_TABLE})
+_BY_TIME = "device_id, meter, at, seq, idx, value, written_at, ver, voided"
 
 
 class RollupQueries(UsageQueries):
@@ -179,7 +181,7 @@ class RollupQueries(UsageQueries):
             return
         sql = (
             f"SELECT device_id, meter, bucket, {ROLLUP_COLUMNS} "
-            f"FROM {self._db}.rollups FINAL WHERE width = 1 AND "
+            f"FROM {self._db}.rollups FINAL WHERE width = 1 AND readings > 0 AND "
             f"{compact_where([(d, m, t, t + DAY) for d, m, t in days], 'bucket')} "
             "ORDER BY device_id, meter, bucket"
         )
@@ -204,6 +206,8 @@ class RollupQueries(UsageQueries):
             rollover = current if used == {current} else Decimal(-1)
             head = [device, meter, hours_of(DAY), day]
             data.append([*head, *segment_row(seg), rollover, seg.written_at, stamp])
+        for device, meter, day in days - merged.keys():  # every reading of the day voided
+            data.append([device, meter, hours_of(DAY), day, *EMPTY_UNIT, stamp])
         await self._insert(
             "rollups",
             data,
@@ -265,8 +269,8 @@ class RollupQueries(UsageQueries):
         if legacy and _MIGRATED not in done:
             await self._run(
                 self._client.command,
-                f"INSERT INTO {self._db}.readings_by_time SELECT device_id, meter, at, seq, idx,"
-                f" value, written_at, ver FROM {self._db}.readings FINAL",
+                f"INSERT INTO {self._db}.readings_by_time ({_BY_TIME}) SELECT {_BY_TIME}"
+                f" FROM {self._db}.readings FINAL",
             )
         if legacy:  # no rollups yet, or rollups in a table per width: all of them anew
             await self._compute_all(rollovers, 16)

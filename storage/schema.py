@@ -114,7 +114,8 @@ TABLES: dict[str, str] = {
             received_at DateTime64(3, 'UTC'),
             written_at DateTime64(3, 'UTC') DEFAULT now64(3),
             ver UInt64,
-            batch UInt64 DEFAULT 0       -- the insert that wrote it (storage/rollups.py)
+            batch UInt64 DEFAULT 0,      -- the insert that wrote it (storage/rollups.py)
+            voided UInt8 DEFAULT 0       -- 1: voided (storage/voids.py), in no aggregation
         ) ENGINE = ReplacingMergeTree(ver) ORDER BY (device_id, seq, idx)
     """,
     # The aggregator's fast path (``ClickHouseStore.insert_events``): one row per batch, the
@@ -149,7 +150,8 @@ TABLES: dict[str, str] = {
             idx UInt16,
             value Decimal(38, 9),
             written_at DateTime64(3, 'UTC'),
-            ver UInt64
+            ver UInt64,
+            voided UInt8 DEFAULT 0
         ) ENGINE = ReplacingMergeTree(ver) ORDER BY (device_id, meter, at, seq, idx)
         SETTINGS index_granularity = 1024
     """,
@@ -313,9 +315,11 @@ VIEWS: dict[str, str] = {
         ARRAY JOIN events AS e, record_ts_ms AS ts
         ARRAY JOIN e.readings AS r, arrayEnumerate(e.readings) AS i
     """,
-    "readings_by_time_mv": """
-        CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.readings_by_time_mv TO {db}.readings_by_time
-        AS SELECT device_id, meter, at, seq, idx, value, written_at, ver FROM {db}.readings
+    # Carries ``voided`` (it replaced readings_by_time_mv, which did not).
+    "readings_by_time_v2_mv": """
+        CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.readings_by_time_v2_mv
+        TO {db}.readings_by_time AS
+        SELECT device_id, meter, at, seq, idx, value, written_at, ver, voided FROM {db}.readings
     """,
     # Seals carried by a later insert of the fast path (storage/readings.py): no insert of
     # their own. An insert without any writes no row here.
@@ -345,7 +349,11 @@ MIGRATIONS: list[str] = [
     "AFTER currency",
     "ALTER TABLE {db}.readings_ingest ADD COLUMN IF NOT EXISTS batch UInt64 FIRST",
     "ALTER TABLE {db}.readings_ingest ADD COLUMN IF NOT EXISTS sealed Array(UInt64) AFTER batch",
+    "ALTER TABLE {db}.readings ADD COLUMN IF NOT EXISTS voided UInt8 DEFAULT 0 AFTER batch",
+    "ALTER TABLE {db}.readings_by_time ADD COLUMN IF NOT EXISTS voided UInt8 DEFAULT 0 AFTER ver",
     *VIEWS.values(),
-    # Replaced by readings_ingest_batch_mv, created just before: an insert always finds a view.
+    # Replaced by the views created just before, so an insert always finds one (while both
+    # exist an insert writes its rows to readings_by_time twice: the same keys, one row).
     "DROP VIEW IF EXISTS {db}.readings_ingest_mv",
+    "DROP VIEW IF EXISTS {db}.readings_by_time_mv",
 ]

@@ -1,10 +1,10 @@
 """``ClickHouseStore``: one connection to ClickHouse serving every repository of this
 package -- the catalog (``catalog.py``), readings (``readings.py``) and the message lookups
-over them (``messages.py``), usage (``usage.py``), plans and subscriptions (``plans.py``),
-quotes (``quotes.py``), claims (``claims.py``), the outbox (``outbox.py``), API keys, staff
-tokens and device credentials, dead letters. Consumers depend on the small ports they need
-(``billing.ports``, ``aggregator``'s), never on this class; only composition roots build
-it."""
+over them (``messages.py``), voided readings (``voids.py``), usage (``usage.py``), plans and
+subscriptions (``plans.py``), quotes (``quotes.py``), claims (``claims.py``), the outbox
+(``outbox.py``), API keys, staff tokens and device credentials, dead letters. Consumers
+depend on the small ports they need (``billing.ports``, ``aggregator``'s), never on this
+class; only composition roots build it."""
 
 from __future__ import annotations
 
@@ -31,10 +31,12 @@ from storage.readings import ReadingQueries
 from storage.rollups import RollupQueries
 from storage.schema import MIGRATIONS, TABLES
 from storage.usage_reads import ReadPool
+from storage.voids import VoidQueries
 
 
 class ClickHouseStore(
     CatalogQueries,
+    VoidQueries,  # readings voided (storage/voids.py)
     ReadingQueries,
     MessageQueries,
     RollupQueries,  # usage (storage/usage.py), answered from rollups

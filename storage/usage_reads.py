@@ -131,7 +131,7 @@ def usage_sql(db: str, shape: UsageShape) -> str:
         else "AND (has({counters:Array(String)}, meter) OR at >= {from:DateTime64(3, 'UTC')})"
     )
     where = (
-        f"FROM {db}.readings FINAL WHERE {devices + ' AND ' if devices else ''}"
+        f"FROM {db}.readings FINAL WHERE voided = 0 AND {devices + ' AND ' if devices else ''}"
         f"has({{meters:Array(String)}}, meter) AND at < {{to:DateTime64(3, 'UTC')}} {lower}"
     )
     if counters:

@@ -1,5 +1,6 @@
 """Rollups answer exactly what the raw readings answer: generated scenarios (shuffled
-arrival, identical resends, 36-day-late readings, counter resets and 32-bit rollovers,
+arrival, identical resends, 36-day-late readings, voided readings (some resent after the
+void), counter resets and 32-bit rollovers,
 mid-hour and backdated reassignments, DST days in four zones, hour/day/month windows,
 unaligned ranges, per-device grouping) on one store, compared to the last digit with the
 recompute worker behind, caught up, and stopped; alternate batches merge the rollup runs in
@@ -34,6 +35,7 @@ from storage.rollup_sql import BIG_QUERY
 from storage.rollups import RollupQueries
 from storage.store import ClickHouseStore
 from storage.usage_reads import MeterRef, UsageShape, usage_params, usage_sql
+from storage.voids import void_of
 from telemeter.config import Settings
 
 pytestmark = pytest.mark.integration
@@ -109,6 +111,7 @@ class Scenario:
     batches: list[list[ReadingRow]] = field(default_factory=lambda: [[], [], []])
     assignments: list[list[Any]] = field(default_factory=list)
     backdated: list[list[Any]] = field(default_factory=list)
+    voids: list[list[ReadingRow]] = field(default_factory=lambda: [[], [], []])
 
 
 def _counter_walk(rnd: random.Random, n: int, wraps: bool) -> list[Decimal]:
@@ -162,6 +165,11 @@ def scenario(index: int, rnd: random.Random) -> Scenario:
                 s.batches[batch].append(row)
                 if rnd.random() < 0.1:  # an identical resend, later
                     s.batches[min(2, batch + rnd.randint(0, 2))].append(row)
+    if rnd.random() < 0.3:  # voids of readings stored already, some resent after the void
+        stored = {(r.device_id, r.seq): (b, r) for b in (2, 1, 0) for r in s.batches[b]}
+        for key in rnd.sample(sorted(stored), min(3, len(stored))):
+            first, row = stored[key]
+            s.voids[rnd.randint(first, 2)].append(row)
     return s
 
 
@@ -272,6 +280,7 @@ class TestEquivalence:
                     await _assign(store, [a for s in scenarios for a in s.backdated])
                 for i in range(0, len(rows), 50_000):
                     await store.insert_readings(rows[i : i + 50_000])
+                await store.write_voids([void_of(r) for s in scenarios for r in s.voids[phase]])
             if phase:
                 compared += await _compare(live, scenarios, f"behind after batch {phase}")
             await _drain(live)
