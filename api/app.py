@@ -28,6 +28,7 @@ from api.routes import (
     statements,
     subscriptions,
     usage,
+    voids,
 )
 
 DESCRIPTION = """
@@ -78,6 +79,7 @@ def create_app(context: ApiContext) -> FastAPI:
         subscriptions,
         rated_usage,
         statements,
+        voids,
         api_keys,
         staff_tokens,
     ):

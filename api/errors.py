@@ -16,6 +16,7 @@ from starlette.routing import compile_path
 
 from billing.errors import (
     AlreadyReplayed,
+    AlreadyVoided,
     BillingError,
     CustomerRequired,
     InvalidPeriod,
@@ -28,6 +29,7 @@ from billing.errors import (
     ReplayUnavailable,
     ReservedPlanId,
     StillInvalid,
+    TooManyReadings,
     UnknownCharge,
     WrongCurrency,
 )
@@ -137,6 +139,8 @@ STATUS: dict[type[Exception], tuple[int, str | None]] = {
     PlanCannotRate: (422, None),
     QuoteNotAcceptable: (409, None),
     PeriodNotEnded: (409, None),
+    AlreadyVoided: (409, None),
+    TooManyReadings: (422, None),
     AlreadyReplayed: (409, None),
     ReplayInProgress: (409, None),
     StillInvalid: (409, None),

@@ -5,7 +5,8 @@ Each pass, for every customer whose next period is due: every period that ended 
 its grace ago (``Customer.grace_seconds``) within ``LOOKBACK`` and has no statement is
 closed, oldest first; and after usage data changed, statements whose period ended within
 ``restate_horizon`` are compared with the usage now and restated if it moved (a bounded
-number per pass, see ``PeriodCloser``).
+number per pass, see ``PeriodCloser``), and so are older ones a replayed dead letter's
+readings may land in (``billing/watches.py``).
 Readings older than the ingest's past horizon (35 days by default) are refused at ingest,
 so the default horizon (40 days) covers every late reading; an operator restates an older
 period with ``POST /v1/statements/{id}/restate`` (after a replay of a ``too_old`` reading).
@@ -29,6 +30,7 @@ import structlog
 from prometheus_client import Counter
 
 from billing.errors import BillingError
+from billing.ports import DeviceHistory
 from billing.statements import (
     LOOKBACK,
     LedgerStore,
@@ -39,7 +41,9 @@ from billing.statements import (
     restate,
 )
 from billing.usage_report import Customers
+from billing.watches import live_watches
 from resilience import Backoff, Outage, repeat_with_backoff
+from storage.errors import NotFound
 
 log = structlog.get_logger(__name__)
 
@@ -57,7 +61,7 @@ CATALOG_TABLES = ("customers", "subscriptions", "plans")
 BACKOFF = Backoff(initial_s=1.0, factor=2.0, max_s=60.0)
 
 
-class CloserStore(LedgerStore, Customers, Protocol):
+class CloserStore(LedgerStore, Customers, DeviceHistory, Protocol):
     """What the worker needs of the store."""
 
 
@@ -141,15 +145,30 @@ class PeriodCloser:
                 self._next_due[cid] = now + timedelta(hours=1)
         return closed
 
+    async def _holders(self, device_id: str) -> set[str]:
+        """Every customer that ever held the device (none if it is not registered)."""
+        try:
+            device = await self._store.get_device(device_id)
+        except NotFound:
+            return set()
+        return {a.customer_id for a in device.assignments if a.customer_id}
+
     async def _restate_changed(self, now: datetime) -> int:
         usage = await self._store.data_version(USAGE_TABLES)
         first, self._usage = self._usage is None, usage
         if first:  # what changed while no closer ran is compared too
             usage = -1
+        watches = await live_watches(self._store, now)
+        holders = {w.device_id: await self._holders(w.device_id) for w in watches}
         recent = [
             c.statement
             for c in await list_all_statements(self._store)
             if now - datetime.fromisoformat(c.statement.period_end) <= self._horizon
+            or any(
+                c.statement.customer_id in holders[w.device_id]
+                and datetime.fromisoformat(c.statement.period_end) > w.since
+                for w in watches
+            )
         ]
         stale = [s for s in recent if self._compared.get(s.statement_id, (None, 0))[0] != usage]
         stale.sort(key=lambda s: self._compared.get(s.statement_id, (None, 0))[1])

@@ -14,6 +14,9 @@ a stable ``code``; ``api/errors.py`` maps each class to an HTTP status in one ta
     │   ├── QuoteExpired
     │   └── QuoteAlreadyAccepted
     ├── PeriodNotEnded                a period is closed before it has ended (409)
+    ├── VoidRefused                   readings are not voided
+    │   ├── AlreadyVoided             they are voided already (409)
+    │   └── TooManyReadings           more than one void may take (422)
     ├── PlanCannotRate                the engine refused a plan's quantities
     └── ReplayRefused                 a dead letter is not published (409 or 503)
         ├── AlreadyReplayed
@@ -102,6 +105,32 @@ class PeriodNotEnded(BillingError):
     """A billing period cannot close before it ends."""
 
     code = "period_not_ended"
+
+
+class VoidRefused(BillingError):
+    """Readings are not voided."""
+
+    code = "void_refused"
+
+
+class AlreadyVoided(VoidRefused):
+    """The readings named are voided already (``void_ids``: by which voids)."""
+
+    code = "already_voided"
+
+    def __init__(self, message: str, void_ids: list[str]) -> None:
+        super().__init__(message)
+        self.void_ids = void_ids
+
+    def extra(self) -> dict[str, object]:
+        """The voids that hold the readings."""
+        return {"void_ids": self.void_ids}
+
+
+class TooManyReadings(VoidRefused):
+    """The range names more readings than one void may take."""
+
+    code = "too_many_readings"
 
 
 class PlanCannotRate(BillingError):

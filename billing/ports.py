@@ -20,12 +20,13 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from schemas.billing import StoredPlan, Subscription
-from schemas.catalog import Customer, Meter
+from schemas.catalog import Customer, Device, Meter
 from schemas.dead_letter import RecordedDeadLetter
 from schemas.quotes import Quote
 from schemas.usage import Window
 from storage.claims import Claim
 from storage.usage import UsageResult
+from storage.voids import StoredRow
 
 
 class Catalog(Protocol):
@@ -163,4 +164,35 @@ class DeadLetters(Protocol):
 
     async def list_meters(self) -> list[Meter]:
         """Every meter."""
+        ...
+
+
+class ReadingVoids(Protocol):
+    """Stored readings found by key or time, and voided (``storage/voids.py``)."""
+
+    async def find_readings(
+        self,
+        device_id: str,
+        *,
+        seq: int | None = None,
+        idx: int | None = None,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        meter: str | None = None,
+        limit: int = ...,
+    ) -> list[StoredRow]:
+        """The device's stored readings (voided too) with ``seq`` [and ``idx``], or with
+        ``at`` in [start, end) [of ``meter``]; by (seq, idx), at most ``limit``."""
+        ...
+
+    async def write_voids(self, rows: Sequence[StoredRow]) -> None:
+        """Mark ``rows`` voided: in no aggregation from now on (idempotent)."""
+        ...
+
+
+class DeviceHistory(Protocol):
+    """Who held a device from when."""
+
+    async def get_device(self, device_id: str) -> Device:
+        """One device with its assignment history, or NotFound."""
         ...

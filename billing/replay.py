@@ -29,6 +29,7 @@ from aggregator.messages import MessageStore, readings_json, stored_json
 from aggregator.rules import check_catalog
 from billing.errors import AlreadyReplayed, ReplayInProgress, ReplayUnavailable, StillInvalid
 from billing.ports import Claims, DeadLetters
+from billing.watches import watch
 from ingest.validation import Accepted, TelemetryValidator
 from schemas.dead_letter import DeadLetterStatus, RecordedDeadLetter, RejectReason
 from schemas.telemetry import TelemetryEvent, format_time
@@ -70,10 +71,12 @@ async def replay_dead_letter(
     *,
     seq: int | None = None,
     messages: MessageStore | None = None,
+    accept_too_old: bool = False,
 ) -> Replayed:
-    """Check the letter's message again -- under ``seq`` instead of its own if given, and
-    against the stored messages if ``messages`` is given -- and, if it passes, publish it
-    and mark the letter."""
+    """Check the letter's message again -- under ``seq`` instead of its own if given, with
+    no past horizon if ``accept_too_old``, and against the stored messages if ``messages``
+    is given -- and, if it passes, publish it, mark the letter, and leave a restatement
+    watch for the closed periods its readings land in (``billing/watches.py``)."""
     letter = await letters.get_dead_letter(letter_id)
     _not_replayed(letter)
     if replayer is None:
@@ -82,7 +85,8 @@ async def replay_dead_letter(
             "Kafka); restart it with Kafka reachable (TELEMETER_KAFKA__BOOTSTRAP), "
             "e.g. `telemeter up`"
         )
-    verdict = replayer.validator.validate(letter.mqtt_topic, letter.payload(), now)
+    validator = replayer.validator.without_past_bound() if accept_too_old else replayer.validator
+    verdict = validator.validate(letter.mqtt_topic, letter.payload(), now)
     if not isinstance(verdict, Accepted):
         raise _still_invalid(letter_id, verdict.reason, verdict.detail)
     event = verdict.event
@@ -103,6 +107,9 @@ async def replay_dead_letter(
     # open and, after the claim's lease, a replay publishes again: nothing counts twice.
     await replayer.publish(event.device_id.encode(), event.model_dump_json().encode())
     marked = await letters.mark_dead_letter_replayed(letter_id, now)
+    earliest = min(r.at for r in event.readings)
+    name = f"{letter.id}/{format_time(letter.rejected_at)}"
+    await watch(claims, name, event.device_id, earliest, now, secrets.token_hex(8))
     return Replayed(marked, event.device_id, event.seq, len(event.readings))
 
 

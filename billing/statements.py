@@ -42,6 +42,7 @@ from billing.errors import InvalidPeriod, PeriodNotEnded
 from billing.periods import period_bounds, plan_quantities, requested_range
 from billing.ports import AssignmentChanges, Catalog, Claims, Outbox, Usage, Versioned
 from billing.pricing import rate_period
+from billing.void_log import voided_since
 from rating.currency import round_money
 from rating.engine import price_charge, rate_segments
 from rating.models import BillingPeriod, PlanSpec
@@ -317,8 +318,9 @@ async def restate(
     reason: RestatementReason | None = None,
 ) -> Restatement | None:
     """The restatement of ``statement`` if its usage changed since it was last booked
-    (None if not). ``reason`` default: ``reassignment`` when an assignment of one of the
-    customer's devices was rewritten since the close, else ``late_usage``."""
+    (None if not). ``reason`` default: ``void`` when a reading of the period was voided
+    since the close (``billing/voids.py``), ``reassignment`` when an assignment of one of
+    the customer's devices was rewritten since, else ``late_usage``."""
     cid = statement.customer_id
     writer = f"{writer}:{uuid.uuid4().hex}"  # two calls of one process are two writers
     for _ in range(8):  # another writer may take number n first: compare again with it
@@ -422,9 +424,10 @@ def _lines(
 
 
 async def _reason(store: LedgerStore, statement: Statement) -> RestatementReason:
-    if await store.assignments_changed(
-        statement.customer_id, _instant(statement.closed_at), _instant(statement.period_end)
-    ):
+    closed_at, end = _instant(statement.closed_at), _instant(statement.period_end)
+    if await voided_since(store, statement.customer_id, closed_at, end):
+        return RestatementReason.VOID
+    if await store.assignments_changed(statement.customer_id, closed_at, end):
         return RestatementReason.REASSIGNMENT
     return RestatementReason.LATE_USAGE
 

@@ -5,8 +5,10 @@ readings over MQTT as the device, every other step through the public API.
 
 The numbers are the README's printer-pro case: 5,900 pages (98.00 of usage) closed; 200
 late pages make 6,100 (101.50), a restatement of +3.50, where rating the 200 pages alone
-would give 0.00. The outcome is checked against the pricing engine applied to the pages
-sent (``exact``)."""
+would give 0.00. Then two voids: the middle reading (4,000, between 1,000 and 6,900) changes
+no number -- one delta of 5,900 for two -- and the late reading (7,100) takes its 200 pages
+back out: a second restatement, -3.50, reason void. The outcome is checked against the
+pricing engine applied to the pages sent (``exact``)."""
 
 from __future__ import annotations
 
@@ -61,12 +63,22 @@ class Corrections:
     lands_on: str
     expected: Decimal
     bytes_unchanged: bool
+    middle_void_restatements: int
+    void_credit: str
+    void_reason: str
 
     @property
     def exact(self) -> bool:
-        """The restatement is the engine's rate(new) - rate(closed), and the frozen
+        """The restatement is the engine's rate(new) - rate(closed), the middle void
+        restated nothing, the late reading's void restated the negative, and the frozen
         statement's bytes did not move."""
-        return Decimal(self.restatement) == self.expected and self.bytes_unchanged
+        return (
+            Decimal(self.restatement) == self.expected
+            and self.middle_void_restatements == 0
+            and Decimal(self.void_credit) == -self.expected
+            and self.void_reason == "void"
+            and self.bytes_unchanged
+        )
 
 
 def run(config: SimulationConfig, timeout_s: float = 60) -> Corrections:
@@ -111,6 +123,12 @@ def run(config: SimulationConfig, timeout_s: float = 60) -> Corrections:
         sid = statement["statement_id"]
         _ok(http.post(f"/v1/statements/{sid}/restate"))  # or the closer did it already
         made = _ok(http.get(f"/v1/statements/{sid}/restatements")).json()["items"][-1]
+        # The void restates what it changes (or the closer did, a moment before it): the
+        # statement's restatements are the record either way.
+        _void(http, device, 2, "4,000 was a test page run at install")
+        middle = _restatements(http, sid)
+        _void(http, device, 4, "the late pages were a duplicate job")
+        late = _restatements(http, sid)[-1]
         unchanged = _ok(http.get(f"/v1/statements/{sid}")).content == closed.content
     plan = PlanSpec.model_validate(PLAN)
     expected = rate(plan, {"pages_printed": Decimal(6100)}).total
@@ -129,7 +147,19 @@ def run(config: SimulationConfig, timeout_s: float = 60) -> Corrections:
         lands_on=made["lands_on"],
         expected=expected,
         bytes_unchanged=unchanged,
+        middle_void_restatements=len(middle) - 1,
+        void_credit=late["amount"],
+        void_reason=late["reason"],
     )
+
+
+def _void(http: httpx.Client, device: str, seq: int, reason: str) -> None:
+    body = {"device_id": device, "seq": seq, "reason": reason}
+    _ok(http.post("/v1/readings/void", json=body))
+
+
+def _restatements(http: httpx.Client, sid: str) -> list[Any]:
+    return list(_ok(http.get(f"/v1/statements/{sid}/restatements")).json()["items"])
 
 
 def _iso(at: datetime) -> str:

@@ -90,6 +90,12 @@ def print_corrections(c: Corrections) -> None:
         f"through the tiers: {c.restatement} (the 200 pages rated alone: {c.late_pages_alone}), "
         f"lands on {c.lands_on}"
     )
+    console.print(
+        f"  voids: the middle reading (4,000 of 1,000 / 4,000 / 6,900) restated "
+        f"{c.middle_void_restatements} statements (one delta of 5,900 for two); the late "
+        f"reading (7,100) restated {c.void_credit}, reason {c.void_reason} "
+        "(POST /v1/readings/void; the readings stay stored, marked void)"
+    )
     style = "bold green" if c.exact else "bold red"
     console.print(
         f"[{style}]restatement {'equals' if c.exact else 'DIFFERS from'} the engine's "

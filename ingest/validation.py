@@ -71,6 +71,7 @@ class TelemetryValidator:
         max_future_skew: timedelta = timedelta(minutes=5),
         max_past_age: timedelta = timedelta(days=35),
     ) -> None:
+        self._prefix = topic_prefix
         self._topic = re.compile("^" + re.escape(topic_prefix) + r"devices/([^/]+)/telemetry$")
         self._max_bytes = max_payload_bytes
         self._skew = max_future_skew
@@ -87,6 +88,16 @@ class TelemetryValidator:
             max_payload_bytes=max_payload_bytes,
             max_future_skew=ingest.max_future_skew,
             max_past_age=ingest.max_past_age,
+        )
+
+    def without_past_bound(self) -> TelemetryValidator:
+        """The same rules with no past horizon -- only the 1970 floor -- for an operator's
+        replay of a ``too_old`` letter whose old timestamps it has checked."""
+        return TelemetryValidator(
+            topic_prefix=self._prefix,
+            max_payload_bytes=self._max_bytes,
+            max_future_skew=self._skew,
+            max_past_age=timedelta(days=366 * 400),
         )
 
     def oldest(self, now: datetime) -> datetime:

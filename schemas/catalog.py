@@ -237,10 +237,12 @@ class DeviceKind(DeviceKindSpec):
 
 
 class Page(BaseModel, Generic[T]):
-    """A list response."""
+    """A list response: ``count`` items; ``has_more``: more follow the last (ask again
+    with ``starting_after`` = its id, ``api/pagination.py``)."""
 
     items: list[T]
     count: int
+    has_more: bool = False
 
 
 def decimal_str(value: Decimal) -> str:

@@ -14,7 +14,15 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictInt, field_serializer
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    field_serializer,
+)
 
 from schemas.telemetry import format_time
 
@@ -164,6 +172,14 @@ class ReplayRequest(BaseModel):
             "the device has not used; the message is then checked as a new one",
         ),
     ] = None
+    accept_too_old: Annotated[
+        StrictBool,
+        Field(
+            description="replay a `too_old` letter whose old timestamps you have checked: "
+            "no past horizon (never before 1970); a closed period it lands in is restated "
+            "through the tiers once the reading is stored, however old the period",
+        ),
+    ] = False
 
 
 class ReplayAccepted(BaseModel):

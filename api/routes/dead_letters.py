@@ -112,7 +112,9 @@ async def replay_dead_letter(
     exactly once: ``(device_id, seq)`` identifies a message downstream, so even a device's
     own resend adds nothing twice; of concurrent replays, one is accepted and the others are
     a 409 (``billing/replay.py``). A ``seq_conflict`` letter (the device reused a seq, e.g.
-    after a reboot) is replayed with ``{"seq": N}``, a seq the device has not used."""
+    after a reboot) is replayed with ``{"seq": N}``, a seq the device has not used; a
+    ``too_old`` letter whose timestamps are right with ``{"accept_too_old": true}`` (a
+    closed period it lands in is then restated, however old)."""
     store = context.store
     done = await replay.replay_dead_letter(
         store,
@@ -122,6 +124,7 @@ async def replay_dead_letter(
         context.clock(),
         seq=body.seq if body is not None else None,
         messages=store,
+        accept_too_old=body.accept_too_old if body is not None else False,
     )
     return ReplayAccepted(
         id=done.letter.id,

@@ -16,6 +16,7 @@ from billing.pricing import preview_invoice, rate_period
 from billing.quotes import accept_quote, compare_plans, create_quote
 from billing.replay import Replayer, replay_dead_letter
 from billing.subscriptions import define_plan, subscribe, subscription_history
+from billing.watches import live_watches
 from ingest.validation import TelemetryValidator
 from rating.models import PlanSpec
 from schemas.billing import SubscriptionSpec
@@ -269,13 +270,15 @@ class TestQuotes:
             await compare_plans(store, store, "acme", ["usd"], NOW)
 
 
-def letter(meter: str = "door_cycles", topic: str = "devices/door-1/telemetry") -> DeadLetter:
-    """A dead letter of door-1's message with one reading of ``meter``."""
+def letter(
+    meter: str = "door_cycles", topic: str = "devices/door-1/telemetry", at: datetime = NOW
+) -> DeadLetter:
+    """A dead letter of door-1's message with one reading of ``meter`` at ``at``."""
     message = Telemetry(
         device_id="door-1",
         seq=3,
-        sent_at=NOW,
-        readings=[Reading(meter=meter, value=Decimal(4), at=NOW)],
+        sent_at=at,
+        readings=[Reading(meter=meter, value=Decimal(4), at=at)],
     )
     return DeadLetter.build(
         reason=RejectReason.UNKNOWN_METER,
@@ -370,6 +373,23 @@ class TestReplay:
         done = await replay_dead_letter(store, store, replayer, dead.id, later)
         assert done.letter.status is DeadLetterStatus.REPLAYED
         assert len(published) == 1
+
+    async def test_too_old_needs_the_operator_and_leaves_a_watch(
+        self, store: InMemoryBillingStore, replayer: Replayer, published: list[bytes]
+    ) -> None:
+        """A reading 90 days old is still too_old; with accept_too_old it is published and
+        a restatement watch names its device and time (``billing/watches.py``)."""
+        old = NOW - timedelta(days=90)
+        dead = letter(at=old)
+        store.add_dead_letter(dead)
+        with pytest.raises(errors.StillInvalid) as caught:
+            await replay_dead_letter(store, store, replayer, dead.id, NOW)
+        assert caught.value.reason == RejectReason.TOO_OLD.value
+        await replay_dead_letter(store, store, replayer, dead.id, NOW, accept_too_old=True)
+        assert len(published) == 1
+        (found,) = await live_watches(store, NOW)
+        assert (found.device_id, found.since) == ("door-1", old)
+        assert await live_watches(store, NOW + timedelta(hours=2)) == []
 
     async def test_unknown_letter(self, store: InMemoryBillingStore, replayer: Replayer) -> None:
         """An unknown id is NotFound."""
