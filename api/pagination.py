@@ -1,4 +1,4 @@
-"""Cursor pagination, Stripe's way, for every list: ``limit`` (1-100, default 20) items
+"""Cursor pagination, Stripe's way, for every list: ``limit`` (1-1000, default 100) items
 after the item ``starting_after`` names (an id from the page before), and ``has_more``.
 A list is in a stable order (by id, or by time and then id), so a cursor is an item's
 position, wherever new items land; one that names no item of the list is a 400
@@ -12,7 +12,8 @@ from typing import Annotated, TypeVar
 
 from fastapi import Depends, Query
 
-from api.errors import ApiProblem
+from api.errors import ApiProblem, responses
+from schemas.catalog import Page
 
 T = TypeVar("T")
 
@@ -40,9 +41,14 @@ class Cursor:
         rest = items[start:]
         return list(rest[: self.limit]), len(rest) > self.limit
 
+    def answer(self, items: Sequence[T], id_of: Callable[[T], str]) -> Page[T]:
+        """The page of ``items`` as a list response."""
+        page, more = self.page(items, id_of)
+        return Page[T](items=page, count=len(page), has_more=more)
+
 
 async def cursor(
-    limit: Annotated[int, Query(ge=1, le=100, description="items per page")] = 20,
+    limit: Annotated[int, Query(ge=1, le=1000, description="items per page")] = 100,
     starting_after: Annotated[
         str | None,
         Query(
@@ -57,3 +63,4 @@ async def cursor(
 CursorDep = Annotated[Cursor, Depends(cursor)]
 CURSOR_NOTE = "`invalid_cursor`: `starting_after` names no item of the list"
 """The 400 every paginated list documents."""
+CURSOR_ERRORS = responses(400, notes={400: CURSOR_NOTE})

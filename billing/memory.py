@@ -25,7 +25,7 @@ from typing import Any
 from schemas.billing import StoredPlan, Subscription
 from schemas.catalog import Customer, Meter
 from schemas.dead_letter import DeadLetter, DeadLetterStatus, RecordedDeadLetter
-from schemas.quotes import Quote
+from schemas.quotes import Quote, QuoteStatus
 from schemas.telemetry import TelemetryEvent
 from schemas.usage import Window
 from storage.claims import Claim
@@ -288,6 +288,18 @@ class InMemoryBillingStore(InMemoryReadings):
             return self.quotes[quote_id]
         except KeyError:
             raise NotFound(f"quote {quote_id!r} does not exist") from None
+
+    async def list_quotes(
+        self, customer_id: str | None = None, status: QuoteStatus | None = None
+    ) -> list[Quote]:
+        """Quotes newest first (by creation, then id descending), filtered."""
+        found = [
+            q
+            for q in self.quotes.values()
+            if (customer_id is None or q.customer_id == customer_id)
+            and (status is None or q.status is status)
+        ]
+        return sorted(found, key=lambda q: (q.created_at, q.quote_id), reverse=True)
 
     async def claim(self, key: str, writer: str, payload: str, now: datetime) -> Claim:
         """Claim ``key`` for ``writer`` unless someone holds it; returns the holder."""

@@ -22,7 +22,7 @@ from typing import Any, Protocol
 from schemas.billing import StoredPlan, Subscription
 from schemas.catalog import Customer, Device, Meter
 from schemas.dead_letter import RecordedDeadLetter
-from schemas.quotes import Quote
+from schemas.quotes import Quote, QuoteStatus
 from schemas.usage import Window
 from storage.claims import Claim
 from storage.usage import UsageResult
@@ -112,6 +112,13 @@ class Quotes(Protocol):
 
     async def get_quote(self, quote_id: str) -> Quote:
         """One quote, or NotFound."""
+        ...
+
+    async def list_quotes(
+        self, customer_id: str | None = None, status: QuoteStatus | None = None
+    ) -> list[Quote]:
+        """Quotes newest first (by creation, then id descending), of ``customer_id`` and in
+        ``status`` if given."""
         ...
 
 

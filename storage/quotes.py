@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from datetime import datetime
 
-from schemas.quotes import Quote
+from schemas.quotes import Quote, QuoteStatus
 from storage.core import StoreCore
 from storage.errors import NotFound
 
@@ -30,3 +30,23 @@ class QuoteQueries(StoreCore):
         if not rows:
             raise NotFound(f"quote {quote_id!r} does not exist (create one with POST /v1/quotes)")
         return Quote.model_validate(json.loads(rows[0][0]))
+
+    async def list_quotes(
+        self, customer_id: str | None = None, status: QuoteStatus | None = None
+    ) -> list[Quote]:
+        """Quotes newest first (by creation, then id descending), of ``customer_id`` and in
+        ``status`` if given."""
+        where, params = [], {}
+        if customer_id is not None:
+            where.append("JSONExtractString(body, 'customer_id') = {c:String}")
+            params["c"] = customer_id
+        if status is not None:
+            where.append("status = {s:String}")
+            params["s"] = status.value
+        rows = await self._rows(
+            f"SELECT body FROM {self._db}.quotes FINAL"
+            + (f" WHERE {' AND '.join(where)}" if where else "")
+            + " ORDER BY JSONExtractString(body, 'created_at') DESC, quote_id DESC",
+            params,
+        )
+        return [Quote.model_validate(json.loads(body)) for (body,) in rows]

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_serializer
 
 from api.deps import Admin, ContextDep
 from api.errors import responses
+from api.pagination import CURSOR_NOTE, CursorDep
 from api.routes.customers import CustomerPath
 from schemas.catalog import Page
 from schemas.telemetry import format_time
@@ -97,13 +98,17 @@ async def create_api_key(
 
 
 @router.get(
-    "/{customer_id}/api-keys", summary="List a customer's API keys", responses=responses(404)
+    "/{customer_id}/api-keys",
+    summary="List a customer's API keys",
+    responses=responses(400, 404, notes={400: CURSOR_NOTE}),
 )
-async def list_api_keys(customer_id: CustomerPath, context: ContextDep) -> Page[ApiKeyInfo]:
+async def list_api_keys(
+    customer_id: CustomerPath, context: ContextDep, page: CursorDep
+) -> Page[ApiKeyInfo]:
     """The customer's keys, revoked ones included, oldest first; without their secrets."""
     await context.store.get_customer(customer_id)
     items = [_info(k) for k in await context.store.list_api_keys(customer_id)]
-    return Page[ApiKeyInfo](items=items, count=len(items))
+    return page.answer(items, lambda k: k.key_id)
 
 
 @router.delete(

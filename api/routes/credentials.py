@@ -14,6 +14,7 @@ from pydantic import ValidationError
 
 from api.deps import ContextDep, Provisioner
 from api.errors import ApiProblem, responses
+from api.pagination import CURSOR_NOTE, CursorDep
 from api.routes.devices import DevicePath
 from schemas.catalog import Page
 from schemas.identity import (
@@ -69,13 +70,15 @@ async def issue_credential(
 @router.get(
     "/devices/{device_id}/credentials",
     summary="List a device's credentials",
-    responses=responses(404),
+    responses=responses(400, 404, notes={400: CURSOR_NOTE}),
 )
-async def list_credentials(device_id: DevicePath, context: ContextDep) -> Page[Credential]:
+async def list_credentials(
+    device_id: DevicePath, context: ContextDep, page: CursorDep
+) -> Page[Credential]:
     """The device's credentials, revoked ones included, oldest first; no secrets."""
     assert context.credentials is not None
     items = await context.credentials.held(device_id)
-    return Page[Credential](items=items, count=len(items))
+    return page.answer(items, lambda c: c.credential_id)
 
 
 @router.delete(

@@ -8,17 +8,17 @@ from fastapi import APIRouter, Path
 
 from api.deps import Admin, ContextDep, StoreDep
 from api.errors import responses
+from api.pagination import CURSOR_ERRORS, CursorDep
 from schemas.catalog import CUSTOMER_ID_PATTERN, Customer, CustomerSpec, Page
 
 router = APIRouter(prefix="/v1/customers", tags=["catalog"], dependencies=[Admin])
 CustomerPath = Annotated[str, Path(pattern=CUSTOMER_ID_PATTERN, examples=["acme"])]
 
 
-@router.get("", summary="List customers")
-async def list_customers(store: StoreDep) -> Page[Customer]:
-    """Every customer, by id."""
-    items = await store.list_customers()
-    return Page[Customer](items=items, count=len(items))
+@router.get("", summary="List customers", responses=CURSOR_ERRORS)
+async def list_customers(store: StoreDep, page: CursorDep) -> Page[Customer]:
+    """Customers by id, a page at a time."""
+    return page.answer(await store.list_customers(), lambda c: c.customer_id)
 
 
 @router.get("/{customer_id}", summary="Get a customer", responses=responses(404))

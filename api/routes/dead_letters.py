@@ -9,6 +9,7 @@ from fastapi import APIRouter, Body, Path, Query
 
 from api.deps import Admin, ContextDep, StoreDep
 from api.errors import ApiProblem, responses
+from api.pagination import CursorDep
 from billing import replay
 from schemas.catalog import Page
 from schemas.dead_letter import (
@@ -19,6 +20,7 @@ from schemas.dead_letter import (
     ReplayRequest,
 )
 from schemas.inputs import Instant
+from storage.errors import NotFound
 
 router = APIRouter(prefix="/v1/dead-letters", tags=["dead letters"], dependencies=[Admin])
 LetterPath = Annotated[
@@ -26,20 +28,26 @@ LetterPath = Annotated[
 ]
 
 
-@router.get("", summary="List dead letters")
+@router.get(
+    "",
+    summary="List dead letters",
+    responses=responses(
+        400, notes={400: "`invalid_cursor`: `starting_after` names no dead letter"}
+    ),
+)
 async def list_dead_letters(
     store: StoreDep,
+    page: CursorDep,
     reason: Annotated[RejectReason | None, Query(description="only this reason code")] = None,
     device_id: Annotated[
         str | None, Query(description="only this device", examples=["printer-0042"])
     ] = None,
     status: Annotated[DeadLetterStatus | None, Query(description="open or replayed")] = None,
-    limit: Annotated[int, Query(ge=1, le=1000, description="at most this many")] = 100,
     before: Annotated[
         Instant | None,
         Query(
-            description="only letters rejected before this time; to page back, pass the last "
-            "item's rejected_at here and its id as before_id",
+            description="only letters rejected before this time (with before_id: the older "
+            "way to page, kept; starting_after does the same with one id)",
             examples=["2026-11-27T09:00:00Z"],
         ),
     ] = None,
@@ -49,25 +57,38 @@ async def list_dead_letters(
             min_length=1,
             max_length=64,
             description="with before: also letters rejected at exactly that time whose id "
-            "sorts before this one (the last item's id), so a page boundary inside one "
-            "millisecond skips nothing",
+            "sorts before this one",
         ),
     ] = None,
 ) -> Page[RecordedDeadLetter]:
-    """Recorded dead letters, newest rejection first, then by id descending."""
+    """Recorded dead letters, newest rejection first, then by id descending, a page at a
+    time: ``starting_after`` = the last item's id (read from the store by key, so a page is
+    as cheap deep in millions of letters as on top)."""
     if before_id is not None and before is None:
         raise ApiProblem(
             422, "invalid_cursor", "before_id needs before (the same item's rejected_at)"
         )
+    if page.starting_after is not None:
+        try:
+            last = await store.get_dead_letter(page.starting_after)
+        except NotFound:
+            raise ApiProblem(
+                400, "invalid_cursor", f"starting_after {page.starting_after!r} is no dead letter"
+            ) from None
+        before, before_id = last.rejected_at, last.id
     items = await store.list_dead_letters(
         reason=reason,
         device_id=device_id,
         status=status,
-        limit=limit,
+        limit=page.limit + 1,
         before=before,
         before_id=before_id,
     )
-    return Page[RecordedDeadLetter](items=items, count=len(items))
+    return Page[RecordedDeadLetter](
+        items=items[: page.limit],
+        count=len(items[: page.limit]),
+        has_more=len(items) > page.limit,
+    )
 
 
 @router.get(

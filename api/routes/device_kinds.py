@@ -8,17 +8,17 @@ from fastapi import APIRouter, Path
 
 from api.deps import Admin, ContextDep, Provisioner
 from api.errors import responses
+from api.pagination import CURSOR_ERRORS, CursorDep
 from schemas.catalog import KIND_PATTERN, DeviceKind, DeviceKindSpec, Page
 
 router = APIRouter(prefix="/v1/device-kinds", tags=["catalog"])
 KindPath = Annotated[str, Path(pattern=KIND_PATTERN, examples=["printer"])]
 
 
-@router.get("", summary="List device kinds", dependencies=[Provisioner])
-async def list_device_kinds(context: ContextDep) -> Page[DeviceKind]:
-    """Every kind with the meters its devices may report."""
-    items = await context.store.list_device_kinds()
-    return Page[DeviceKind](items=items, count=len(items))
+@router.get("", summary="List device kinds", dependencies=[Provisioner], responses=CURSOR_ERRORS)
+async def list_device_kinds(context: ContextDep, page: CursorDep) -> Page[DeviceKind]:
+    """Kinds by name with the meters their devices may report, a page at a time."""
+    return page.answer(await context.store.list_device_kinds(), lambda k: k.kind)
 
 
 @router.get(

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Path, Query
 
 from api.deps import ContextDep, Provisioner, StoreDep
 from api.errors import ApiProblem, responses
+from api.pagination import CURSOR_ERRORS, CursorDep
 from schemas.catalog import Device, DeviceBatch, DeviceBatchResult, DeviceSpec, Page
 from schemas.telemetry import DEVICE_ID_PATTERN
 
@@ -15,16 +16,16 @@ router = APIRouter(prefix="/v1/devices", tags=["catalog"], dependencies=[Provisi
 DevicePath = Annotated[str, Path(pattern=DEVICE_ID_PATTERN, examples=["printer-0042"])]
 
 
-@router.get("", summary="List devices")
+@router.get("", summary="List devices", responses=CURSOR_ERRORS)
 async def list_devices(
     store: StoreDep,
+    page: CursorDep,
     customer_id: Annotated[
         str | None, Query(description="only devices this customer holds now")
     ] = None,
 ) -> Page[Device]:
-    """Every device with its assignment history."""
-    items = await store.list_devices(customer_id)
-    return Page[Device](items=items, count=len(items))
+    """Devices by id with their assignment history, a page at a time."""
+    return page.answer(await store.list_devices(customer_id), lambda d: d.device_id)
 
 
 @router.put(

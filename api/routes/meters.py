@@ -8,6 +8,7 @@ from fastapi import APIRouter, Path
 
 from api.deps import Admin, ContextDep, StoreDep
 from api.errors import responses
+from api.pagination import CURSOR_ERRORS, CursorDep
 from schemas.catalog import Meter, MeterSpec, Page
 from schemas.telemetry import METER_PATTERN
 
@@ -15,11 +16,10 @@ router = APIRouter(prefix="/v1/meters", tags=["catalog"], dependencies=[Admin])
 MeterPath = Annotated[str, Path(pattern=METER_PATTERN, examples=["pages_printed"])]
 
 
-@router.get("", summary="List meters")
-async def list_meters(store: StoreDep) -> Page[Meter]:
-    """Every meter, by name."""
-    items = await store.list_meters()
-    return Page[Meter](items=items, count=len(items))
+@router.get("", summary="List meters", responses=CURSOR_ERRORS)
+async def list_meters(store: StoreDep, page: CursorDep) -> Page[Meter]:
+    """Meters by name, a page at a time."""
+    return page.answer(await store.list_meters(), lambda m: m.name)
 
 
 @router.get("/{meter}", summary="Get a meter", responses=responses(404))

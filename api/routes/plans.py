@@ -9,6 +9,7 @@ from fastapi import APIRouter, Body, Path, Query
 
 from api.deps import Admin, ContextDep, StoreDep
 from api.errors import responses
+from api.pagination import CURSOR_ERRORS, CursorDep
 from billing.subscriptions import define_plan
 from rating.models import PlanSpec
 from schemas.billing import StoredPlan
@@ -46,11 +47,10 @@ EXAMPLE = {
 }
 
 
-@router.get("", summary="List plans (latest versions)")
-async def list_plans(store: StoreDep) -> Page[StoredPlan]:
-    """The latest version of every plan."""
-    items = await store.list_plans()
-    return Page[StoredPlan](items=items, count=len(items))
+@router.get("", summary="List plans (latest versions)", responses=CURSOR_ERRORS)
+async def list_plans(store: StoreDep, page: CursorDep) -> Page[StoredPlan]:
+    """The latest version of every plan, by id, a page at a time."""
+    return page.answer(await store.list_plans(), lambda p: p.plan_id)
 
 
 @router.get("/{plan_id}", summary="Get a plan", responses=responses(404))

@@ -3,6 +3,7 @@
 
 - ``POST /v1/quotes``: price a plan on projected quantities (given, or projected from the
   customer's actual usage over the last N days) for one billing period;
+- ``GET /v1/quotes``: quotes newest first, by customer and status;
 - ``POST /v1/quotes/{id}/accept``: the order: the quote becomes the customer's subscription
   from the quote's start; an expired or already accepted quote is a 409, also when several
   API processes accept it at once;
@@ -18,10 +19,12 @@ from pydantic import BaseModel
 
 from api.deps import Admin, ContextDep
 from api.errors import responses
+from api.pagination import CURSOR_ERRORS, CursorDep
 from billing import quotes
 from rating.models import Rating
 from schemas.billing import Subscription
-from schemas.quotes import Quote, QuoteAcceptance, QuoteRequest
+from schemas.catalog import CustomerId, Page
+from schemas.quotes import Quote, QuoteAcceptance, QuoteRequest, QuoteStatus
 from schemas.telemetry import format_time
 
 router = APIRouter(prefix="/v1", tags=["pricing"], dependencies=[Admin])
@@ -39,6 +42,18 @@ async def create_quote(request: Annotated[QuoteRequest, Body()], context: Contex
     of the last ``basis.last_days`` days scaled to a period. Valid for ``valid_days``."""
     store = context.store
     return await quotes.create_quote(store, store, store, request, context.clock())
+
+
+@router.get("/quotes", summary="List quotes", responses=CURSOR_ERRORS)
+async def list_quotes(
+    context: ContextDep,
+    page: CursorDep,
+    customer_id: Annotated[CustomerId | None, Query(description="only this customer's")] = None,
+    status: Annotated[QuoteStatus | None, Query(description="only quotes in this status")] = None,
+) -> Page[Quote]:
+    """Quotes newest first, a page at a time."""
+    found = await context.store.list_quotes(customer_id=customer_id, status=status)
+    return page.answer(found, lambda q: q.quote_id)
 
 
 @router.get("/quotes/{quote_id}", summary="Get a quote", responses=responses(404))

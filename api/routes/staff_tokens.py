@@ -9,6 +9,7 @@ from fastapi import APIRouter, Path, Response
 
 from api.deps import Admin, ContextDep
 from api.errors import responses
+from api.pagination import CURSOR_ERRORS, CursorDep
 from schemas.catalog import Page
 from schemas.identity import CreatedStaffToken, StaffToken, StaffTokenSpec
 
@@ -25,11 +26,10 @@ async def create_staff_token(spec: StaffTokenSpec, context: ContextDep) -> Creat
     return CreatedStaffToken(**token.model_dump(), secret=secret)
 
 
-@router.get("", summary="List staff tokens")
-async def list_staff_tokens(context: ContextDep) -> Page[StaffToken]:
-    """Every staff token, revoked ones included, oldest first; without their secrets."""
-    items = await context.store.list_staff_tokens()
-    return Page[StaffToken](items=items, count=len(items))
+@router.get("", summary="List staff tokens", responses=CURSOR_ERRORS)
+async def list_staff_tokens(context: ContextDep, page: CursorDep) -> Page[StaffToken]:
+    """Staff tokens, revoked ones included, oldest first; without their secrets."""
+    return page.answer(await context.store.list_staff_tokens(), lambda t: t.token_id)
 
 
 @router.delete(

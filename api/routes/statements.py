@@ -19,14 +19,16 @@ import os
 import socket
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Depends, Path, Query, Response
+from fastapi import APIRouter, Body, Depends, Path, Response
 from pydantic import BaseModel, ConfigDict
 
 from api.deps import Admin, ContextDep, CustomerReader, PrincipalDep, require_customer_reader
 from api.errors import responses
+from api.pagination import CURSOR_NOTE, CursorDep
 from api.routes.customers import CustomerPath
 from billing import statements
 from schemas.billing import PeriodName
+from schemas.catalog import Page
 from schemas.statements import PeriodStatus, Restatement, RestatementReason, Statement
 
 router = APIRouter(prefix="/v1", tags=["statements"])
@@ -51,13 +53,6 @@ class StatementPage(BaseModel):
     items: list[Statement]
     count: int
     has_more: bool
-
-
-class RestatementPage(BaseModel):
-    """A statement's restatements by number."""
-
-    items: list[Restatement]
-    count: int
 
 
 class RestateRequest(BaseModel):
@@ -126,25 +121,18 @@ async def close_period(
     summary="A customer's statements",
     response_model=StatementPage,
     dependencies=[CustomerReader],
-    responses=responses(404, notes={404: "the customer"}),
+    responses=responses(400, 404, notes={400: CURSOR_NOTE, 404: "the customer"}),
 )
 async def list_statements(
-    customer_id: CustomerPath,
-    context: ContextDep,
-    limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    starting_after: Annotated[
-        str | None, Query(max_length=160, description="the last statement id of the page before")
-    ] = None,
+    customer_id: CustomerPath, context: ContextDep, page: CursorDep
 ) -> Response:
-    """Closed statements by period, each exactly as frozen."""
+    """Closed statements by period, each exactly as frozen, a page at a time."""
     await context.store.get_customer(customer_id)
     found = await statements.list_statements(context.store, customer_id)
-    if starting_after is not None:
-        found = [c for c in found if c.statement.statement_id > starting_after]
-    page = found[:limit]
+    items, more = page.page(found, lambda c: c.statement.statement_id)
     body = (
-        '{"items":[' + ",".join(c.body for c in page) + f'],"count":{len(page)},'
-        f'"has_more":{"true" if len(found) > limit else "false"}}}'
+        '{"items":[' + ",".join(c.body for c in items) + f'],"count":{len(items)},'
+        f'"has_more":{"true" if more else "false"}}}'
     )
     return Response(body, media_type=_JSON)
 
@@ -166,18 +154,20 @@ async def get_statement(statement_id: StatementPath, context: ContextDep) -> Res
     "/statements/{statement_id}/restatements",
     summary="A statement's restatements",
     dependencies=[StatementReader],
-    responses=responses(404),
+    responses=responses(400, 404, notes={400: CURSOR_NOTE}),
 )
-async def list_restatements(statement_id: StatementPath, context: ContextDep) -> RestatementPage:
+async def list_restatements(
+    statement_id: StatementPath, context: ContextDep, page: CursorDep
+) -> Page[Restatement]:
     """Each change of the closed period's numbers, by number, with the statement it lands
-    on (``lands_on``)."""
+    on (``lands_on``), a page at a time."""
     closed = await statements.get_statement(context.store, statement_id)
     items = [
         r
         for r in await statements.list_restatements(context.store, closed.statement.customer_id)
         if r.statement_id == statement_id
     ]
-    return RestatementPage(items=items, count=len(items))
+    return page.answer(items, lambda r: r.restatement_id)
 
 
 @router.post(

@@ -17,7 +17,7 @@ from fastapi import APIRouter, Path, Query
 
 from api.deps import Admin, ContextDep, PrincipalDep
 from api.errors import responses
-from api.pagination import CURSOR_NOTE, CursorDep
+from api.pagination import CURSOR_ERRORS, CursorDep
 from billing import void_log, voids
 from schemas.catalog import Page
 from schemas.telemetry import DeviceId
@@ -65,7 +65,7 @@ async def void_readings(
     "/voids",
     summary="List voids",
     response_model=Page[Void],
-    responses=responses(400, notes={400: CURSOR_NOTE}),
+    responses=CURSOR_ERRORS,
 )
 async def list_voids(
     context: ContextDep,
@@ -78,8 +78,7 @@ async def list_voids(
         if device_id is not None
         else await void_log.all_voids(context.store)
     )
-    items, more = page.page(found, lambda v: v.void_id)
-    return Page(items=items, count=len(items), has_more=more)
+    return page.answer(found, lambda v: v.void_id)
 
 
 @router.get("/voids/{void_id}", summary="Get a void", response_model=Void, responses=responses(404))

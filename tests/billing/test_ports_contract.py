@@ -195,8 +195,8 @@ class TestPlans:
             await world.store.get_plan(p, 3)
 
 
-def quote(quote_id: str, status: QuoteStatus) -> Quote:
-    """A quote of nothing."""
+def quote(quote_id: str, status: QuoteStatus, customer_id: str = "c", created: int = 16) -> Quote:
+    """A quote of nothing, of ``customer_id``, made on ``created`` November."""
     rating = Rating(
         currency="EUR",
         lines=[],
@@ -210,7 +210,7 @@ def quote(quote_id: str, status: QuoteStatus) -> Quote:
         **rating.model_dump(),
         quote_id=quote_id,
         status=status,
-        customer_id="c",
+        customer_id=customer_id,
         prospect=None,
         plan_id="p",
         plan_version=1,
@@ -218,7 +218,7 @@ def quote(quote_id: str, status: QuoteStatus) -> Quote:
         basis=None,
         start="2026-12-01T00:00:00.000Z",
         valid_until="2026-12-16T00:00:00.000Z",
-        created_at="2026-11-16T00:00:00.000Z",
+        created_at=f"2026-11-{created:02d}T00:00:00.000Z",
     )
 
 
@@ -234,6 +234,23 @@ class TestQuotes:
         assert (await world.store.get_quote(q)).status is QuoteStatus.ACCEPTED
         with pytest.raises(NotFound):
             await world.store.get_quote(unique("q"))
+
+    async def test_list_filters_and_orders(self, world: World) -> None:
+        """Newest first; by customer and by (latest) status."""
+        c = unique("c")
+        old, new, other = unique("q"), unique("q"), unique("q")
+        await world.store.put_quote(quote(old, QuoteStatus.OPEN, c, 10), NOW)
+        await world.store.put_quote(quote(new, QuoteStatus.OPEN, c, 12), NOW)
+        await world.store.put_quote(quote(other, QuoteStatus.OPEN, unique("c"), 11), NOW)
+        await world.store.put_quote(
+            quote(old, QuoteStatus.ACCEPTED, c, 10), NOW + timedelta(seconds=1)
+        )
+        mine = await world.store.list_quotes(customer_id=c)
+        assert [q.quote_id for q in mine] == [new, old]
+        accepted = await world.store.list_quotes(customer_id=c, status=QuoteStatus.ACCEPTED)
+        assert [q.quote_id for q in accepted] == [old]
+        listed = [q.quote_id for q in await world.store.list_quotes()]
+        assert listed.index(new) < listed.index(other) < listed.index(old)
 
 
 class TestClaims:
