@@ -109,6 +109,7 @@ class CustomersUsageResponse(BaseModel):
                     ],
                     "count": 1,
                     "next_after": None,
+                    "has_more": False,
                 }
             ]
         }
@@ -121,3 +122,4 @@ class CustomersUsageResponse(BaseModel):
     items: list[CustomerUsageItem]
     count: int
     next_after: str | None
+    has_more: bool = False

@@ -5,10 +5,18 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel
 
 from api.cache import cached_json
+from api.csv_export import (
+    CSV_RESPONSE,
+    LINE_COLUMNS,
+    FormatQ,
+    csv_response,
+    rating_lines,
+    wants_csv,
+)
 from api.deps import ContextDep, CustomerReader
 from api.errors import responses
 from api.routes.customers import CustomerPath
@@ -94,14 +102,19 @@ def _rated(rated: RatedPeriod) -> dict[str, Any]:
     "/{customer_id}/rated-usage",
     summary="Usage priced by the customer's plan",
     response_model=RatedUsage,
-    responses=responses(404, notes={404: "the customer, or its subscription in the period"}),
+    responses={
+        **responses(404, notes={404: "the customer, or its subscription in the period"}),
+        **CSV_RESPONSE,
+    },
 )
 async def rated_usage(
     customer_id: CustomerPath,
     context: ContextDep,
+    request: Request,
     period: PeriodQ = None,
     from_: FromQ = None,
     to: ToQ = None,
+    fmt: FormatQ = None,
 ) -> RatedUsage | Response:
     """Per charge: quantity, included, billable, tier breakdown and amount; base fee,
     minimum-commitment true-up, subtotal and total. The period is computed in the customer's
@@ -115,6 +128,18 @@ async def rated_usage(
         )
         return RatedUsage(**_rated(rated))
 
+    if wants_csv(request, fmt):
+        rated = await compute()
+        lines = rating_lines(
+            rated.rating,
+            customer_id=customer_id,
+            period_start=rated.period_start,
+            period_end=rated.period_end,
+            period=period or "",
+        )
+        return csv_response(
+            f"rated-usage-{customer_id}-{period or 'current'}.csv", LINE_COLUMNS, lines
+        )
     # Without a period or a range the answer depends on the clock (the current period).
     explicit = period is not None or (from_ is not None and to is not None)
     key = (

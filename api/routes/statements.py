@@ -19,9 +19,17 @@ import os
 import socket
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Depends, Path, Response
+from fastapi import APIRouter, Body, Depends, Path, Request, Response
 from pydantic import BaseModel, ConfigDict
 
+from api.csv_export import (
+    CSV_RESPONSE,
+    LINE_COLUMNS,
+    FormatQ,
+    csv_response,
+    statement_lines,
+    wants_csv,
+)
 from api.deps import Admin, ContextDep, CustomerReader, PrincipalDep, require_customer_reader
 from api.errors import responses
 from api.pagination import CURSOR_NOTE, CursorDep
@@ -121,15 +129,29 @@ async def close_period(
     summary="A customer's statements",
     response_model=StatementPage,
     dependencies=[CustomerReader],
-    responses=responses(400, 404, notes={400: CURSOR_NOTE, 404: "the customer"}),
+    responses={
+        **responses(400, 404, notes={400: CURSOR_NOTE, 404: "the customer"}),
+        **CSV_RESPONSE,
+    },
 )
 async def list_statements(
-    customer_id: CustomerPath, context: ContextDep, page: CursorDep
+    customer_id: CustomerPath,
+    context: ContextDep,
+    page: CursorDep,
+    request: Request,
+    fmt: FormatQ = None,
 ) -> Response:
-    """Closed statements by period, each exactly as frozen, a page at a time."""
+    """Closed statements by period, each exactly as frozen, a page at a time; as CSV,
+    the page's statements as lines (``api/csv_export.py``: their amounts add up to each
+    statement's total)."""
     await context.store.get_customer(customer_id)
     found = await statements.list_statements(context.store, customer_id)
     items, more = page.page(found, lambda c: c.statement.statement_id)
+    if wants_csv(request, fmt):
+        rows = [row for c in items for row in statement_lines(c.statement)]
+        answer = csv_response(f"statements-{customer_id}.csv", LINE_COLUMNS, rows)
+        answer.headers["Has-More"] = "true" if more else "false"
+        return answer
     body = (
         '{"items":[' + ",".join(c.body for c in items) + f'],"count":{len(items)},'
         f'"has_more":{"true" if more else "false"}}}'
@@ -142,11 +164,20 @@ async def list_statements(
     summary="Get a statement",
     response_model=Statement,
     dependencies=[StatementReader],
-    responses=responses(404, notes={404: "no such statement: its period is not closed"}),
+    responses={
+        **responses(404, notes={404: "no such statement: its period is not closed"}),
+        **CSV_RESPONSE,
+    },
 )
-async def get_statement(statement_id: StatementPath, context: ContextDep) -> Response:
-    """The statement exactly as frozen at close: the same bytes on every read."""
+async def get_statement(
+    statement_id: StatementPath, context: ContextDep, request: Request, fmt: FormatQ = None
+) -> Response:
+    """The statement exactly as frozen at close: the same bytes on every read (as CSV,
+    its lines, the same on every read too)."""
     closed = await statements.get_statement(context.store, statement_id)
+    if wants_csv(request, fmt):
+        rows = statement_lines(closed.statement)
+        return csv_response(f"{statement_id}.csv", LINE_COLUMNS, rows)
     return Response(closed.body, media_type=_JSON)
 
 

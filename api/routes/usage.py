@@ -6,10 +6,20 @@ from collections.abc import Hashable
 from datetime import datetime
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Query, Request, Response
 
 from api.cache import cached_json
 from api.catalog import CatalogView
+from api.csv_export import (
+    CSV_RESPONSE,
+    CUSTOMERS_COLUMNS,
+    USAGE_COLUMNS,
+    FormatQ,
+    csv_response,
+    customers_rows,
+    usage_rows,
+    wants_csv,
+)
 from api.deps import Admin, ContextDep, CustomerReader
 from api.errors import ApiProblem, responses
 from api.routes.customers import CustomerPath
@@ -139,10 +149,11 @@ async def _usage(
     summary="A customer's usage of one meter",
     response_model=UsageResponse,
     dependencies=[CustomerReader],
-    responses=responses(404, notes={404: "the customer or the meter"}),
+    responses={**responses(404, notes={404: "the customer or the meter"}), **CSV_RESPONSE},
 )
 async def customer_usage(
     context: ContextDep,
+    request: Request,
     customer_id: CustomerPath,
     meter: MeterQ,
     from_: FromQ = None,
@@ -150,6 +161,7 @@ async def customer_usage(
     window: WindowQ = Window.DAY,
     tz: TzQ = None,
     group_by: GroupQ = None,
+    fmt: FormatQ = None,
 ) -> UsageResponse | Response:
     """Usage in [from, to) attributed to the customer that held each device at each
     reading's time. ``total`` and every ``value`` are decimal strings; ``readings`` counts
@@ -161,6 +173,10 @@ async def customer_usage(
         zone = tz or customer.timezone
         return await _usage(context, catalog, customer_id, meter, from_, to, window, zone, group_by)
 
+    if wants_csv(request, fmt):
+        return csv_response(
+            f"usage-{customer_id}-{meter}.csv", USAGE_COLUMNS, usage_rows(await compute())
+        )
     key = _key("customer", customer_id, meter, from_, to, window, tz, group_by)
     return await cached_json(context.cache, context.store, key, compute)
 
@@ -170,16 +186,18 @@ async def customer_usage(
     summary="Usage of devices no customer held",
     response_model=UsageResponse,
     dependencies=[Admin],
-    responses=responses(404, notes={404: "the meter"}),
+    responses={**responses(404, notes={404: "the meter"}), **CSV_RESPONSE},
 )
 async def unassigned_usage(
     context: ContextDep,
+    request: Request,
     meter: MeterQ,
     from_: FromQ = None,
     to: ToQ = None,
     window: WindowQ = Window.DAY,
     tz: TzQ = None,
     group_by: GroupQ = None,
+    fmt: FormatQ = None,
 ) -> UsageResponse | Response:
     """Readings of devices that had no customer at the reading's time. They are kept, and
     move to a customer when an assignment covering their time is made."""
@@ -189,6 +207,10 @@ async def unassigned_usage(
         zone = tz or "UTC"
         return await _usage(context, catalog, None, meter, from_, to, window, zone, group_by)
 
+    if wants_csv(request, fmt):
+        return csv_response(
+            f"usage-unassigned-{meter}.csv", USAGE_COLUMNS, usage_rows(await compute())
+        )
     key = _key("unassigned", None, meter, from_, to, window, tz, group_by)
     return await cached_json(context.cache, context.store, key, compute)
 
@@ -198,20 +220,28 @@ async def unassigned_usage(
     summary="Usage of every customer for one meter and period",
     response_model=CustomersUsageResponse,
     dependencies=[Admin],
-    responses=responses(404, 422, notes={404: "the meter"}),
+    responses={**responses(404, 422, notes={404: "the meter"}), **CSV_RESPONSE},
 )
 async def all_customers_usage(
     context: ContextDep,
+    request: Request,
     meter: MeterQ,
     period: PeriodQ = None,
     after: Annotated[
         str | None,
         Query(pattern=CUSTOMER_ID_PATTERN, description="the last customer id of the page before"),
     ] = None,
+    starting_after: Annotated[
+        str | None, Query(pattern=CUSTOMER_ID_PATTERN, description="the same as after")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE, description="customers per page")] = 100,
+    fmt: FormatQ = None,
 ) -> CustomersUsageResponse | Response:
     """Each customer's total of the meter in the period, in the customer's own timezone
-    (the same numbers as its usage route for that range), every customer listed, by id."""
+    (the same numbers as its usage route for that range), every customer listed, by id.
+    As CSV, the page's rows; the next page's ``after`` is the ``Next-After`` header."""
+
+    after = after or starting_after
 
     async def compute() -> CustomersUsageResponse:
         catalog = await context.catalog.view(context.store)
@@ -238,8 +268,17 @@ async def all_customers_usage(
             items=items,
             count=len(items),
             next_after=page.next_after,
+            has_more=page.next_after is not None,
         )
 
+    if wants_csv(request, fmt):
+        page = await compute()
+        answer = csv_response(
+            f"usage-{meter}-{period or 'current'}.csv", CUSTOMERS_COLUMNS, customers_rows(page)
+        )
+        if page.next_after is not None:
+            answer.headers["Next-After"] = page.next_after
+        return answer
     key = None if period is None else ("usage", "all", meter, period, after, limit)
     return await cached_json(context.cache, context.store, key, compute)
 
