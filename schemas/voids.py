@@ -24,12 +24,12 @@ class VoidRequest(BaseModel):
         populate_by_name=True,
         json_schema_extra={
             "examples": [
-                {"device_id": "printer-0001", "seq": 41, "reason": "test prints at install"},
+                {"device_id": "printer-0042", "seq": 5, "reason": "test prints at install"},
                 {
-                    "device_id": "door-0007",
-                    "from": "2026-11-03T08:00:00Z",
-                    "to": "2026-11-03T09:00:00Z",
-                    "meter": "door_cycles",
+                    "device_id": "printer-0042",
+                    "from": "2026-11-10T08:00:00Z",
+                    "to": "2026-11-10T10:00:00Z",
+                    "meter": "pages_printed",
                     "reason": "sensor fault, ticket 1234",
                 },
             ]

@@ -19,8 +19,10 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from storage.core import StoreCore, utc
+from storage.errors import StoreUnavailable
 
 CLAIM_DEDUP_WINDOW = 100_000
+_RECLAIMS = 64
 
 
 def dedup_token(kind: str, key: str) -> str:
@@ -43,21 +45,31 @@ class ClaimQueries(StoreCore):
 
     async def claim(self, key: str, writer: str, payload: str, now: datetime) -> Claim:
         """Claim ``key`` for ``writer`` unless someone holds it; returns the holder (this
-        writer if it won). Safe with any number of writers in any number of processes."""
-        await self._run(
-            self._client.insert,
-            f"{self._db}.claims",
-            [[key, writer, payload, now]],
-            column_names=["key", "writer", "payload", "claimed_at"],
-            settings={"insert_deduplication_token": dedup_token("claim", key)},
-        )
-        rows = await self._rows(
-            f"SELECT writer, payload, claimed_at FROM {self._db}.claims "
-            "WHERE key = {k:String} ORDER BY claimed_at, writer LIMIT 1",
-            {"k": key},
-        )
-        holder, body, at = rows[0]
-        return Claim(key, holder, body, utc(at))
+        writer if it won). Safe with any number of writers in any number of processes.
+
+        A key whose row the table's TTL deleted (``storage/schema.py``: idempotency keys,
+        restatement watches) may be claimed again while its token is still in the
+        deduplication window: the insert is dropped and no row is there. Then the claim
+        goes again with the next token of a fixed sequence (``#1``, ``#2``, ...), so
+        writers racing for it still send the same tokens and one of them wins."""
+        base = dedup_token("claim", key)
+        for attempt in range(_RECLAIMS):
+            await self._run(
+                self._client.insert,
+                f"{self._db}.claims",
+                [[key, writer, payload, now]],
+                column_names=["key", "writer", "payload", "claimed_at"],
+                settings={"insert_deduplication_token": f"{base}#{attempt}" if attempt else base},
+            )
+            rows = await self._rows(
+                f"SELECT writer, payload, claimed_at FROM {self._db}.claims "
+                "WHERE key = {k:String} ORDER BY claimed_at, writer LIMIT 1",
+                {"k": key},
+            )
+            if rows:
+                holder, body, at = rows[0]
+                return Claim(key, holder, body, utc(at))
+        raise StoreUnavailable(f"claim {key!r}: no row after {_RECLAIMS} inserts")
 
     async def list_claims(self, prefix: str) -> list[Claim]:
         """The holder of every claimed key that starts with ``prefix``, by key (the same

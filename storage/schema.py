@@ -352,6 +352,13 @@ MIGRATIONS: list[str] = [
     "ALTER TABLE {db}.readings ADD COLUMN IF NOT EXISTS voided UInt8 DEFAULT 0 AFTER batch",
     "ALTER TABLE {db}.readings_by_time ADD COLUMN IF NOT EXISTS voided UInt8 DEFAULT 0 AFTER ver",
     *VIEWS.values(),
+    # Claims that only matter for a while: idempotency keys (kept 24 h, api/idempotency.py)
+    # and restatement watches (an hour, billing/watches.py) go two days after they were
+    # stored (the server's clock, not the writer's claimed_at); every other claim --
+    # statements, voids, plan versions, replays -- is kept for good.
+    "ALTER TABLE {db}.claims ADD COLUMN IF NOT EXISTS stored_at DateTime DEFAULT now()",
+    "ALTER TABLE {db}.claims MODIFY TTL stored_at + INTERVAL 2 DAY DELETE "
+    "WHERE startsWith(key, 'idem:') OR startsWith(key, 'restate-watch/')",
     # Replaced by the views created just before, so an insert always finds one (while both
     # exist an insert writes its rows to readings_by_time twice: the same keys, one row).
     "DROP VIEW IF EXISTS {db}.readings_ingest_mv",

@@ -25,7 +25,7 @@ from schemas.voids import Void, VoidRequest, VoidResult
 
 router = APIRouter(prefix="/v1/readings", tags=["voids"], dependencies=[Admin])
 _WRITER = f"api:{socket.gethostname()}:{os.getpid()}"
-VoidPath = Annotated[str, Path(min_length=4, max_length=160, examples=["vd_printer-0001_1"])]
+VoidPath = Annotated[str, Path(min_length=4, max_length=160, examples=["vd_printer-0042_1"])]
 
 
 @router.post(

@@ -80,3 +80,23 @@ class TestClaims:
         first = await clients[0].claim("skewed", "first", "a", NOW)
         later = await clients[1].claim("skewed", "second", "b", NOW.replace(year=2025))
         assert later == first
+
+    async def test_a_key_the_ttl_deleted_is_claimed_again_by_one_writer(
+        self, clients: list[ClickHouseStore]
+    ) -> None:
+        """An idempotency key's row gone (the table's TTL, done here as a delete) while its
+        token is still in the deduplication window: racing writers claim it again, one
+        holder for all; and so again after a second deletion."""
+        key = "idem:expired:1"
+        await clients[0].claim(key, "first", "", NOW)
+        for life in range(2):
+            await clients[0]._run(
+                clients[0]._client.command,
+                f"ALTER TABLE {clients[0].database}.claims DELETE WHERE key = '{key}'",
+                settings={"mutations_sync": 2},
+            )
+            holders = await asyncio.gather(
+                *(c.claim(key, f"l{life}w{i}", "", NOW) for i, c in enumerate(clients))
+            )
+            assert len(set(holders)) == 1
+            assert holders[0].writer.startswith(f"l{life}w")
