@@ -29,6 +29,7 @@ from api.routes import (
     subscriptions,
     usage,
     voids,
+    webhooks,
 )
 
 DESCRIPTION = """
@@ -80,6 +81,7 @@ def create_app(context: ApiContext) -> FastAPI:
         rated_usage,
         statements,
         voids,
+        webhooks,
         api_keys,
         staff_tokens,
     ):

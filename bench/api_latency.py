@@ -336,6 +336,7 @@ class ApiProcess:
             # The closer would freeze October and November of 1,000 customers meanwhile: load
             # that is not the one this scenario measures.
             "TELEMETER_BILLING__CLOSE_WORKER": "false",
+            "TELEMETER_WEBHOOKS__SENDER": "false",  # nor a webhook sender
             # No Kafka: replays are not measured (the API answers them 503 and serves the rest).
             "TELEMETER_KAFKA__BOOTSTRAP": f"127.0.0.1:{free_port()}",
             # No MQTT broker either: the API keeps a broker's device users in step with the

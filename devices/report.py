@@ -14,6 +14,7 @@ from rich.table import Table
 from devices.corrections import Corrections
 from devices.reconcile import Reconciliation
 from devices.simulator import SimulationConfig, SimulationResult
+from devices.webhook_demo import Delivered, summary
 from schemas.telemetry import format_decimal
 
 console = Console(stderr=False, highlight=False)
@@ -76,6 +77,12 @@ def print_usage(report: Reconciliation) -> None:
     console.print(table)
     style = "bold green" if report.exact else "bold red"
     console.print(f"[{style}]reconciliation: {report.summary()}[/]")
+
+
+def print_webhooks(d: Delivered) -> None:
+    """The webhooks demo: what the local receiver got, verified."""
+    style = "bold green" if d.exact else "bold red"
+    console.print(f"[{style}]webhooks:[/] {summary(d)}")
 
 
 def print_corrections(c: Corrections) -> None:

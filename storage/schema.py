@@ -29,6 +29,8 @@
 
 from __future__ import annotations
 
+from storage.webhooks import TABLES as WEBHOOK_TABLES
+
 # A rollup bucket: per (device, meter, width, UTC bucket): ``width`` in hours, an hour (1)
 # or a day (24). ``d_*``: the counter deltas of the bucket's readings
 # after its first (by at, seq, idx), by the rule of storage/usage_reads.py with
@@ -294,6 +296,7 @@ TABLES: dict[str, str] = {
             ver UInt8                     -- 0 created, 1 revoked: revocation always wins
         ) ENGINE = ReplacingMergeTree(ver) ORDER BY (device_id, credential_id)
     """,
+    **WEBHOOK_TABLES,  # endpoints, deliveries, attempts (storage/webhooks.py)
 }
 
 # Materialized views, created after the columns they read exist (MIGRATIONS below).
@@ -353,12 +356,14 @@ MIGRATIONS: list[str] = [
     "ALTER TABLE {db}.readings_by_time ADD COLUMN IF NOT EXISTS voided UInt8 DEFAULT 0 AFTER ver",
     *VIEWS.values(),
     # Claims that only matter for a while: idempotency keys (kept 24 h, api/idempotency.py)
-    # and restatement watches (an hour, billing/watches.py) go two days after they were
+    # restatement watches (an hour, billing/watches.py) and the webhook sender's leases
+    # (15 s, webhooks/sender.py) go two days after they were
     # stored (the server's clock, not the writer's claimed_at); every other claim --
     # statements, voids, plan versions, replays -- is kept for good.
     "ALTER TABLE {db}.claims ADD COLUMN IF NOT EXISTS stored_at DateTime DEFAULT now()",
     "ALTER TABLE {db}.claims MODIFY TTL stored_at + INTERVAL 2 DAY DELETE "
-    "WHERE startsWith(key, 'idem:') OR startsWith(key, 'restate-watch/')",
+    "WHERE startsWith(key, 'idem:') OR startsWith(key, 'restate-watch/') "
+    "OR startsWith(key, 'webhook-lease/')",
     # Replaced by the views created just before, so an insert always finds one (while both
     # exist an insert writes its rows to readings_by_time twice: the same keys, one row).
     "DROP VIEW IF EXISTS {db}.readings_ingest_mv",

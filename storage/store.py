@@ -32,6 +32,7 @@ from storage.rollups import RollupQueries
 from storage.schema import MIGRATIONS, TABLES
 from storage.usage_reads import ReadPool
 from storage.voids import VoidQueries
+from storage.webhooks import WebhookQueries
 
 
 class ClickHouseStore(
@@ -46,6 +47,7 @@ class ClickHouseStore(
     OutboxQueries,
     ApiKeyQueries,
     IdentityQueries,
+    WebhookQueries,
     ClaimQueries,
 ):
     """The one adapter over ClickHouse: every repository above shares its client and read

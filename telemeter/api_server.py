@@ -11,6 +11,7 @@ import functools
 import socket
 from collections.abc import AsyncIterator, Iterator
 
+import httpx
 import structlog
 import uvicorn
 
@@ -29,6 +30,7 @@ from storage.store import ClickHouseStore
 from telemeter.components import Clock, kafka_auth, utc_now, validator
 from telemeter.config import Settings
 from telemeter.lifecycle import Component, StartFailed
+from webhooks.sender import WebhookSender
 
 log = structlog.get_logger(__name__)
 
@@ -156,6 +158,17 @@ async def run_api(
                 restate_horizon=settings.billing.restate_horizon,
             )
             await c.spawn("period-closer", closer.run)
+        if settings.webhooks.sender:
+            outbound = httpx.AsyncClient()
+            c.stop_with(outbound.aclose)
+            sender = WebhookSender(
+                store,
+                outbound,
+                clock,
+                interval_s=settings.webhooks.interval.total_seconds(),
+                timeout_s=settings.webhooks.timeout.total_seconds(),
+            )
+            await c.spawn("webhook-sender", sender.run)
         config = uvicorn.Config(
             create_app(context), log_config=None, access_log=False, lifespan="off"
         )

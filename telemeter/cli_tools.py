@@ -65,7 +65,7 @@ def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     """Run the stack, simulate devices, print usage read from the API and reconcile."""
-    from devices import corrections, report
+    from devices import corrections, report, webhook_demo
     from devices.reconcile import reconcile
     from devices.simulator import Simulator
     from telemeter.stack import run_stack
@@ -81,9 +81,12 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
             report.print_simulation(result, _truth_file(settings, args))
             outcome = await asyncio.to_thread(reconcile, config.api_url, config.api_token, result)
             report.print_usage(outcome)
+            hooks = await asyncio.to_thread(webhook_demo.Receiver, config.api_url, config.api_token)
             fixed = await asyncio.to_thread(corrections.run, config)
             report.print_corrections(fixed)
-            return 0 if outcome.exact and fixed.exact else 1
+            delivered = await asyncio.to_thread(hooks.collect)
+            report.print_webhooks(delivered)
+            return 0 if outcome.exact and fixed.exact and delivered.exact else 1
 
     return run_async(main)
 

@@ -30,6 +30,7 @@ from api.config import DEV_ADMIN_TOKEN, ApiSettings
 from billing.config import BillingSettings
 from ingest.config import BridgeSettings, IngestSettings
 from storage.core import dsn_password, masked_dsn
+from webhooks.config import WebhookSettings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RUN_DIR = REPO_ROOT / ".run"
@@ -264,6 +265,7 @@ class Settings(BaseSettings):
     aggregator: AggregatorSettings = AggregatorSettings()
     api: ApiSettings = ApiSettings()
     billing: BillingSettings = BillingSettings()
+    webhooks: WebhookSettings = WebhookSettings()
 
     @model_validator(mode="after")
     def _defaults_in_the_run_dir(self) -> Settings:
