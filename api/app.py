@@ -13,6 +13,7 @@ from api.deps import ApiContext
 from api.idempotency import Idempotency
 from api.middleware import Guard
 from api.routes import (
+    alerts,
     api_keys,
     credentials,
     customers,
@@ -82,6 +83,7 @@ def create_app(context: ApiContext) -> FastAPI:
         statements,
         voids,
         webhooks,
+        alerts,
         api_keys,
         staff_tokens,
     ):

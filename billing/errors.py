@@ -17,6 +17,7 @@ a stable ``code``; ``api/errors.py`` maps each class to an HTTP status in one ta
     ├── VoidRefused                   readings are not voided
     │   ├── AlreadyVoided             they are voided already (409)
     │   └── TooManyReadings           more than one void may take (422)
+    ├── InvalidRule                   an alert rule the catalog does not allow (422)
     ├── PlanCannotRate                the engine refused a plan's quantities
     └── ReplayRefused                 a dead letter is not published (409 or 503)
         ├── AlreadyReplayed
@@ -131,6 +132,12 @@ class TooManyReadings(VoidRefused):
     """The range names more readings than one void may take."""
 
     code = "too_many_readings"
+
+
+class InvalidRule(BillingError):
+    """An alert rule whose basis the meter cannot have."""
+
+    code = "invalid_rule"
 
 
 class PlanCannotRate(BillingError):

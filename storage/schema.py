@@ -29,6 +29,7 @@
 
 from __future__ import annotations
 
+from storage.alerts import TABLES as ALERT_TABLES
 from storage.webhooks import TABLES as WEBHOOK_TABLES
 
 # A rollup bucket: per (device, meter, width, UTC bucket): ``width`` in hours, an hour (1)
@@ -297,6 +298,7 @@ TABLES: dict[str, str] = {
         ) ENGINE = ReplacingMergeTree(ver) ORDER BY (device_id, credential_id)
     """,
     **WEBHOOK_TABLES,  # endpoints, deliveries, attempts (storage/webhooks.py)
+    **ALERT_TABLES,  # alert rules (storage/alerts.py)
 }
 
 # Materialized views, created after the columns they read exist (MIGRATIONS below).

@@ -15,6 +15,7 @@ import clickhouse_connect
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError
 
+from storage.alerts import AlertRuleQueries
 from storage.api_keys import ApiKeyQueries
 from storage.catalog import CatalogQueries
 from storage.claims import ClaimQueries
@@ -48,6 +49,7 @@ class ClickHouseStore(
     ApiKeyQueries,
     IdentityQueries,
     WebhookQueries,
+    AlertRuleQueries,
     ClaimQueries,
 ):
     """The one adapter over ClickHouse: every repository above shares its client and read

@@ -38,11 +38,13 @@ from hypothesis import HealthCheck, Phase, settings
 from api.app import create_app
 from api.deps import ApiContext
 from api.routes.plans import EXAMPLE as PLAN
+from billing.alert_rules import create_rule
 from billing.voids import void_readings
 from identity.ca import DeviceCa
 from identity.dev_pki import ensure_ca
 from identity.service import DeviceCredentials
 from ingest.validation import TelemetryValidator
+from schemas.alerts import AlertRuleSpec
 from schemas.dead_letter import DeadLetter, RejectReason
 from schemas.quotes import Quote
 from schemas.voids import VoidRequest
@@ -62,6 +64,7 @@ ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 CUSTOMER, PLAN_ID, DEVICE = "acme", "printer-pro", "printer-0042"
 LETTER, QUOTE = "5f1c0e3a9b7d4c2e8a6f1b3d", "q_3f9a1c0e5b7d2a64"
 ENDPOINT = "we_3f9a1c0e5b7d2a64"
+ALERT_EXAMPLE = AlertRuleSpec.model_json_schema()["examples"][0]
 
 
 async def _published(key: bytes, value: bytes) -> None:
@@ -94,7 +97,9 @@ SCHEMA = schemathesis.openapi.from_dict(create_app(_context(cast(Any, None))).op
 # Every case names the seeded webhook endpoint: an endpoint id is random (no PUT creates
 # one), so a generated id is a 404 and the document's one example was sent without a token;
 # bad endpoint ids are tested in tests/api/test_webhooks.py.
-SCHEMA.config.update(parameters={"path.endpoint_id": "we_3f9a1c0e5b7d2a64"})
+SCHEMA.config.update(
+    parameters={"path.endpoint_id": "we_3f9a1c0e5b7d2a64", "path.rule_id": "ar_3f9a1c0e5b7d2a64"}
+)
 
 
 @pytest.fixture(scope="module")
@@ -165,6 +170,8 @@ async def customer_key(store: ClickHouseStore) -> str:
         updated_at=NOW,
     )
     await store.put_endpoint(hook, [Secret(new_secret(), None)])
+    made = await create_rule(store, AlertRuleSpec.model_validate(ALERT_EXAMPLE), NOW)
+    await store.put_rule(made.model_copy(update={"rule_id": "ar_3f9a1c0e5b7d2a64"}))
     await void_readings(store, seeded, NOW, "admin", "fuzz")
     async with httpx.AsyncClient(transport=transport, base_url="http://api", headers=ADMIN) as c:
         closed = await c.post(f"/v1/customers/{CUSTOMER}/periods/2026-11/close")
