@@ -9,7 +9,7 @@ SQL and in Python (``fold_limit``), so both paths of the store are compared.
 The reference is the raw usage SQL (``storage/usage_reads.usage_sql``) on the same store;
 scenarios of one query shape share a batched query on both paths, so 10,000 scenarios cost
 a few hundred queries per state. ``TELEMETER_EQUIVALENCE_SCENARIOS`` sets how many (1,000
-in ``make test``, about 1.5 minutes; 10,000 in ``make equivalence``, about 7);
+in ``make test``, about 2 minutes; 10,000 in ``make equivalence``, about 7);
 ``TELEMETER_EQUIVALENCE_SEED`` the seed (a failure prints the scenario to reproduce it)."""
 
 from __future__ import annotations
