@@ -36,14 +36,15 @@ from billing.statements import (
     LedgerStore,
     close_period,
     customer_periods,
+    instant,
     list_all_statements,
     list_statements,
     restate,
 )
 from billing.usage_report import Customers
+from billing.voids import holders_since
 from billing.watches import live_watches
 from resilience import Backoff, Outage, repeat_with_backoff
-from storage.errors import NotFound
 
 log = structlog.get_logger(__name__)
 
@@ -145,29 +146,22 @@ class PeriodCloser:
                 self._next_due[cid] = now + timedelta(hours=1)
         return closed
 
-    async def _holders(self, device_id: str) -> set[str]:
-        """Every customer that ever held the device (none if it is not registered)."""
-        try:
-            device = await self._store.get_device(device_id)
-        except NotFound:
-            return set()
-        return {a.customer_id for a in device.assignments if a.customer_id}
-
     async def _restate_changed(self, now: datetime) -> int:
         usage = await self._store.data_version(USAGE_TABLES)
         first, self._usage = self._usage is None, usage
         if first:  # what changed while no closer ran is compared too
             usage = -1
         watches = await live_watches(self._store, now)
-        holders = {w.device_id: await self._holders(w.device_id) for w in watches}
+        watched = [
+            (w.since, set(await holders_since(self._store, w.device_id, w.since))) for w in watches
+        ]
         recent = [
             c.statement
             for c in await list_all_statements(self._store)
             if now - datetime.fromisoformat(c.statement.period_end) <= self._horizon
             or any(
-                c.statement.customer_id in holders[w.device_id]
-                and datetime.fromisoformat(c.statement.period_end) > w.since
-                for w in watches
+                c.statement.customer_id in held and instant(c.statement.period_end) > since
+                for since, held in watched
             )
         ]
         stale = [s for s in recent if self._compared.get(s.statement_id, (None, 0))[0] != usage]

@@ -344,8 +344,8 @@ async def restate(
                 store.get_meter,
                 cid,
                 plan,
-                _instant(seg.start),
-                _instant(seg.end),
+                instant(seg.start),
+                instant(seg.end),
                 statement.tz,
             )
             if seen is not None:
@@ -383,7 +383,7 @@ async def restate(
     return None
 
 
-def _instant(text: str) -> datetime:
+def instant(text: str) -> datetime:
     """A stored ``format_time`` string as a UTC datetime."""
     return to_utc(datetime.fromisoformat(text))
 
@@ -424,7 +424,7 @@ def _lines(
 
 
 async def _reason(store: LedgerStore, statement: Statement) -> RestatementReason:
-    closed_at, end = _instant(statement.closed_at), _instant(statement.period_end)
+    closed_at, end = instant(statement.closed_at), instant(statement.period_end)
     if await voided_since(store, statement.customer_id, closed_at, end):
         return RestatementReason.VOID
     if await store.assignments_changed(statement.customer_id, closed_at, end):

@@ -31,11 +31,9 @@ from typing import Protocol
 
 from billing.errors import AlreadyVoided, TooManyReadings
 from billing.ports import DeviceHistory, ReadingVoids
-from billing.statements import LedgerStore, list_statements, restate
+from billing.statements import LedgerStore, instant, list_statements, restate
 from billing.void_log import device_voids, void_id, void_key
-from schemas.catalog import Device
 from schemas.statements import Restatement, RestatementReason
-from schemas.telemetry import to_utc
 from schemas.voids import Void, VoidedReading, VoidRequest
 from storage.errors import NotFound
 from storage.voids import MAX_VOID, StoredRow
@@ -93,7 +91,7 @@ async def void_readings(
                 VoidedReading(seq=r.seq, idx=r.idx, meter=r.meter, at=r.at, value=r.value)
                 for r in todo
             ],
-            customers=_holders(await _device(store, request.device_id), min(r.at for r in todo)),
+            customers=await holders_since(store, request.device_id, min(r.at for r in todo)),
         )
         holder = await store.claim(
             void_key(request.device_id, number), writer, void.model_dump_json(), now
@@ -118,16 +116,12 @@ def _named(request: VoidRequest, rows: list[StoredRow]) -> None:
         )
 
 
-async def _device(store: VoidStore, device_id: str) -> Device | None:
+async def holders_since(store: DeviceHistory, device_id: str, since: datetime) -> list[str]:
+    """The customers that held the device at or after ``since`` (none for a device that is
+    not registered: its readings are unassigned usage)."""
     try:
-        return await store.get_device(device_id)
-    except NotFound:  # an unregistered device's readings are unassigned usage
-        return None
-
-
-def _holders(device: Device | None, since: datetime) -> list[str]:
-    """The customers that held the device at or after ``since``."""
-    if device is None:
+        device = await store.get_device(device_id)
+    except NotFound:
         return []
     history = sorted(device.assignments, key=lambda a: a.valid_from)
     held = set()
@@ -146,7 +140,7 @@ async def _restate(store: VoidStore, void: Void, now: datetime, writer: str) -> 
     made = []
     for customer in void.customers:
         for closed in await list_statements(store, customer):
-            if to_utc(datetime.fromisoformat(closed.statement.period_end)) <= earliest:
+            if instant(closed.statement.period_end) <= earliest:
                 continue
             found = await restate(store, closed.statement, now, writer, RestatementReason.VOID)
             if found is not None:

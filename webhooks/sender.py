@@ -103,10 +103,14 @@ class WebhookSender:
         for d in due:
             if d.endpoint_id not in endpoints:
                 endpoints[d.endpoint_id] = await self._store.get_endpoint(d.endpoint_id)
-        await asyncio.gather(*(self._attempt(d, *endpoints[d.endpoint_id]) for d in due))
+        sent = await asyncio.gather(*(self._attempt(d, *endpoints[d.endpoint_id]) for d in due))
+        # Whether a failing endpoint is due to be disabled: once per endpoint and pass.
+        for eid in {d.endpoint_id for d, ok in zip(due, sent, strict=True) if not ok}:
+            await self._maybe_disable(endpoints[eid][0], now)
         return len(due)
 
-    async def _attempt(self, due: Due, endpoint: Endpoint, secrets: list[Secret]) -> None:
+    async def _attempt(self, due: Due, endpoint: Endpoint, secrets: list[Secret]) -> bool:
+        """One request and its record; True if it succeeded."""
         async with self._slots:
             now = self._clock()
             keys = [s.secret for s in secrets if s.expires_at is None or s.expires_at > now]
@@ -171,7 +175,7 @@ class WebhookSender:
                     attempt=n,
                     error=error,
                 )
-                await self._maybe_disable(endpoint, now)
+            return ok
 
     async def _maybe_disable(self, endpoint: Endpoint, now: datetime) -> None:
         since = await self._store.failing_since(endpoint.endpoint_id)

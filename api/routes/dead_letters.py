@@ -84,11 +84,8 @@ async def list_dead_letters(
         before=before,
         before_id=before_id,
     )
-    return Page[RecordedDeadLetter](
-        items=items[: page.limit],
-        count=len(items[: page.limit]),
-        has_more=len(items) > page.limit,
-    )
+    shown = items[: page.limit]
+    return Page[RecordedDeadLetter](items=shown, count=len(shown), has_more=len(items) > len(shown))
 
 
 @router.get(
