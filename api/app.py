@@ -15,6 +15,7 @@ from api.middleware import Guard
 from api.routes import (
     alerts,
     api_keys,
+    commands,
     credentials,
     customers,
     dead_letters,
@@ -73,6 +74,7 @@ def create_app(context: ApiContext) -> FastAPI:
         customers,
         device_kinds,
         credentials,  # before devices: /v1/devices/{id}/credentials
+        commands,  # /v1/devices/{id}/commands
         devices,
         usage,
         dead_letters,
@@ -88,6 +90,7 @@ def create_app(context: ApiContext) -> FastAPI:
         staff_tokens,
     ):
         app.include_router(module.router, responses=v1_errors)
+    app.include_router(alerts.states, responses=v1_errors)
 
     generate = app.openapi
 

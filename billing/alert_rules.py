@@ -1,6 +1,6 @@
 """Alert rules: create, change, delete; each checked against the catalog (the subject and
 the meter exist; the basis fits the meter's kind). Evaluating them is the alert worker's
-(``billing/alert_state.py`` is the state machine of each threshold)."""
+(``billing/alerts.py``; ``billing/alert_state.py`` is each threshold's machine)."""
 
 from __future__ import annotations
 
@@ -45,6 +45,12 @@ async def _checked(store: RuleStore, spec: AlertRuleSpec) -> None:
         raise InvalidRule(
             f"basis {spec.basis.value} needs a {' or '.join(sorted(k.value for k in kinds))} "
             f"meter; {meter.name} is a {meter.kind.value}"
+        )
+    counter = meter.kind is MeterKind.COUNTER
+    if spec.basis is Basis.DAYS_TO_THRESHOLD and counter and spec.target is None:
+        raise InvalidRule(
+            f"a days_to_threshold forecast of the counter {meter.name} needs a target "
+            "(the count it wears out at, e.g. a shoe's rated 700 km)"
         )
 
 

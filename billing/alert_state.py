@@ -21,16 +21,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
-from enum import StrEnum
 
-
-class AlertState(StrEnum):
-    """Where one threshold of one subject stands in one period."""
-
-    OK = "ok"
-    PENDING = "pending"
-    FIRING = "firing"
-    RESOLVED = "resolved"
+from schemas.alerts import AlertState
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,7 +8,8 @@ from pydantic import BaseModel, Field
 
 
 class BillingSettings(BaseModel):
-    """The period closer (``billing/closer.py``), run beside every API."""
+    """The period closer (``billing/closer.py``) and the alert evaluator
+    (``billing/alerts.py``), run beside every API."""
 
     close_worker: bool = Field(
         True,
@@ -23,4 +24,14 @@ class BillingSettings(BaseModel):
         gt=timedelta(0),
         description="closed periods that ended this recently are compared with their usage "
         "on every pass after a data change (older ones: POST /v1/statements/{id}/restate)",
+    )
+    alerts_worker: bool = Field(
+        True,
+        description="evaluate alert rules from the readings written (billing/alerts.py; one "
+        "process at a time evaluates, by a lease)",
+    )
+    alerts_interval: timedelta = Field(
+        timedelta(milliseconds=500),
+        gt=timedelta(0),
+        description="time between the alert evaluator's passes",
     )

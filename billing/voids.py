@@ -33,6 +33,7 @@ from billing.errors import AlreadyVoided, TooManyReadings
 from billing.ports import DeviceHistory, ReadingVoids
 from billing.statements import LedgerStore, instant, list_statements, restate
 from billing.void_log import device_voids, void_id, void_key
+from schemas.catalog import Device
 from schemas.statements import Restatement, RestatementReason
 from schemas.voids import Void, VoidedReading, VoidRequest
 from storage.errors import NotFound
@@ -123,13 +124,17 @@ async def holders_since(store: DeviceHistory, device_id: str, since: datetime) -
         device = await store.get_device(device_id)
     except NotFound:
         return []
+    return sorted(held_since(device, since))
+
+
+def held_since(device: Device, since: datetime) -> set[str]:
+    """The customers that held ``device`` at or after ``since``."""
     history = sorted(device.assignments, key=lambda a: a.valid_from)
-    held = set()
-    for i, a in enumerate(history):
-        ends = history[i + 1].valid_from if i + 1 < len(history) else None
-        if a.customer_id and (ends is None or ends > since):
-            held.add(a.customer_id)
-    return sorted(held)
+    return {
+        a.customer_id
+        for i, a in enumerate(history)
+        if a.customer_id and (i + 1 == len(history) or history[i + 1].valid_from > since)
+    }
 
 
 async def _restate(store: VoidStore, void: Void, now: datetime, writer: str) -> list[Restatement]:

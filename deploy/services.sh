@@ -31,6 +31,7 @@
 # and a few only this script reads:
 #   TELEMETER_CACHE_DIR             shared jar cache                   [~/.cache/telemeter]
 #   TELEMETER_BROKER_BRIDGE_USERS   the bridges' MQTT users            [telemeter-bridge-0..3]
+#   TELEMETER_DOWNLINK__USERNAME    the command dispatcher's MQTT user [telemeter-commands]
 #   TELEMETER_KAFKA_CONTROLLER_PORT Kafka KRaft controller port        [9093]
 #   TELEMETER_WAIT_TIMEOUT          seconds to wait for readiness      [60]
 #   TELEMETER_PYTHON                Python with Telemeter installed    [<repo>/.venv/bin/python]
@@ -97,6 +98,7 @@ MQTT_PORT=$(setting TELEMETER_MQTT__PORT TELEMETER_MQTT_PORT 1883)
 MQTT_TLS_PORT=$(setting TELEMETER_MQTT__TLS_PORT TELEMETER_MQTT_TLS_PORT 8883)
 MQTT_TLS_PW_PORT=$(setting TELEMETER_MQTT__TLS_PASSWORD_PORT TELEMETER_MQTT_TLS_PASSWORD_PORT 8884)
 BRIDGE_USERS=${TELEMETER_BROKER_BRIDGE_USERS:-telemeter-bridge-0 telemeter-bridge-1 telemeter-bridge-2 telemeter-bridge-3}
+COMMAND_USER=${TELEMETER_DOWNLINK__USERNAME:-telemeter-commands}
 TOPIC_PREFIX=${TELEMETER_MQTT__TOPIC_PREFIX:-}
 PYTHON_BIN=${TELEMETER_PYTHON:-$REPO_DIR/.venv/bin/python}
 KAFKA_ROLES=(ADMIN BRIDGE AGGREGATOR API)
@@ -301,8 +303,11 @@ write_broker_auth() {
         for user in $BRIDGE_USERS; do
             printf 'user %s\ntopic read %sdevices/+/telemetry\n\n' "$user" "$TOPIC_PREFIX"
         done
+        # The command dispatcher (downlink/dispatcher.py): commands out, answers in.
+        printf 'user %s\ntopic write %sdevices/+/commands\ntopic read %sdevices/+/commands/result\n\n' \
+            "$COMMAND_USER" "$TOPIC_PREFIX" "$TOPIC_PREFIX"
     } >"$tmp_acl"
-    for user in $BRIDGE_USERS; do
+    for user in $BRIDGE_USERS $COMMAND_USER; do
         mosquitto_passwd -b "$tmp_pw" "$user" "$TELEMETER_MQTT__PASSWORD" 2>/dev/null ||
             die "mosquitto_passwd failed for $user"
     done

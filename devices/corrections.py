@@ -92,25 +92,25 @@ def run(config: SimulationConfig, timeout_s: float = 60) -> Corrections:
     device = f"{customer}-printer"
     headers = {"Authorization": f"Bearer {config.api_token}"}
     with httpx.Client(base_url=config.api_url, headers=headers, timeout=30) as http:
-        _ok(http.put(f"/v1/customers/{customer}", json={"name": "Books & Co"}))
-        _ok(http.put(f"/v1/plans/{customer}-printer-pro", json=PLAN))
-        assigned = _iso(last_month - timedelta(days=40))
+        ok(http.put(f"/v1/customers/{customer}", json={"name": "Books & Co"}))
+        ok(http.put(f"/v1/plans/{customer}-printer-pro", json=PLAN))
+        assigned = iso(last_month - timedelta(days=40))
         spec = {"kind": "printer", "customer_id": customer, "assigned_from": assigned}
-        _ok(http.put(f"/v1/devices/{device}", json=spec))
+        ok(http.put(f"/v1/devices/{device}", json=spec))
         login = provision(http, [device], certificates=config.mqtt_ca_file is not None)[0]
         base = this_month - timedelta(days=3)  # inside the bridge's 35-day past horizon
         topic = f"{config.topic_prefix}devices/{device}/telemetry"
         first = [(1, base, 1_000), (2, base + timedelta(days=1), 4_000)]
         first.append((3, base + timedelta(days=2), 6_900))
         endpoint = BrokerEndpoint(config.mqtt_host, config.mqtt_port, config.mqtt_ca_file)
-        _publish(endpoint, login, topic, device, now, first, timeout_s)
-        _wait(lambda: _pages(http, customer, last_month, this_month) == "5900", timeout_s)
+        publish(endpoint, login, topic, device, now, first, timeout_s)
+        wait_until(lambda: _pages(http, customer, last_month, this_month) == "5900", timeout_s)
         # Subscribed once the pages are in, so the closer cannot close the month before.
-        sub = {"plan_id": f"{customer}-printer-pro", "start": _iso(last_month)}
-        _ok(http.put(f"/v1/customers/{customer}/subscription", json=sub))
-        closed = _ok(http.post(f"/v1/customers/{customer}/periods/{period}/close"))
+        sub = {"plan_id": f"{customer}-printer-pro", "start": iso(last_month)}
+        ok(http.put(f"/v1/customers/{customer}/subscription", json=sub))
+        closed = ok(http.post(f"/v1/customers/{customer}/periods/{period}/close"))
         statement = closed.json()
-        _publish(
+        publish(
             endpoint,
             login,
             topic,
@@ -119,17 +119,17 @@ def run(config: SimulationConfig, timeout_s: float = 60) -> Corrections:
             [(4, this_month - timedelta(hours=6), 7_100)],
             timeout_s,
         )
-        _wait(lambda: _pages(http, customer, last_month, this_month) == "6100", timeout_s)
+        wait_until(lambda: _pages(http, customer, last_month, this_month) == "6100", timeout_s)
         sid = statement["statement_id"]
-        _ok(http.post(f"/v1/statements/{sid}/restate"))  # or the closer did it already
-        made = _ok(http.get(f"/v1/statements/{sid}/restatements")).json()["items"][-1]
+        ok(http.post(f"/v1/statements/{sid}/restate"))  # or the closer did it already
+        made = ok(http.get(f"/v1/statements/{sid}/restatements")).json()["items"][-1]
         # The void restates what it changes (or the closer did, a moment before it): the
         # statement's restatements are the record either way.
         _void(http, device, 2, "4,000 was a test page run at install")
         middle = _restatements(http, sid)
         _void(http, device, 4, "the late pages were a duplicate job")
         late = _restatements(http, sid)[-1]
-        unchanged = _ok(http.get(f"/v1/statements/{sid}")).content == closed.content
+        unchanged = ok(http.get(f"/v1/statements/{sid}")).content == closed.content
     plan = PlanSpec.model_validate(PLAN)
     expected = rate(plan, {"pages_printed": Decimal(6100)}).total
     expected -= rate(plan, {"pages_printed": Decimal(5900)}).total
@@ -155,18 +155,18 @@ def run(config: SimulationConfig, timeout_s: float = 60) -> Corrections:
 
 def _void(http: httpx.Client, device: str, seq: int, reason: str) -> None:
     body = {"device_id": device, "seq": seq, "reason": reason}
-    _ok(http.post("/v1/readings/void", json=body))
+    ok(http.post("/v1/readings/void", json=body))
 
 
 def _restatements(http: httpx.Client, sid: str) -> list[Any]:
-    return list(_ok(http.get(f"/v1/statements/{sid}/restatements")).json()["items"])
+    return list(ok(http.get(f"/v1/statements/{sid}/restatements")).json()["items"])
 
 
-def _iso(at: datetime) -> str:
+def iso(at: datetime) -> str:
     return at.strftime("%Y-%m-%dT%H:%M:%S.000Z")
 
 
-def _ok(response: httpx.Response) -> httpx.Response:
+def ok(response: httpx.Response) -> httpx.Response:
     if response.status_code >= 300:
         raise RuntimeError(
             f"{response.request.method} {response.request.url.path}: {response.text}"
@@ -175,19 +175,20 @@ def _ok(response: httpx.Response) -> httpx.Response:
 
 
 def _pages(http: httpx.Client, customer: str, start: datetime, end: datetime) -> str:
-    params = {"meter": "pages_printed", "from": _iso(start), "to": _iso(end)}
+    params = {"meter": "pages_printed", "from": iso(start), "to": iso(end)}
     return str(http.get(f"/v1/customers/{customer}/usage", params=params).json().get("total"))
 
 
-def _wait(done: Any, timeout_s: float) -> None:
+def wait_until(done: Any, timeout_s: float, what: str = "deliver the pages") -> None:
+    """Poll ``done`` until true; TimeoutError after ``timeout_s``."""
     deadline = time.monotonic() + timeout_s
     while not done():
         if time.monotonic() > deadline:
-            raise TimeoutError(f"the pipeline did not deliver the pages within {timeout_s:.0f} s")
-        time.sleep(0.2)
+            raise TimeoutError(f"the pipeline did not {what} within {timeout_s:.0f} s")
+        time.sleep(0.1)
 
 
-def _publish(
+def publish(
     endpoint: BrokerEndpoint,
     login: Any,
     topic: str,
@@ -195,23 +196,31 @@ def _publish(
     now: datetime,
     readings: list[tuple[int, datetime, int]],
     timeout_s: float,
+    meter: str = "pages_printed",
+    fleet: Fleet | None = None,
 ) -> None:
-    """Publish one QoS 1 message per reading as the device and wait for the acks."""
-    fleet = Fleet(endpoint, [login])
+    """Publish one QoS 1 message per reading (of ``meter``) as the device and wait for the
+    acks (on ``fleet``, connected already and left open, if given)."""
+    own = fleet is None
+    if fleet is None:
+        fleet = Fleet(endpoint, [login])
     try:
-        fleet.connect(timeout_s=30)
+        if own:
+            fleet.connect(timeout_s=30)
+        before = fleet.acked + fleet.refused
         for seq, at, value in readings:
             body = {
                 "device_id": device,
                 "seq": seq,
-                "sent_at": _iso(now),
-                "readings": [{"meter": "pages_printed", "value": str(value), "at": _iso(at)}],
+                "sent_at": iso(now),
+                "readings": [{"meter": meter, "value": str(value), "at": iso(at)}],
             }
             fleet.publish_as(device, topic, json.dumps(body).encode(), 1)
         deadline = time.monotonic() + timeout_s
-        while fleet.acked + fleet.refused < len(readings) and time.monotonic() < deadline:
+        while fleet.acked + fleet.refused - before < len(readings) and time.monotonic() < deadline:
             fleet.pump(0.01)
-        if fleet.acked < len(readings):
-            raise RuntimeError(f"the broker acknowledged {fleet.acked} of {len(readings)} messages")
+        if fleet.acked + fleet.refused - before < len(readings) or fleet.refused:
+            raise RuntimeError(f"the broker did not acknowledge all {len(readings)} messages")
     finally:
-        fleet.close()
+        if own:
+            fleet.close()

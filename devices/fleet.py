@@ -13,11 +13,18 @@ are persistent (``clean_start=False`` and a session expiry), so paho resends una
 QoS 1 messages after a reconnect (a broker restart). A CONNECT refused for bad credentials
 is retried once a second: a credential just issued may reach the broker a moment later.
 Under MQTT 5 a publish the broker refuses (its ACL) comes back as PUBACK reason code 135,
-counted in :attr:`Fleet.refused`."""
+counted in :attr:`Fleet.refused`.
+
+With a ``commands`` handler each device subscribes to its command topic (QoS 1, in its
+persistent session, so the broker keeps commands for it while it is offline) and answers
+each command on the message's response topic with its correlation data
+(``schemas/commands.py``). A command id is executed once: a redelivery gets the first
+answer again; one past its ``expires_at`` is rejected unexecuted."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import selectors
 import socket
@@ -25,6 +32,7 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +41,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+CommandHandler = Callable[[str, dict[str, Any]], tuple[str, str]]
+"""Executes one command for a device: (its device id, the command) -> (status, detail)."""
 _MISC_INTERVAL_S = 1.0
 _RECONNECT_S = 1.0
 
@@ -60,10 +70,19 @@ class BrokerEndpoint:
 class _Device:
     """One paho client and its bookkeeping."""
 
-    __slots__ = ("client", "connected", "ever_connected", "index", "next_reconnect", "sock")
+    __slots__ = (
+        "client",
+        "connected",
+        "device_id",
+        "ever_connected",
+        "index",
+        "next_reconnect",
+        "sock",
+    )
 
-    def __init__(self, index: int, client: paho.Client) -> None:
+    def __init__(self, index: int, device_id: str, client: paho.Client) -> None:
         self.index = index
+        self.device_id = device_id
         self.client = client
         self.sock: Any = None
         self.connected = False
@@ -83,12 +102,19 @@ class Fleet:
         inflight: int = 100,
         keepalive_s: int = 30,
         on_ack: Callable[[int, int, bool], None] | None = None,
+        commands: CommandHandler | None = None,
+        topic_prefix: str = "",
     ) -> None:
         self._broker = broker
         self._selector = selectors.DefaultSelector()
         self._session_expiry_s = session_expiry_s
         self._keepalive_s = keepalive_s
         self._on_ack = on_ack
+        self._commands = commands
+        self._topic_prefix = topic_prefix
+        self.answered: dict[tuple[str, str], tuple[str, str]] = {}  # (device, id) -> answer
+        self.executed: list[tuple[str, str, str]] = []  # (device, command id, name), in order
+        self.deliveries = 0  # command messages received, redeliveries included
         self._next_misc = 0.0
         self._certs: tempfile.TemporaryDirectory[str] | None = None
         self.acked = 0
@@ -114,11 +140,12 @@ class Fleet:
             if login.certificate_pem and login.private_key_pem:
                 cert, key = self._write_pair(login)
             client.tls_set(ca_certs=str(self._broker.ca_file), certfile=cert, keyfile=key)
-        device = _Device(i, client)
+        device = _Device(i, login.device_id, client)
         client.user_data_set(device)
         client.on_connect = self._connected
         client.on_disconnect = self._disconnected
         client.on_publish = self._published
+        client.on_message = self._message
         client.on_socket_open = self._socket_open
         client.on_socket_close = self._socket_close
         client.on_socket_register_write = self._want_write
@@ -237,11 +264,41 @@ class Fleet:
 
     # ---- paho callbacks (on this thread) ----------------------------------------------
 
-    def _connected(self, _c: Any, device: _Device, _f: Any, reason: Any, _p: Any) -> None:
+    def _connected(self, client: Any, device: _Device, _f: Any, reason: Any, _p: Any) -> None:
         if reason.is_failure:
             self.errors += 1
             return
         device.connected = device.ever_connected = True
+        if self._commands is not None:
+            topic = f"{self._topic_prefix}devices/{device.device_id}/commands"
+            client.subscribe(topic, qos=1)
+
+    def _message(self, client: Any, device: _Device, message: Any) -> None:
+        device_id = device.device_id
+        self.deliveries += 1
+        props = getattr(message, "properties", None)
+        try:
+            body = json.loads(message.payload)
+            command_id = str(body["command_id"])
+        except (ValueError, KeyError, TypeError):
+            return  # not a command: nothing to answer
+        key = (device_id, command_id)
+        if key not in self.answered:
+            expires = body.get("expires_at")
+            if expires and datetime.fromisoformat(expires) <= datetime.now(UTC):
+                self.answered[key] = ("rejected", "expired")
+            else:
+                assert self._commands is not None
+                self.answered[key] = self._commands(device_id, body)
+                self.executed.append((device_id, command_id, str(body.get("name"))))
+        status, detail = self.answered[key]
+        answer = json.dumps({"command_id": command_id, "status": status, "detail": detail})
+        topic = getattr(props, "ResponseTopic", None) or f"{message.topic}/result"
+        reply = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+        correlation = getattr(props, "CorrelationData", None)
+        if correlation is not None:
+            reply.CorrelationData = correlation
+        client.publish(topic, answer.encode(), qos=1, properties=reply)
 
     def _disconnected(self, _c: Any, device: _Device, *_args: Any) -> None:
         if device.connected:

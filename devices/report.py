@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from devices.automation_demo import Automation
 from devices.corrections import Corrections
 from devices.reconcile import Reconciliation
 from devices.simulator import SimulationConfig, SimulationResult
@@ -83,6 +84,23 @@ def print_webhooks(d: Delivered) -> None:
     """The webhooks demo: what the local receiver got, verified."""
     style = "bold green" if d.exact else "bold red"
     console.print(f"[{style}]webhooks:[/] {summary(d)}")
+
+
+def print_automation(a: Automation) -> None:
+    """The automation demo: the alerts its rules raised."""
+    console.print(f"[bold]alerts[/] (customer {a.customer_id}, printer {a.device_id}):")
+    for kind, name, value in a.events:
+        console.print(f"  {kind}: {name} at {value}")
+    name, status, detail = a.command
+    console.print(
+        f"  the toner rule's command {name} to the printer over MQTT: {status} ({detail})"
+    )
+    style = "bold green" if a.exact else "bold red"
+    console.print(
+        f"[{style}]alerts {'as expected' if a.exact else 'NOT as expected'}[/]: both fired "
+        f"{a.seconds_to_alert:.1f} s after the publish (in the outbox, GET /v1/events); "
+        f"{a.firing} firing in GET /v1/alerts?state=firing before the new cartridge"
+    )
 
 
 def print_corrections(c: Corrections) -> None:

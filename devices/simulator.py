@@ -207,6 +207,22 @@ class SimulationResult:
         path.write_text(json.dumps(self.to_json(), indent=2) + "\n")
 
 
+COMMANDS = {
+    "printer": {"refill_scheduled": "refill noted: a new cartridge is on its way"},
+    "door": {"lock": "locked", "unlock": "unlocked"},
+}
+"""What each kind of simulated device does (the answer's detail), by command name."""
+
+
+def execute(kind: str, command: dict[str, Any]) -> tuple[str, str]:
+    """A simulated device executing ``command``: succeeded for what its kind knows,
+    rejected otherwise (``schemas/commands.py``)."""
+    done = COMMANDS.get(kind, {}).get(str(command.get("name")))
+    if done is None:
+        return "rejected", f"a {kind or 'device'} does not know {command.get('name')!r}"
+    return "succeeded", done
+
+
 class Simulator:
     """Builds the fleet, registers it, publishes, and keeps the ground truth."""
 
@@ -264,10 +280,13 @@ class Simulator:
         devices buffered, wait for the broker's acknowledgements, and return the truth."""
         cfg = self.config
         logins = self.register() if cfg.register else self.logins
+        kinds = {d.device_id: d.kind for d in self.devices}
         publisher = Fleet(
             BrokerEndpoint(cfg.mqtt_host, cfg.mqtt_port, cfg.mqtt_ca_file),
             logins,
             session_expiry_s=cfg.session_expiry_s,
+            commands=lambda device, command: execute(kinds.get(device, ""), command),
+            topic_prefix=cfg.topic_prefix,
         )
         publisher.connect()
         truth = Truth()

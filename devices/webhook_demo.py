@@ -25,8 +25,14 @@ class _Inbox:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
-WANTED = {"statement.closed": 1, "statement.restated": 2}
-"""What the corrections demo makes: its month closed, restated twice."""
+WANTED = {
+    "statement.closed": 1,
+    "statement.restated": 2,
+    "alert.triggered": 2,
+    "alert.resolved": 1,
+}
+"""What the corrections demo makes (its month closed, restated twice) and the automation
+demo (two alerts, one resolved)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,8 +48,9 @@ class Delivered:
 
     @property
     def exact(self) -> bool:
-        """Every request verified, and the corrections' events came: the statement closed
-        and its two restatements (the late pages, the void)."""
+        """Every request verified, and the demos' events came: the statement closed and
+        its two restatements (the late pages, the void), the two alerts and the toner's
+        resolution."""
         return self.refused == 0 and all(self.by_type.get(t, 0) >= n for t, n in WANTED.items())
 
 
@@ -74,7 +81,9 @@ class Receiver:
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}/telemeter-hooks"
         spec = {"url": self.url, "description": "make demo's receiver"}
-        with httpx.Client(base_url=api_url, headers={"Authorization": f"Bearer {token}"}) as c:
+        self._api_url = api_url
+        self._headers = {"Authorization": f"Bearer {token}"}
+        with httpx.Client(base_url=api_url, headers=self._headers) as c:
             made = c.post("/v1/webhook-endpoints", json=spec)
             made.raise_for_status()
         self._inbox.secret = made.json()["secret"]
@@ -86,6 +95,10 @@ class Receiver:
         while not self._report().exact and time.monotonic() < deadline:
             time.sleep(0.1)
         self._server.shutdown()
+        # Disabled once done: a later demo's events are not tried on a receiver gone.
+        spec = {"url": self.url, "description": "make demo's receiver", "enabled": False}
+        with httpx.Client(base_url=self._api_url, headers=self._headers) as c:
+            c.put(f"/v1/webhook-endpoints/{self.endpoint_id}", json=spec).raise_for_status()
         return self._report()
 
     def _report(self) -> Delivered:

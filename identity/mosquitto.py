@@ -12,7 +12,8 @@ The auth directory holds, per concern, one file each for Mosquitto's ``password_
   part changes.
 
 Each device gets a user (password credentials) and, for any unrevoked credential, ACL lines
-of its own: write its telemetry topic, read its command topics, nothing else. Per-device
+of its own: write its telemetry topic and its command results, read its command topics,
+nothing else. Per-device
 lines rather than one ``%u`` pattern, so that a revoked certificate device -- still able to
 finish a TLS handshake until the CRL reload catches it -- has no topic left at all.
 
@@ -41,7 +42,10 @@ _FILES = ("passwd", "acl")
 def device_acl(device_id: str, topic_prefix: str) -> str:
     """The ACL block of one device."""
     base = f"{topic_prefix}devices/{device_id}"
-    return f"user {device_id}\ntopic write {base}/telemetry\ntopic read {base}/commands/#\n"
+    return (
+        f"user {device_id}\ntopic write {base}/telemetry\ntopic read {base}/commands/#\n"
+        f"topic write {base}/commands/result\n"
+    )
 
 
 @contextlib.contextmanager

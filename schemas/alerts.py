@@ -3,16 +3,18 @@ is the state machine each threshold runs; ``billing/alert_rules.py`` the rules' 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
-from typing import Annotated, Self
+from typing import Annotated, Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_serializer, model_validator
 
 from schemas.catalog import CustomerId
+from schemas.commands import COMMAND_PATTERN
 from schemas.inputs import ExactDecimal
-from schemas.telemetry import DeviceId, MeterName, format_time
+from schemas.telemetry import DeviceId, MeterName, format_decimal, format_time
 
 MAX_THRESHOLDS = 20
 
@@ -53,6 +55,18 @@ class ThresholdSpec(BaseModel):
     ] = timedelta(0)
 
 
+class CommandAction(BaseModel):
+    """A command a rule sends to the device it watches on a transition."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: Annotated[str, Field(pattern=COMMAND_PATTERN, examples=["lock"])]
+    params: dict[str, Any] = {}
+    ttl: Annotated[timedelta, Field(ge=timedelta(seconds=1), le=timedelta(days=7))] = timedelta(
+        hours=1
+    )
+
+
 class AlertRuleSpec(BaseModel):
     """The body of POST /v1/alert-rules and PUT /v1/alert-rules/{id}."""
 
@@ -91,7 +105,23 @@ class AlertRuleSpec(BaseModel):
         ExactDecimal | None,
         Field(gt=0, description="also fire every this much past the last threshold"),
     ] = None
+    target: Annotated[
+        ExactDecimal | None,
+        Field(
+            description="days_to_threshold: the level the forecast counts the days to "
+            "(default 0, empty, for a gauge; a counter needs one, e.g. a shoe's rated "
+            "700 km)"
+        ),
+    ] = None
     enabled: StrictBool = True
+    on_trigger: Annotated[
+        CommandAction | None,
+        Field(description="a command to the watched device when a threshold fires"),
+    ] = None
+    on_resolve: Annotated[
+        CommandAction | None,
+        Field(description="a command to the watched device when a threshold resolves"),
+    ] = None
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
@@ -117,6 +147,14 @@ class AlertRuleSpec(BaseModel):
                 )
         if self.every is not None and falling:
             raise ValueError("every (a recurring step) is for rising bases only")
+        acts = self.on_trigger is not None or self.on_resolve is not None
+        if acts and self.device_id is None and self.basis not in FALLING:
+            raise ValueError(
+                "a command goes to a device: on_trigger/on_resolve need a device rule (or a "
+                "customer's level or days_to_threshold rule, which watches each device)"
+            )
+        if self.target is not None and self.basis is not Basis.DAYS_TO_THRESHOLD:
+            raise ValueError("target is the level a days_to_threshold forecast counts to")
         return self
 
 
@@ -135,3 +173,83 @@ class AlertRule(AlertRuleSpec):
 def clear_value(t: ThresholdSpec) -> Decimal:
     """Where a threshold resolves (its value when no clear_at is given)."""
     return t.value if t.clear_at is None else t.clear_at
+
+
+class AlertState(StrEnum):
+    """Where one threshold of one subject stands in one period."""
+
+    OK = "ok"
+    PENDING = "pending"
+    FIRING = "firing"
+    RESOLVED = "resolved"
+
+
+@dataclass(frozen=True, slots=True)
+class AlertTrack:
+    """One threshold's state machine as stored: per (rule, subject, period start,
+    threshold), with the value it last compared and the latest reading time it saw."""
+
+    rule_id: str
+    subject: str
+    period_start: datetime
+    threshold: Decimal
+    state: AlertState
+    pending_since: datetime | None
+    excursions: int
+    value: Decimal
+    seen_through: datetime
+
+
+class AlertStatus(BaseModel):
+    """An item of GET /v1/alerts: where one threshold of a rule stands for one subject in
+    one period."""
+
+    alert_id: str = Field(description="rule, subject, period start and threshold")
+    rule_id: str
+    subject: str
+    period_start: str
+    threshold: str
+    state: AlertState
+    pending_since: str | None
+    excursions: int
+    value: str
+    updated_at: str
+
+    @classmethod
+    def of(cls, t: AlertTrack, updated_at: datetime) -> AlertStatus:
+        """The listing of a stored track."""
+        threshold = f"{t.threshold.normalize():f}"
+        return cls(
+            alert_id=f"{t.rule_id}:{t.subject}:{t.period_start:%Y%m%dT%H%M%SZ}:{threshold}",
+            rule_id=t.rule_id,
+            subject=t.subject,
+            period_start=format_time(t.period_start),
+            threshold=threshold,
+            state=t.state,
+            pending_since=None if t.pending_since is None else format_time(t.pending_since),
+            excursions=t.excursions,
+            value=format_decimal(t.value),
+            updated_at=format_time(updated_at),
+        )
+
+
+class AlertEvent(BaseModel):
+    """The payload of ``alert.triggered`` and ``alert.resolved`` events."""
+
+    rule_id: str
+    rule_name: str
+    customer_id: str | None
+    device_id: str | None
+    meter: str
+    basis: Basis
+    threshold: str
+    clear_at: str
+    value: str = Field(description="the value compared when the state changed")
+    n: int = Field(description="the excursion's number in the period: 1, 2, ...")
+    period_start: str
+    period_end: str
+    at: str = Field(description="when the evaluation saw the change")
+    late: bool = Field(
+        description="the change came from readings older than what this rule had "
+        "already evaluated for the subject (out of order, or replayed)"
+    )

@@ -22,6 +22,9 @@ from schemas.telemetry import format_time
 EVENT_TYPES = (
     "statement.closed",
     "statement.restated",
+    "alert.triggered",
+    "alert.resolved",
+    "command.finished",
 )
 """Every event type the outbox holds, what an endpoint may filter on."""
 

@@ -30,6 +30,8 @@
 from __future__ import annotations
 
 from storage.alerts import TABLES as ALERT_TABLES
+from storage.alerts import VIEWS as ALERT_VIEWS
+from storage.commands import TABLES as COMMAND_TABLES
 from storage.webhooks import TABLES as WEBHOOK_TABLES
 
 # A rollup bucket: per (device, meter, width, UTC bucket): ``width`` in hours, an hour (1)
@@ -298,7 +300,8 @@ TABLES: dict[str, str] = {
         ) ENGINE = ReplacingMergeTree(ver) ORDER BY (device_id, credential_id)
     """,
     **WEBHOOK_TABLES,  # endpoints, deliveries, attempts (storage/webhooks.py)
-    **ALERT_TABLES,  # alert rules (storage/alerts.py)
+    **ALERT_TABLES,  # alert rules, states, changes (storage/alerts.py)
+    **COMMAND_TABLES,  # commands to devices (storage/commands.py)
 }
 
 # Materialized views, created after the columns they read exist (MIGRATIONS below).
@@ -340,6 +343,7 @@ VIEWS: dict[str, str] = {
                batch, now64(3) AS marked_at, toUInt8(0) AS ver, toUInt8(0) AS cleared
         FROM {db}.readings
     """,
+    **ALERT_VIEWS,  # the change feed of the alert evaluator (storage/alerts.py)
 }
 
 # Columns added after a table was first released, then the views; applied at start, in
@@ -357,15 +361,15 @@ MIGRATIONS: list[str] = [
     "ALTER TABLE {db}.readings ADD COLUMN IF NOT EXISTS voided UInt8 DEFAULT 0 AFTER batch",
     "ALTER TABLE {db}.readings_by_time ADD COLUMN IF NOT EXISTS voided UInt8 DEFAULT 0 AFTER ver",
     *VIEWS.values(),
-    # Claims that only matter for a while: idempotency keys (kept 24 h, api/idempotency.py)
-    # restatement watches (an hour, billing/watches.py) and the webhook sender's leases
-    # (15 s, webhooks/sender.py) go two days after they were
-    # stored (the server's clock, not the writer's claimed_at); every other claim --
-    # statements, voids, plan versions, replays -- is kept for good.
+    # Claims that only matter for a while: idempotency keys (kept 24 h, api/idempotency.py),
+    # restatement watches (an hour, billing/watches.py), the webhook sender's and the alert
+    # evaluator's leases (15 s, webhooks/sender.py, billing/alerts.py) go two days after
+    # they were stored (the server's clock, not the writer's claimed_at); every other
+    # claim -- statements, voids, plan versions, replays -- is kept for good.
     "ALTER TABLE {db}.claims ADD COLUMN IF NOT EXISTS stored_at DateTime DEFAULT now()",
     "ALTER TABLE {db}.claims MODIFY TTL stored_at + INTERVAL 2 DAY DELETE "
     "WHERE startsWith(key, 'idem:') OR startsWith(key, 'restate-watch/') "
-    "OR startsWith(key, 'webhook-lease/')",
+    "OR startsWith(key, 'webhook-lease/') OR startsWith(key, 'alert-lease/')",
     # Replaced by the views created just before, so an insert always finds one (while both
     # exist an insert writes its rows to readings_by_time twice: the same keys, one row).
     "DROP VIEW IF EXISTS {db}.readings_ingest_mv",

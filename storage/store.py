@@ -19,6 +19,7 @@ from storage.alerts import AlertRuleQueries
 from storage.api_keys import ApiKeyQueries
 from storage.catalog import CatalogQueries
 from storage.claims import ClaimQueries
+from storage.commands import CommandQueries
 from storage.core import masked_dsn
 from storage.data_version import VERSION_SQL, VersionReader
 from storage.dead_letters import DeadLetterQueries
@@ -50,6 +51,7 @@ class ClickHouseStore(
     IdentityQueries,
     WebhookQueries,
     AlertRuleQueries,
+    CommandQueries,  # commands to devices (storage/commands.py)
     ClaimQueries,
 ):
     """The one adapter over ClickHouse: every repository above shares its client and read

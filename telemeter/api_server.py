@@ -20,7 +20,9 @@ from api.app import create_app
 from api.cache import ResponseCache
 from api.catalog import CatalogCache
 from api.deps import ApiContext, EventReplay
+from billing.alerts import AlertEvaluator
 from billing.closer import PeriodCloser
+from downlink.dispatcher import Broker, CommandDispatcher
 from identity.ca import DeviceCa
 from identity.mosquitto import MosquittoAuthFiles
 from identity.service import DeviceCredentials
@@ -158,6 +160,26 @@ async def run_api(
                 restate_horizon=settings.billing.restate_horizon,
             )
             await c.spawn("period-closer", closer.run)
+        if settings.billing.alerts_worker:
+            evaluator = AlertEvaluator(
+                store, clock, interval_s=settings.billing.alerts_interval.total_seconds()
+            )
+            await c.spawn("alert-evaluator", evaluator.run)
+        if settings.downlink.dispatcher:
+            m = settings.mqtt
+            password = m.password.get_secret_value() if m.password is not None else None
+            broker = Broker(
+                host=m.host,
+                port=m.tls_password_port if m.tls else m.port,
+                username=settings.downlink.username,
+                password=password,
+                ca_file=m.ca_file if m.tls else None,
+                topic_prefix=m.topic_prefix,
+            )
+            dispatcher = CommandDispatcher(
+                store, broker, clock, interval_s=settings.downlink.interval.total_seconds()
+            )
+            await c.spawn("command-dispatcher", dispatcher.run)
         if settings.webhooks.sender:
             outbound = httpx.AsyncClient()
             c.stop_with(outbound.aclose)

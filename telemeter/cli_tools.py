@@ -65,7 +65,7 @@ def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     """Run the stack, simulate devices, print usage read from the API and reconcile."""
-    from devices import corrections, report, webhook_demo
+    from devices import automation_demo, corrections, report, webhook_demo
     from devices.reconcile import reconcile
     from devices.simulator import Simulator
     from telemeter.stack import run_stack
@@ -84,9 +84,12 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
             hooks = await asyncio.to_thread(webhook_demo.Receiver, config.api_url, config.api_token)
             fixed = await asyncio.to_thread(corrections.run, config)
             report.print_corrections(fixed)
+            acted = await asyncio.to_thread(automation_demo.run, config)
+            report.print_automation(acted)
             delivered = await asyncio.to_thread(hooks.collect)
             report.print_webhooks(delivered)
-            return 0 if outcome.exact and fixed.exact and delivered.exact else 1
+            exact = outcome.exact and fixed.exact and acted.exact and delivered.exact
+            return 0 if exact else 1
 
     return run_async(main)
 

@@ -28,6 +28,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from aggregator.config import AggregatorSettings
 from api.config import DEV_ADMIN_TOKEN, ApiSettings
 from billing.config import BillingSettings
+from downlink.config import DownlinkSettings
 from ingest.config import BridgeSettings, IngestSettings
 from storage.core import dsn_password, masked_dsn
 from webhooks.config import WebhookSettings
@@ -266,6 +267,7 @@ class Settings(BaseSettings):
     api: ApiSettings = ApiSettings()
     billing: BillingSettings = BillingSettings()
     webhooks: WebhookSettings = WebhookSettings()
+    downlink: DownlinkSettings = DownlinkSettings()
 
     @model_validator(mode="after")
     def _defaults_in_the_run_dir(self) -> Settings:

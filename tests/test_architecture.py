@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 FLOORS: list[set[str]] = [
     {"schemas", "resilience"},  # values and wire models; the retry policy
     {"storage", "messaging", "rating"},  # adapters (ClickHouse, Kafka); the pricing engine
-    {"ingest", "aggregator", "identity", "webhooks"},  # the services
+    {"ingest", "aggregator", "identity", "webhooks", "downlink"},  # the services
     {"billing"},  # the use cases
     {"api", "devices"},  # the delivery surfaces; the device simulator
     {"telemeter"},  # the composition root and the CLI

@@ -39,12 +39,14 @@ from api.app import create_app
 from api.deps import ApiContext
 from api.routes.plans import EXAMPLE as PLAN
 from billing.alert_rules import create_rule
+from billing.commands import create_command
 from billing.voids import void_readings
 from identity.ca import DeviceCa
 from identity.dev_pki import ensure_ca
 from identity.service import DeviceCredentials
 from ingest.validation import TelemetryValidator
 from schemas.alerts import AlertRuleSpec
+from schemas.commands import CommandSpec
 from schemas.dead_letter import DeadLetter, RejectReason
 from schemas.quotes import Quote
 from schemas.voids import VoidRequest
@@ -64,6 +66,7 @@ ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 CUSTOMER, PLAN_ID, DEVICE = "acme", "printer-pro", "printer-0042"
 LETTER, QUOTE = "5f1c0e3a9b7d4c2e8a6f1b3d", "q_3f9a1c0e5b7d2a64"
 ENDPOINT = "we_3f9a1c0e5b7d2a64"
+COMMAND = "cmd_3f9a1c0e5b7d2a64"  # the path example of the command routes
 ALERT_EXAMPLE = AlertRuleSpec.model_json_schema()["examples"][0]
 
 
@@ -98,7 +101,11 @@ SCHEMA = schemathesis.openapi.from_dict(create_app(_context(cast(Any, None))).op
 # one), so a generated id is a 404 and the document's one example was sent without a token;
 # bad endpoint ids are tested in tests/api/test_webhooks.py.
 SCHEMA.config.update(
-    parameters={"path.endpoint_id": "we_3f9a1c0e5b7d2a64", "path.rule_id": "ar_3f9a1c0e5b7d2a64"}
+    parameters={
+        "path.endpoint_id": "we_3f9a1c0e5b7d2a64",
+        "path.rule_id": "ar_3f9a1c0e5b7d2a64",
+        "path.command_id": COMMAND,
+    }
 )
 
 
@@ -173,6 +180,8 @@ async def customer_key(store: ClickHouseStore) -> str:
     made = await create_rule(store, AlertRuleSpec.model_validate(ALERT_EXAMPLE), NOW)
     await store.put_rule(made.model_copy(update={"rule_id": "ar_3f9a1c0e5b7d2a64"}))
     await void_readings(store, seeded, NOW, "admin", "fuzz")
+    order = CommandSpec(name="refill_scheduled")
+    await create_command(store, DEVICE, order, NOW, "admin", command_id=COMMAND)
     async with httpx.AsyncClient(transport=transport, base_url="http://api", headers=ADMIN) as c:
         closed = await c.post(f"/v1/customers/{CUSTOMER}/periods/2026-11/close")
         assert closed.status_code == 201, closed.text  # st_acme_2026-11

@@ -10,10 +10,12 @@ from identity.mosquitto import MosquittoAuthFiles, device_acl
 
 
 def test_device_acl_is_its_own_topics_only() -> None:
-    """A device may write its telemetry and read its command topics, nothing else."""
+    """A device may write its telemetry and its command results and read its command
+    topics, nothing else."""
     assert device_acl("door-1", "site1/") == (
         "user door-1\ntopic write site1/devices/door-1/telemetry\n"
         "topic read site1/devices/door-1/commands/#\n"
+        "topic write site1/devices/door-1/commands/result\n"
     )
 
 

@@ -1,0 +1,1 @@
+"""The MQTT downlink: commands to devices and their answers (``downlink/dispatcher.py``)."""
