@@ -23,6 +23,7 @@ from api.routes import (
     devices,
     health,
     meters,
+    orders,
     plans,
     quotes,
     rated_usage,
@@ -86,6 +87,7 @@ def create_app(context: ApiContext) -> FastAPI:
         voids,
         webhooks,
         alerts,
+        orders,
         api_keys,
         staff_tokens,
     ):

@@ -9,7 +9,10 @@ What a pass evaluates -- never every customer on a timer:
 - every rule new or changed since the last pass, for all its subjects (and so every rule
   once when the process starts: a change missed while no evaluator ran is seen then);
 - every threshold ``pending`` on its dwell (``for``), every ``sweep_s``, so it fires once
-  its time has passed even when no new reading comes.
+  its time has passed even when no new reading comes;
+- with a ``Replenisher`` (``billing/replenishment.py``), it offers it what changed (and
+  every ``sweep_s`` a silence sweep); the replenisher decides in its own loop, so orders
+  never delay alerts.
 
 Semantics, each a test in tests/billing/test_alerts.py:
 
@@ -54,6 +57,7 @@ from billing.alert_state import Threshold, Track, Transition, event_id, step
 from billing.alert_values import Period, ValueStore, observe, subject_period
 from billing.commands import CommandStore, command_id_of, create_command
 from billing.ports import Claims, Outbox
+from billing.replenishment import Replenisher
 from billing.statements import get_statement, period_name, statement_id
 from billing.voids import held_since
 from resilience import Backoff, Outage, repeat_with_backoff
@@ -160,8 +164,10 @@ class AlertEvaluator:
         interval_s: float = 0.5,
         sweep_s: float = 10.0,
         writer: str | None = None,
+        replenisher: Replenisher | None = None,
     ) -> None:
         self._store = store
+        self._replenisher = replenisher
         self._clock = clock
         self._interval_s = interval_s
         self._sweep = timedelta(seconds=sweep_s)
@@ -193,15 +199,23 @@ class AlertEvaluator:
             self._seen = {}
             return 0
         rules = {r.rule_id: r for r in await self._store.list_rules() if r.enabled}
-        targets = await self._targets(rules, now)
+        changes = await self._changes()
+        sweep = self._swept is None or now - self._swept >= self._sweep
+        if sweep:
+            self._swept = now
+        targets = await self._targets(rules, now, changes, sweep)
         done: set[tuple[str, str, datetime]] = set()
         written = 0
         with PASS_SECONDS.time():
             for target in targets:
                 written += await self.evaluate(rules[target.rule_id], target, now, done)
+            if self._replenisher is not None:
+                self._replenisher.offer(changes, sweep)
         return written
 
-    async def _targets(self, rules: dict[str, AlertRule], now: datetime) -> list[Target]:
+    async def _targets(
+        self, rules: dict[str, AlertRule], now: datetime, changes: list[Change], sweep: bool
+    ) -> list[Target]:
         found: dict[tuple[str, str, datetime], Target] = {}
 
         def add(t: Target) -> None:
@@ -217,15 +231,14 @@ class AlertEvaluator:
         for rule in rules.values():
             by_meter.setdefault(rule.meter, []).append(rule)
         devices: dict[str, Device | None] = {}
-        for change in await self._changes():
+        for change in changes:
             for rule in by_meter.get(change.meter, []):
                 who = await self._subject_of(rule, change, devices)
                 if who is not None:
                     first, last = change.earliest_at, change.latest_at
                     add(Target(rule.rule_id, who, now, first, last))
                     add(Target(rule.rule_id, who, first, first, last))
-        if self._swept is None or now - self._swept >= self._sweep:
-            self._swept = now
+        if sweep:
             for t in await self._store.list_tracks([AlertState.PENDING.value]):
                 if t.rule_id in rules:
                     add(Target(t.rule_id, t.subject, datetime.fromisoformat(t.period_start)))

@@ -140,6 +140,12 @@ class InvalidRule(BillingError):
     code = "invalid_rule"
 
 
+class InvalidConsumable(BillingError):
+    """A consumable the device kind or the meter's kind cannot have."""
+
+    code = "invalid_consumable"
+
+
 class PlanCannotRate(BillingError):
     """The pricing engine refused a plan's quantities (``rating.errors`` says why)."""
 

@@ -4,7 +4,8 @@ toner low (a level of 15, clearing at 30; its action: the command ``refill_sched
 and 80% of the 1,000 included pages -- and the alert evaluator turns the readings into
 ``alert.triggered`` / ``alert.resolved`` events, which the webhook receiver of the demo
 gets signed. The printer, listening for commands as the simulator's devices do, gets the
-command over MQTT and acknowledges it. Measured: from the publish to the events in the
+command over MQTT and acknowledges it. Its falling toner also makes one replenishment
+order, which the new cartridge fulfils. Measured: from the publish to the events in the
 outbox (``GET /v1/events``)."""
 
 from __future__ import annotations
@@ -17,9 +18,10 @@ from typing import Any
 import httpx
 
 from devices.corrections import PLAN, iso, ok, publish, wait_until
+from devices.device_commands import execute
 from devices.fleet import BrokerEndpoint, Fleet
 from devices.provision import provision
-from devices.simulator import SimulationConfig, execute
+from devices.simulator import SimulationConfig
 
 WANTED = {"alert.triggered": 2, "alert.resolved": 1}
 """What the demo's rules make: toner low and pages near the allowance, then toner refilled."""
@@ -35,16 +37,23 @@ class Automation:
     seconds_to_alert: float
     firing: int
     command: tuple[str, str, str]  # (name, status, detail) of the rule's command
+    orders: list[tuple[str, str, str]]  # (reason, level, status) of the printer's orders
 
     @property
     def exact(self) -> bool:
         """Each rule fired once, the toner resolved once, and nothing else came."""
         kinds = sorted((t, name) for t, name, _ in self.events)
-        return self.command[:2] == ("refill_scheduled", "succeeded") and kinds == [
-            ("alert.resolved", "toner low"),
-            ("alert.triggered", "pages near the allowance"),
-            ("alert.triggered", "toner low"),
-        ]
+        one_order = [status for _, _, status in self.orders] == ["fulfilled"]
+        return (
+            one_order
+            and self.command[:2] == ("refill_scheduled", "succeeded")
+            and kinds
+            == [
+                ("alert.resolved", "toner low"),
+                ("alert.triggered", "pages near the allowance"),
+                ("alert.triggered", "toner low"),
+            ]
+        )
 
 
 def run(config: SimulationConfig, timeout_s: float = 60) -> Automation:
@@ -97,7 +106,8 @@ def run(config: SimulationConfig, timeout_s: float = 60) -> Automation:
         try:
             publish(endpoint, login, topic, device, now, pages, timeout_s, fleet=printer)
             started = time.monotonic()
-            toner = [(3, at, 40), (4, at + timedelta(minutes=2), 14)]
+            toner = [(3, at, 40)]  # then three readings in a row under the reorder level, 10
+            toner += [(4 + i, at + timedelta(minutes=1 + i), 9 - i) for i in range(3)]
             publish(endpoint, login, topic, device, now, toner, timeout_s, "toner_pct", printer)
             wait_until(lambda: len(_events(http, ids)) >= 2, timeout_s, "raise both alerts")
             seconds = time.monotonic() - started
@@ -113,11 +123,20 @@ def run(config: SimulationConfig, timeout_s: float = 60) -> Automation:
             command = _command(http, device, printer)
         finally:
             printer.close()
-        refill = [(5, at + timedelta(minutes=3), 95)]  # the new cartridge
+        refill = [(7, at + timedelta(minutes=4), 95)]  # the new cartridge
         publish(endpoint, login, topic, device, now, refill, timeout_s, meter="toner_pct")
         wait_until(lambda: len(_events(http, ids)) >= 3, timeout_s, "resolve the toner alert")
+        wait_until(lambda: _orders(http, device, "fulfilled"), timeout_s, "fulfil the order")
         assert command is not None
-        return Automation(customer, device, _events(http, ids), seconds, firing, command)
+        events = _events(http, ids)
+        return Automation(customer, device, events, seconds, firing, command, _orders(http, device))
+
+
+def _orders(http: httpx.Client, device: str, status: str = "") -> list[tuple[str, str, str]]:
+    """The printer's replenishment orders (in ``status``): (reason, level, status)."""
+    params = {"device_id": device, **({"status": status} if status else {})}
+    found = ok(http.get("/v1/orders", params=params)).json()["items"]
+    return [(o["reason"], o["level"], o["status"]) for o in found]
 
 
 def _command(http: httpx.Client, device: str, printer: Fleet) -> tuple[str, str, str] | None:

@@ -95,6 +95,8 @@ def print_automation(a: Automation) -> None:
     console.print(
         f"  the toner rule's command {name} to the printer over MQTT: {status} ({detail})"
     )
+    for reason, level, state in a.orders:
+        console.print(f"  replenishment order (toner, {reason} at {level}%): {state}")
     style = "bold green" if a.exact else "bold red"
     console.print(
         f"[{style}]alerts {'as expected' if a.exact else 'NOT as expected'}[/]: both fired "

@@ -27,6 +27,7 @@ from typing import Any
 
 import httpx
 
+from devices.device_commands import execute
 from devices.fleet import BrokerEndpoint, DeviceLogin, Fleet
 from devices.provision import provision
 from schemas.catalog import DEFAULT_METERS, Aggregation, MeterKind
@@ -56,6 +57,7 @@ class MeterModel:
     low: Decimal
     high: Decimal
     places: int
+    wears: bool = False  # a gauge used up: low..high is its use per tick, refilled when empty
 
     def draw(self, rng: random.Random) -> Decimal:
         """A random amount in [low, high] with ``places`` decimals."""
@@ -75,7 +77,7 @@ KINDS: dict[str, list[MeterModel]] = {
     ],
     "printer": [
         MeterModel("pages_printed", Decimal(0), Decimal(12), 0),
-        MeterModel("toner_pct", Decimal(1), Decimal(100), 1),
+        MeterModel("toner_pct", Decimal("0.05"), Decimal("0.4"), 1, wears=True),
     ],
     "car": [
         MeterModel("odometer_km", Decimal(0), Decimal("0.9"), 1),
@@ -205,22 +207,6 @@ class SimulationResult:
         """Write the ground truth as JSON."""
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(self.to_json(), indent=2) + "\n")
-
-
-COMMANDS = {
-    "printer": {"refill_scheduled": "refill noted: a new cartridge is on its way"},
-    "door": {"lock": "locked", "unlock": "unlocked"},
-}
-"""What each kind of simulated device does (the answer's detail), by command name."""
-
-
-def execute(kind: str, command: dict[str, Any]) -> tuple[str, str]:
-    """A simulated device executing ``command``: succeeded for what its kind knows,
-    rejected otherwise (``schemas/commands.py``)."""
-    done = COMMANDS.get(kind, {}).get(str(command.get("name")))
-    if done is None:
-        return "rejected", f"a {kind or 'device'} does not know {command.get('name')!r}"
-    return "succeeded", done
 
 
 class Simulator:
@@ -427,11 +413,27 @@ class Simulator:
                     else:
                         d.counters[m.name] += amount
                     value = d.counters[m.name]
+                elif m.wears:
+                    value = self._wear(d, m.name, amount)
+                    amount = value
                 else:
                     value = amount
                 readings.append({"meter": m.name, "value": format_decimal(value), "at": stamp})
                 truth.add(d.customer_id, m.name, amount, at, d.seq + 1)
         return readings, resets
+
+    def _wear(self, d: SimDevice, meter: str, use: Decimal) -> Decimal:
+        """A consumable's next reading: its level falls by ``use``, read with +-1 of noise;
+        a new cartridge (100) once it is under 3."""
+        level = d.counters.get(meter)
+        if level is None:
+            level = Decimal(self._rng.randint(200, 1000)) / 10
+        level -= use
+        if level < 3:
+            level = Decimal(100)
+        d.counters[meter] = level
+        noise = Decimal(self._rng.randint(-10, 10)) / 10
+        return min(max(level + noise, Decimal(0)), Decimal(100)).quantize(Decimal("0.1"))
 
     def _message(self, d: SimDevice, readings: list[dict[str, str]]) -> Message:
         """The next message of a device: (device id, topic, payload)."""

@@ -30,9 +30,10 @@ WANTED = {
     "statement.restated": 2,
     "alert.triggered": 2,
     "alert.resolved": 1,
+    "order.created": 1,
 }
 """What the corrections demo makes (its month closed, restated twice) and the automation
-demo (two alerts, one resolved)."""
+demo (two alerts, one resolved, one replenishment order)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,6 +25,9 @@ EVENT_TYPES = (
     "alert.triggered",
     "alert.resolved",
     "command.finished",
+    "order.created",
+    "replacement.suggested",
+    "device.silent",
 )
 """Every event type the outbox holds, what an endpoint may filter on."""
 

@@ -4,6 +4,7 @@ event again -- every closer that sees a statement writes its event -- stores it 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -33,6 +34,16 @@ class OutboxQueries(StoreCore):
             [[event_id, event_type, subject, payload, now]],
             ["event_id", "type", "subject", "payload", "created_at"],
         )
+
+    async def put_events(self, events: Sequence[tuple[str, str, str, str, datetime]]) -> None:
+        """Record several events, (id, type, subject, payload, created_at) each, in one
+        insert (each id's first write stays the event)."""
+        if events:
+            await self._insert(
+                "outbox",
+                [list(e) for e in events],
+                ["event_id", "type", "subject", "payload", "created_at"],
+            )
 
     async def list_events(self, event_type: str | None = None) -> list[OutboxEvent]:
         """Every event (of ``event_type``), oldest first."""

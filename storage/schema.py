@@ -32,6 +32,7 @@ from __future__ import annotations
 from storage.alerts import TABLES as ALERT_TABLES
 from storage.alerts import VIEWS as ALERT_VIEWS
 from storage.commands import TABLES as COMMAND_TABLES
+from storage.orders import TABLES as ORDER_TABLES
 from storage.webhooks import TABLES as WEBHOOK_TABLES
 
 # A rollup bucket: per (device, meter, width, UTC bucket): ``width`` in hours, an hour (1)
@@ -302,6 +303,7 @@ TABLES: dict[str, str] = {
     **WEBHOOK_TABLES,  # endpoints, deliveries, attempts (storage/webhooks.py)
     **ALERT_TABLES,  # alert rules, states, changes (storage/alerts.py)
     **COMMAND_TABLES,  # commands to devices (storage/commands.py)
+    **ORDER_TABLES,  # consumables, orders, cycles (storage/orders.py)
 }
 
 # Materialized views, created after the columns they read exist (MIGRATIONS below).

@@ -26,6 +26,7 @@ from storage.dead_letters import DeadLetterQueries
 from storage.errors import StoreUnavailable
 from storage.identity import IdentityQueries
 from storage.messages import MessageQueries
+from storage.orders import OrderQueries
 from storage.outbox import OutboxQueries
 from storage.plans import PlanQueries
 from storage.quotes import QuoteQueries
@@ -52,6 +53,7 @@ class ClickHouseStore(
     WebhookQueries,
     AlertRuleQueries,
     CommandQueries,  # commands to devices (storage/commands.py)
+    OrderQueries,  # consumables and orders (storage/orders.py)
     ClaimQueries,
 ):
     """The one adapter over ClickHouse: every repository above shares its client and read

@@ -22,6 +22,7 @@ from api.catalog import CatalogCache
 from api.deps import ApiContext, EventReplay
 from billing.alerts import AlertEvaluator
 from billing.closer import PeriodCloser
+from billing.replenishment import Replenisher
 from downlink.dispatcher import Broker, CommandDispatcher
 from identity.ca import DeviceCa
 from identity.mosquitto import MosquittoAuthFiles
@@ -161,10 +162,15 @@ async def run_api(
             )
             await c.spawn("period-closer", closer.run)
         if settings.billing.alerts_worker:
+            replenisher = Replenisher(store)
             evaluator = AlertEvaluator(
-                store, clock, interval_s=settings.billing.alerts_interval.total_seconds()
+                store,
+                clock,
+                interval_s=settings.billing.alerts_interval.total_seconds(),
+                replenisher=replenisher,
             )
             await c.spawn("alert-evaluator", evaluator.run)
+            await c.spawn("replenisher", functools.partial(replenisher.run, clock))
         if settings.downlink.dispatcher:
             m = settings.mqtt
             password = m.password.get_secret_value() if m.password is not None else None

@@ -190,6 +190,9 @@ async def open_store(settings: Settings, clock: Clock = utc_now) -> AsyncIterato
         kinds = await store.ensure_default_device_kinds(clock())
         if kinds:
             log.info("default_device_kinds_created", kinds=kinds)
+        consumables = await store.ensure_default_consumables(clock())
+        if consumables:
+            log.info("default_consumables_created", consumables=consumables)
         log_tz_database()  # the one tz database every window comes from
         store.rollups = settings.store.rollups
         rollovers = {m.name: m.rollover_max or Decimal(0) for m in await store.list_meters()}

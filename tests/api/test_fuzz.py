@@ -48,6 +48,7 @@ from ingest.validation import TelemetryValidator
 from schemas.alerts import AlertRuleSpec
 from schemas.commands import CommandSpec
 from schemas.dead_letter import DeadLetter, RejectReason
+from schemas.orders import Order, OrderStatus
 from schemas.quotes import Quote
 from schemas.voids import VoidRequest
 from schemas.webhooks import Endpoint, EndpointStatus
@@ -67,6 +68,7 @@ CUSTOMER, PLAN_ID, DEVICE = "acme", "printer-pro", "printer-0042"
 LETTER, QUOTE = "5f1c0e3a9b7d4c2e8a6f1b3d", "q_3f9a1c0e5b7d2a64"
 ENDPOINT = "we_3f9a1c0e5b7d2a64"
 COMMAND = "cmd_3f9a1c0e5b7d2a64"  # the path example of the command routes
+ORDER = "ord_3f9a1c0e5b7d2a64"
 ALERT_EXAMPLE = AlertRuleSpec.model_json_schema()["examples"][0]
 
 
@@ -105,6 +107,7 @@ SCHEMA.config.update(
         "path.endpoint_id": "we_3f9a1c0e5b7d2a64",
         "path.rule_id": "ar_3f9a1c0e5b7d2a64",
         "path.command_id": COMMAND,
+        "path.order_id": ORDER,
     }
 )
 
@@ -182,6 +185,19 @@ async def customer_key(store: ClickHouseStore) -> str:
     await void_readings(store, seeded, NOW, "admin", "fuzz")
     order = CommandSpec(name="refill_scheduled")
     await create_command(store, DEVICE, order, NOW, "admin", command_id=COMMAND)
+    refill = Order(
+        order_id=ORDER,
+        device_id=DEVICE,
+        customer_id=CUSTOMER,
+        consumable="toner",
+        status=OrderStatus.OPEN,
+        reason="level",
+        level="8",
+        days_left=None,
+        cycle_start=NOW - timedelta(days=20),
+        created_at=NOW,
+    )
+    await store.put_order(refill, NOW)
     async with httpx.AsyncClient(transport=transport, base_url="http://api", headers=ADMIN) as c:
         closed = await c.post(f"/v1/customers/{CUSTOMER}/periods/2026-11/close")
         assert closed.status_code == 201, closed.text  # st_acme_2026-11

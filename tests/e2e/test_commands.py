@@ -18,8 +18,8 @@ from billing.alert_rules import create_rule
 from billing.alerts import AlertEvaluator
 from billing.commands import create_command
 from billing.voids import void_readings
+from devices.device_commands import execute
 from devices.fleet import DeviceLogin, Fleet
-from devices.simulator import execute
 from downlink.dispatcher import Broker, CommandDispatcher
 from schemas.alerts import AlertRuleSpec
 from schemas.commands import Command, CommandSpec, CommandStatus

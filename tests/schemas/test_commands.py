@@ -13,7 +13,7 @@ import jsonschema
 import pytest
 from pydantic import ValidationError
 
-from devices.simulator import execute
+from devices.device_commands import execute
 from schemas.commands import Command, CommandResult, CommandSpec, CommandStatus
 
 SCHEMA: dict[str, Any] = json.loads(
