@@ -31,10 +31,10 @@ from decimal import Decimal, localcontext
 from typing import Protocol
 
 from billing.errors import BillingError
-from billing.periods import period_bounds
+from billing.periods import period_bounds, period_kind_at
 from billing.ports import Catalog, DeviceHistory, Usage
 from billing.pricing import rate_period
-from rating.models import BillingPeriod, PlanSpec
+from rating.models import BillingPeriod
 from schemas.alerts import AlertRule, Basis
 from schemas.catalog import Device, MeterKind
 from schemas.telemetry import EXACT
@@ -85,12 +85,7 @@ async def subject_period(store: ValueStore, rule: AlertRule, subject: str, at: d
         start, end = period_bounds(at, BillingPeriod.MONTH, "UTC")
         return Period(start, end, None, BillingPeriod.MONTH, "UTC")
     customer = await store.get_customer(customer_id)
-    history = await store.list_subscriptions(customer_id)
-    active = [s for s in history if s.start <= at] or history
-    kind = BillingPeriod.MONTH
-    if active:
-        stored = await store.get_plan(active[-1].plan_id, active[-1].plan_version)
-        kind = PlanSpec.model_validate(stored.spec).billing_period
+    kind = await period_kind_at(store, customer_id, at)
     start, end = period_bounds(at, kind, customer.timezone)
     return Period(start, end, customer_id, kind, customer.timezone)
 

@@ -13,7 +13,7 @@ from datetime import datetime
 from decimal import Decimal
 
 from billing.errors import InvalidPeriod
-from billing.ports import Usage
+from billing.ports import Catalog, Usage
 from rating.models import BillingPeriod, PlanSpec
 from schemas.billing import period_parts
 from schemas.catalog import Meter
@@ -42,6 +42,17 @@ def period_bounds(at: datetime, period: BillingPeriod, tz: str) -> tuple[datetim
     for _ in range(12 if period is BillingPeriod.YEAR else 1):
         end = next_window_start(end, Window.MONTH, tz)
     return first, end
+
+
+async def period_kind_at(catalog: Catalog, customer_id: str, at: datetime) -> BillingPeriod:
+    """How often the customer is billed at ``at``: by the plan in force then, else its
+    latest plan; a month when it has none."""
+    history = await catalog.list_subscriptions(customer_id)
+    active = [s for s in history if s.start <= at] or history
+    if not active:
+        return BillingPeriod.MONTH
+    stored = await catalog.get_plan(active[-1].plan_id, active[-1].plan_version)
+    return PlanSpec.model_validate(stored.spec).billing_period
 
 
 def requested_range(

@@ -41,6 +41,7 @@ import structlog
 from billing.alert_values import FORECAST_WINDOW, forecast_days, holder_at
 from billing.ports import DeviceHistory, Outbox
 from resilience import Backoff, Outage, repeat_with_backoff
+from schemas.catalog import Device
 from schemas.orders import Consumable, Order, OrderStatus
 from schemas.telemetry import format_decimal, format_time
 from storage.alerts import Change
@@ -169,9 +170,11 @@ class Replenisher:
     def offer(self, changes: Sequence[Change], sweep: bool = False) -> None:
         """Changes to evaluate at the next drain (and a silence sweep, if ``sweep``): the
         alert evaluator offers what each of its passes read, and never waits for orders."""
-        for c in changes:
-            key = (c.device_id, c.meter)
-            self._pending[key] = min(c.earliest_at, self._pending.get(key, c.earliest_at))
+        self._merge({(c.device_id, c.meter): c.earliest_at for c in changes}, sweep)
+
+    def _merge(self, pending: dict[tuple[str, str], datetime], sweep: bool) -> None:
+        for key, at in pending.items():
+            self._pending[key] = min(at, self._pending.get(key, at))
         self._sweep_due = self._sweep_due or sweep
 
     async def run(self, clock: Callable[[], datetime]) -> None:
@@ -184,49 +187,41 @@ class Replenisher:
         await repeat_with_backoff(once, backoff=BACKOFF, outage=Outage("replenisher"))
 
     async def drain(self, now: datetime) -> int:
-        """Evaluate what was offered (a failed drain is offered again); returns events."""
+        """Evaluate each (device, consumable) the offered changes touch, then sweep for
+        silence if one is due (a failed drain is offered again); returns events written."""
         pending, self._pending = self._pending, {}
         sweep, self._sweep_due = self._sweep_due, False
         try:
-            changes = [Change(d, m, at, at, now) for (d, m), at in pending.items()]
-            written = await self.on_changes(changes, now)
+            written = await self._decide(pending, now)
             if sweep:
                 written += await self.sweep_silent(now)
             return written
         except BaseException:
-            for key, at in pending.items():
-                self._pending[key] = min(at, self._pending.get(key, at))
-            self._sweep_due = self._sweep_due or sweep
+            self._merge(pending, sweep)
             raise
 
-    async def on_changes(self, changes: Sequence[Change], now: datetime) -> int:
-        """Evaluate each (device, consumable) the changes touch; returns events written."""
-        consumables = await self._store.list_consumables()
+    async def _decide(self, pending: dict[tuple[str, str], datetime], now: datetime) -> int:
         by_meter: dict[str, list[Consumable]] = {}
-        for c in consumables:
+        for c in await self._store.list_consumables():
             by_meter.setdefault(c.meter, []).append(c)
-        earliest: dict[tuple[str, str], tuple[Consumable, datetime]] = {}
-        for change in changes:
-            for c in by_meter.get(change.meter, []):
-                key = (change.device_id, c.name)
-                first = min(change.earliest_at, earliest.get(key, (c, change.earliest_at))[1])
-                earliest[key] = (c, first)
         written = 0
-        for (device_id, _), (c, first) in sorted(earliest.items()):
-            try:
-                device = await self._store.get_device(device_id)
-            except NotFound:
-                continue
-            if device.kind == c.device_kind:
-                written += await self.evaluate(device_id, c, now, first)
+        for (device_id, meter), first in sorted(pending.items()):
+            for c in by_meter.get(meter, []):
+                try:
+                    device = await self._store.get_device(device_id)
+                except NotFound:
+                    break
+                if device.kind == c.device_kind:
+                    written += await self.evaluate(device, c, now, first)
         await self._flush(now)
         return written
 
     async def evaluate(
-        self, device_id: str, c: Consumable, now: datetime, earliest: datetime | None = None
+        self, device: Device, c: Consumable, now: datetime, earliest: datetime | None = None
     ) -> int:
         """Decide the device's cycles of ``c`` from its current one on -- or, for readings
         older than that (out of order), from ``FIRST_LOOK`` before them."""
+        device_id = device.device_id
         stored = await self._store.get_cycle(device_id, c.name)
         if stored is not None and (earliest is None or earliest >= stored.cycle_start):
             since, known = stored.cycle_start, True  # a cycle's start: a refill
@@ -248,7 +243,7 @@ class Replenisher:
             running = i == len(parts) - 1
             mine = [o for o in orders if part[0][0] <= o.cycle_start <= part[-1][0]]
             if gauge:
-                made = None if mine else await self._order(device_id, c, part, now, running)
+                made = None if mine else await self._order(device, c, part, now, running)
                 if made is not None:
                     mine.append(made)
                     written += 1
@@ -264,15 +259,15 @@ class Replenisher:
         return written
 
     async def _order(
-        self, device_id: str, c: Consumable, part: Points, now: datetime, running: bool
+        self, device: Device, c: Consumable, part: Points, now: datetime, running: bool
     ) -> Order | None:
         """Order for a cycle that has none (an order whose cycle start lies inside this
         cycle is its order: its first reading came late)."""
         decision = decide(c, part, now, running)
         if decision is None:
             return None
+        device_id = device.device_id
         oid = order_id(device_id, c.name, part[0][0])
-        device = await self._store.get_device(device_id)
         order = Order(
             order_id=oid,
             device_id=device_id,

@@ -39,7 +39,7 @@ from decimal import Decimal
 from typing import Literal, Protocol
 
 from billing.errors import InvalidPeriod, PeriodNotEnded
-from billing.periods import period_bounds, plan_quantities, requested_range
+from billing.periods import period_bounds, period_kind_at, plan_quantities, requested_range
 from billing.ports import AssignmentChanges, Catalog, Claims, Outbox, Usage, Versioned
 from billing.pricing import rate_period
 from billing.void_log import voided_since
@@ -433,14 +433,8 @@ async def _reason(store: LedgerStore, statement: Statement) -> RestatementReason
 
 
 async def _open_period(store: LedgerStore, customer_id: str, now: datetime) -> str:
-    """The name of the customer's period open at ``now`` (by the plan in force then, else
-    the latest plan; a month when it has none)."""
+    """The name of the customer's period open at ``now``."""
     customer = await store.get_customer(customer_id)
-    history = await store.list_subscriptions(customer_id)
-    active = [s for s in history if s.start <= now] or history
-    kind = BillingPeriod.MONTH
-    if active:
-        stored = await store.get_plan(active[-1].plan_id, active[-1].plan_version)
-        kind = PlanSpec.model_validate(stored.spec).billing_period
+    kind = await period_kind_at(store, customer_id, now)
     start, _ = period_bounds(now, kind, customer.timezone)
     return period_name(start, kind, customer.timezone)

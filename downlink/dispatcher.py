@@ -182,8 +182,11 @@ class CommandDispatcher:
                 await self._answered(*item)
         now = self._clock()
         sent = 0
-        resend = {CommandStatus.CREATED, CommandStatus.SENT} if self._restarted else set()
-        resend.add(CommandStatus.CREATED)
+        resend = (
+            {CommandStatus.CREATED, CommandStatus.SENT}
+            if self._restarted
+            else {CommandStatus.CREATED}
+        )
         for command in await self._store.list_commands(statuses=OPEN):
             if command.expires_at <= now:
                 await self._finish(command, CommandStatus.TIMED_OUT, "no answer within its TTL")
