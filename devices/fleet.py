@@ -78,6 +78,7 @@ class _Device:
         "index",
         "next_reconnect",
         "sock",
+        "subscribed",
     )
 
     def __init__(self, index: int, device_id: str, client: paho.Client) -> None:
@@ -86,6 +87,7 @@ class _Device:
         self.client = client
         self.sock: Any = None
         self.connected = False
+        self.subscribed = False  # its command subscription acknowledged (SUBACK)
         self.ever_connected = False
         self.next_reconnect = 0.0
 
@@ -146,6 +148,7 @@ class Fleet:
         client.on_disconnect = self._disconnected
         client.on_publish = self._published
         client.on_message = self._message
+        client.on_subscribe = self._subscribed
         client.on_socket_open = self._socket_open
         client.on_socket_close = self._socket_close
         client.on_socket_register_write = self._want_write
@@ -187,7 +190,12 @@ class Fleet:
                 d.next_reconnect = time.monotonic() + _RECONNECT_S
         deadline = time.monotonic() + timeout_s
         while True:
-            waiting = sum(not d.connected for d in self.devices)
+            # With commands, connected means subscribed too: a command published between
+            # the CONNACK and the SUBACK of a first session would find no subscription.
+            waiting = sum(
+                not d.connected or (self._commands is not None and not d.subscribed)
+                for d in self.devices
+            )
             if not waiting:
                 return
             if time.monotonic() > deadline:
@@ -272,6 +280,9 @@ class Fleet:
         if self._commands is not None:
             topic = f"{self._topic_prefix}devices/{device.device_id}/commands"
             client.subscribe(topic, qos=1)
+
+    def _subscribed(self, _c: Any, device: _Device, _mid: int, reasons: Any, _p: Any) -> None:
+        device.subscribed = not any(getattr(r, "is_failure", False) for r in reasons)
 
     def _message(self, client: Any, device: _Device, message: Any) -> None:
         device_id = device.device_id
