@@ -5,6 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 SERVICES := deploy/services.sh
+TEST_WORKERS ?= 2
 
 .DEFAULT_GOAL := help
 .PHONY: help install services-up services-down services-status demo up simulate chaos test equivalence lint bench bench-quick clean
@@ -48,7 +49,11 @@ chaos: install ## Kill/restart every component 24 times over 5.5 min under load;
 	$(BIN)/telemeter chaos $(CHAOS_ARGS)
 
 test: install ## Install what is missing, start services, run the whole test suite
-	$(BIN)/pytest $(PYTEST_ARGS)
+	@if $(SERVICES) status >/dev/null 2>&1; then keep=1; else keep=0; fi; \
+	$(SERVICES) up || exit 1; \
+	$(BIN)/pytest --numprocesses $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS); rc=$$?; \
+	if [ $$keep = 0 ]; then $(SERVICES) down; fi; \
+	exit $$rc
 
 equivalence: install ## The rollup equivalence property test over 10,000 scenarios (~11 min; `make test` runs 1,000)
 	TELEMETER_EQUIVALENCE_SCENARIOS=10000 $(BIN)/pytest tests/storage/test_rollup_equivalence.py -q

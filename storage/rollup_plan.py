@@ -181,20 +181,29 @@ class _Walk:
         end = self.windows.end
         first = floor_to(max(day, lookback), HOUR)
         stop = min(following, floor_to(end - _MS, HOUR) + HOUR)
-        special = {h for h in hot[bisect_left(hot, first) : bisect_left(hot, stop)]}
+        dirty = set(hot[bisect_left(hot, first) : bisect_left(hot, stop)])
+        special = set(dirty)
         for t in (lookback, end):
             if first <= t < stop and t != floor_to(t, HOUR):
                 special.add(floor_to(t, HOUR))
         for t in self.ordered[bisect_right(self.ordered, first) : bisect_left(self.ordered, stop)]:
             if t != floor_to(t, HOUR):
                 special.add(floor_to(t, HOUR))
-        hour = first
-        for next_special in [*sorted(special), stop]:
-            if hour < next_special:  # a block of hour units, cut at the bounds it touches
-                self._cut(self.result.hours, meter, hour, next_special)
-            if next_special < stop:
-                self._one(meter, next_special, lookback, hot)
-            hour = next_special + HOUR
+        order = sorted(special)
+        hour, i = first, 0
+        while i < len(order):
+            if hour < order[i]:  # a block of hour units, cut at the bounds it touches
+                self._cut(self.result.hours, meter, hour, order[i])
+            hour = order[i] + HOUR
+            if order[i] in dirty:  # a run of dirty hours is raw as a block, like each hour
+                while hour in dirty:
+                    hour += HOUR
+                self._cut(self.result.raw, meter, max(order[i], lookback), min(hour, end))
+            else:
+                self._one(meter, order[i], lookback, hot)
+            i = bisect_left(order, hour, i + 1)
+        if hour < stop:
+            self._cut(self.result.hours, meter, hour, stop)
 
     def _cut(self, spans: list[Span], meter: str, a: datetime, b: datetime) -> None:
         """[a, b) added to ``spans``, cut at every bound inside it (where a run must end)."""

@@ -35,11 +35,13 @@ ADMIN_TOKEN = "test-admin-token"
 
 @pytest.fixture(scope="session")
 def services() -> Iterator[None]:
-    """Mosquitto on 1883 and Kafka on 9092, reused when running, else started and stopped."""
+    """Mosquitto on 1883 and Kafka on 9092, reused when running, else started and stopped --
+    except by a pytest-xdist worker, which cannot know whether another still uses them
+    (``make test`` starts them before the workers and stops them after)."""
     already = subprocess.run([str(SERVICES), "status"], capture_output=True).returncode == 0
     subprocess.run([str(SERVICES), "up"], check=True)
     yield
-    if not already:
+    if not already and "PYTEST_XDIST_WORKER" not in os.environ:
         subprocess.run([str(SERVICES), "down"], check=False)
 
 

@@ -1,7 +1,7 @@
 """The rollup plan walked in blocks of hours (``storage.rollup_plan.plan``) equals the plan
 decided hour by hour, its definition: the same day, hour and raw runs for random ranges
 (aligned or not), windows in zones with DST and offsets of :30 and :45, assignment changes
-on and off the hour, and dirty hours inside, at and around the range."""
+on and off the hour, and dirty hours -- alone and in runs -- inside, at and around the range."""
 
 from __future__ import annotations
 
@@ -97,6 +97,13 @@ def inputs(draw: st.DrawFn) -> tuple[Sequence[str], dict[str, bool], Windows, di
         (draw(st.sampled_from(devices)), draw(st.sampled_from(list(meters))), floor_to(t, HOUR))
         for t in draw(st.lists(moment, max_size=12))
     }
+    # runs of dirty hours (a backlog the rollup worker has not folded yet), some holding the
+    # range's start or end inside an hour
+    edges = [start, end - MINUTE]
+    for t in draw(st.lists(st.one_of(moment, st.sampled_from(edges)), max_size=3)):
+        device, meter = draw(st.sampled_from(devices)), draw(st.sampled_from(list(meters)))
+        first = floor_to(t, HOUR) - HOUR * draw(st.integers(0, 3))
+        dirty |= {(device, meter, first + HOUR * h) for h in range(draw(st.integers(1, 40)))}
     return devices, meters, windows, changes, dirty
 
 
