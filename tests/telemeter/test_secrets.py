@@ -3,10 +3,11 @@ middleware and logging, the CLI's configuration output and its refusals outside 
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import io
 import logging
 import os
-import secrets
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -24,8 +25,15 @@ from telemeter import logs
 from telemeter.config import DEV_KAFKA_PASSWORDS, DEV_MQTT_PASSWORD, DEV_SECRETS_FILE, Settings
 from tests.conftest import REPO
 
-ADMIN = "adm_" + secrets.token_urlsafe(32)
-DSN_PASSWORD = "dsn-" + secrets.token_urlsafe(16)
+
+def _secret(name: str, n: int) -> str:
+    """A secret-looking value that is the same in every process of a run (pytest-xdist's
+    workers must collect the same test ids, and these appear in some)."""
+    return base64.urlsafe_b64encode(hashlib.sha256(name.encode()).digest()).decode()[:n]
+
+
+ADMIN = "adm_" + _secret("test_secrets admin token", 43)
+DSN_PASSWORD = "dsn-" + _secret("test_secrets dsn password", 22)
 DSN = f"http://default:{DSN_PASSWORD}@127.0.0.1:1/"
 
 
