@@ -14,8 +14,9 @@ outcome does not depend on how readings were batched or how late they came:
   order's id derives from the device, the consumable and the cycle's start, so the order
   exists once however often the cycle is evaluated; the next refill fulfils it. Hence at
   most one open order per (device, consumable);
-- a **counter** cycle past ``suggest_at`` percent of its ``rated_life`` emits one
-  ``replacement.suggested`` with the forecast date it reaches its life;
+- a **counter**'s running cycle past ``suggest_at`` percent of its ``rated_life`` emits
+  one ``replacement.suggested`` with the forecast date it reaches its life; a cycle that
+  ended in a reset suggests nothing, however late its readings came: it was replaced;
 - a device that reported a consumable before and is silent for more than 3 times its usual
   interval (the median of its last gaps; 5 minutes at least) gets one ``device.silent`` per
   silence -- never an order: a silent printer's forecast is not evidence of use.
@@ -251,8 +252,8 @@ class Replenisher:
                     refill = parts[i + 1][0][0]
                     for o in mine:
                         await self._fulfil(o, refill, now)
-            else:
-                written += await self._suggest(device_id, c, part, now, running)
+            elif running:
+                written += await self._suggest(device_id, c, part, now)
         interval = usual_interval(points)
         cycle = Cycle(device_id, c.name, parts[-1][0][0], points[-1][0], interval)
         self._cycles.append(cycle)
@@ -291,16 +292,13 @@ class Replenisher:
             update = {"status": OrderStatus.FULFILLED, "fulfilled_at": refill}
             self._orders.append(order.model_copy(update=update))
 
-    async def _suggest(
-        self, device_id: str, c: Consumable, part: Points, now: datetime, running: bool
-    ) -> int:
+    async def _suggest(self, device_id: str, c: Consumable, part: Points, now: datetime) -> int:
         assert c.rated_life is not None
         worn = part[-1][1] * 100 / c.rated_life
         if worn < c.suggest_at:
             return 0
         recent = [p for p in part if p[0] >= part[-1][0] - FORECAST_WINDOW]
-        as_of = now if running else part[-1][0]
-        days = forecast_days(recent, c.rated_life, as_of, gauge=False)
+        days = forecast_days(recent, c.rated_life, now, gauge=False)
         payload = {
             "device_id": device_id,
             "consumable": c.name,
@@ -308,9 +306,7 @@ class Replenisher:
             "rated_life": format_decimal(c.rated_life),
             "percent_used": format_decimal(worn.quantize(Decimal("0.01"))),
             "days_left": None if days is None else format_decimal(days),
-            "worn_out_at": None
-            if days is None
-            else format_time(as_of + timedelta(days=float(days))),
+            "worn_out_at": None if days is None else format_time(now + timedelta(days=float(days))),
             "cycle_start": format_time(part[0][0]),
         }
         key = order_id(device_id, c.name, part[0][0]).removeprefix("ord_")

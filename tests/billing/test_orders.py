@@ -199,3 +199,22 @@ class TestShoes:
         worn = datetime.fromisoformat(suggested["worn_out_at"])
         assert abs(worn - truth) <= timedelta(days=3)
         assert Decimal(suggested["percent_used"]) >= 80
+
+    async def test_shoes_replaced_before_they_were_read_suggest_nothing(
+        self, store: ClickHouseStore
+    ) -> None:
+        """A pair worn to 90% and replaced (the counter reset), read in one late batch with
+        the new pair's first 50 km: nothing is suggested -- the worn pair is gone, the new
+        one is at 7%."""
+        device = "ord-shoe-replaced"
+        await _device(store, device, "shoe")
+        clock = Clock(T0 + timedelta(days=40))
+        replenisher = Replenisher(store)
+        evaluator = AlertEvaluator(store, clock, replenisher=replenisher)
+        await _pass(evaluator, replenisher, clock)
+        worn = [(T0 + timedelta(days=d), Decimal(20 * d)) for d in range(32)]  # to 620 km
+        new = [(T0 + timedelta(days=32 + d), Decimal(10 * d)) for d in range(6)]
+        await _insert(store, device, "distance_km", worn + new)
+        for _ in range(3):
+            await _pass(evaluator, replenisher, clock)
+        assert await _events(store, "replacement.suggested", device) == []
