@@ -6,6 +6,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 SERVICES := deploy/services.sh
 TEST_WORKERS ?= 2
+# schemathesis generates no test per operation under pytest-xdist: the fuzz runs beside it
+FUZZ := tests/api/test_fuzz.py
 
 .DEFAULT_GOAL := help
 .PHONY: help install services-up services-down services-status demo up simulate chaos test equivalence lint bench bench-quick clean
@@ -50,10 +52,14 @@ chaos: install ## Kill/restart every component 24 times over 5.5 min under load;
 
 test: install ## Install what is missing, start services, run the whole test suite
 	@if $(SERVICES) status >/dev/null 2>&1; then keep=1; else keep=0; fi; \
-	$(SERVICES) up || exit 1; \
-	$(BIN)/pytest --numprocesses $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS); rc=$$?; \
+	$(SERVICES) up || exit 1; mkdir -p .run; \
+	$(BIN)/pytest -p no:xdist $(FUZZ) $(PYTEST_ARGS) > .run/test-fuzz.log 2>&1 & fuzz=$$!; \
+	$(BIN)/pytest --numprocesses $(TEST_WORKERS) --dist loadfile --ignore=$(FUZZ) $(PYTEST_ARGS); \
+	rc=$$?; wait $$fuzz; frc=$$?; \
+	echo "--- $(FUZZ), run beside the others in a process of its own (log .run/test-fuzz.log):"; \
+	tail -n 15 .run/test-fuzz.log; \
 	if [ $$keep = 0 ]; then $(SERVICES) down; fi; \
-	exit $$rc
+	[ $$rc = 0 ] && [ $$frc = 0 ]
 
 equivalence: install ## The rollup equivalence property test over 10,000 scenarios (~11 min; `make test` runs 1,000)
 	TELEMETER_EQUIVALENCE_SCENARIOS=10000 $(BIN)/pytest tests/storage/test_rollup_equivalence.py -q

@@ -21,6 +21,7 @@ class _Inbox:
     secret: str = ""
     ids: list[str] = field(default_factory=list)
     types: dict[str, str] = field(default_factory=dict)
+    arrived: dict[str, float] = field(default_factory=dict)  # id -> first time.time()
     refused: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -34,6 +35,27 @@ WANTED = {
 }
 """What the corrections demo makes (its month closed, restated twice) and the automation
 demo (two alerts, one resolved, one replenishment order)."""
+
+
+DESCRIPTION = "make demo's receiver"
+
+
+def _disable_left_over(http: httpx.Client) -> None:
+    """Disable the enabled receivers of earlier demos that were killed before they closed
+    theirs: the sender would retry every event on each for 5 days."""
+    params: dict[str, Any] = {"limit": 1000}
+    while True:
+        page = http.get("/v1/webhook-endpoints", params=params)
+        page.raise_for_status()
+        items = page.json()["items"]
+        for e in items:
+            if e["description"] == DESCRIPTION and e["status"] == "enabled":
+                spec = {k: e[k] for k in ("url", "description", "event_types")}
+                path = f"/v1/webhook-endpoints/{e['endpoint_id']}"
+                http.put(path, json={**spec, "enabled": False}).raise_for_status()
+        if not page.json()["has_more"]:
+            return
+        params["starting_after"] = items[-1]["endpoint_id"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +92,7 @@ class Receiver:
                         data: Any = Webhook(inbox.secret).verify(content, dict(self.headers))
                         inbox.ids.append(self.headers["webhook-id"])
                         inbox.types[self.headers["webhook-id"]] = data["type"]
+                        inbox.arrived.setdefault(self.headers["webhook-id"], time.time())
                     except WebhookVerificationError:
                         inbox.refused += 1
                 self.send_response(204)
@@ -81,26 +104,50 @@ class Receiver:
         self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}/telemeter-hooks"
-        spec = {"url": self.url, "description": "make demo's receiver"}
         self._api_url = api_url
         self._headers = {"Authorization": f"Bearer {token}"}
+        self._closed = False
         with httpx.Client(base_url=api_url, headers=self._headers) as c:
-            made = c.post("/v1/webhook-endpoints", json=spec)
+            _disable_left_over(c)
+            made = c.post("/v1/webhook-endpoints", json=self._spec())
             made.raise_for_status()
         self._inbox.secret = made.json()["secret"]
         self.endpoint_id = made.json()["endpoint"]["endpoint_id"]
+
+    def _spec(self, enabled: bool = True) -> dict[str, Any]:
+        """Only the demos' event types: the simulated fleet's own (replacement.suggested,
+        device.silent, ...) are not the receiver's business."""
+        types = sorted(WANTED)
+        return {
+            "url": self.url,
+            "description": DESCRIPTION,
+            "event_types": types,
+            "enabled": enabled,
+        }
 
     def collect(self, timeout_s: float = 30) -> Delivered:
         """Wait until the WANTED events came (or the timeout); stop serving."""
         deadline = time.monotonic() + timeout_s
         while not self._report().exact and time.monotonic() < deadline:
             time.sleep(0.1)
-        self._server.shutdown()
-        # Disabled once done: a later demo's events are not tried on a receiver gone.
-        spec = {"url": self.url, "description": "make demo's receiver", "enabled": False}
-        with httpx.Client(base_url=self._api_url, headers=self._headers) as c:
-            c.put(f"/v1/webhook-endpoints/{self.endpoint_id}", json=spec).raise_for_status()
+        self.close()
         return self._report()
+
+    def close(self) -> None:
+        """Stop serving and disable the endpoint (also when a demo before ``collect``
+        failed): a later demo's events are not tried on a receiver gone."""
+        if self._closed:
+            return
+        self._closed = True
+        self._server.shutdown()
+        with httpx.Client(base_url=self._api_url, headers=self._headers) as c:
+            path = f"/v1/webhook-endpoints/{self.endpoint_id}"
+            c.put(path, json=self._spec(enabled=False)).raise_for_status()
+
+    def arrived(self, event_id: str) -> float | None:
+        """When the event first arrived verified (``time.time()``), if it has."""
+        with self._inbox.lock:
+            return self._inbox.arrived.get(event_id)
 
     def _report(self) -> Delivered:
         with self._inbox.lock:

@@ -82,11 +82,14 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
             outcome = await asyncio.to_thread(reconcile, config.api_url, config.api_token, result)
             report.print_usage(outcome)
             hooks = await asyncio.to_thread(webhook_demo.Receiver, config.api_url, config.api_token)
-            fixed = await asyncio.to_thread(corrections.run, config)
-            report.print_corrections(fixed)
-            acted = await asyncio.to_thread(automation_demo.run, config)
-            report.print_automation(acted)
-            delivered = await asyncio.to_thread(hooks.collect)
+            try:
+                fixed = await asyncio.to_thread(corrections.run, config)
+                report.print_corrections(fixed)
+                acted = await asyncio.to_thread(automation_demo.run, config)
+                report.print_automation(acted)
+                delivered = await asyncio.to_thread(hooks.collect)
+            finally:
+                await asyncio.to_thread(hooks.close)
             report.print_webhooks(delivered)
             exact = outcome.exact and fixed.exact and acted.exact and delivered.exact
             return 0 if exact else 1
