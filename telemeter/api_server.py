@@ -195,6 +195,7 @@ async def run_api(
                 clock,
                 interval_s=settings.webhooks.interval.total_seconds(),
                 timeout_s=settings.webhooks.timeout.total_seconds(),
+                schedule=settings.webhooks.retry_schedule,
             )
             await c.spawn("webhook-sender", sender.run)
         config = uvicorn.Config(

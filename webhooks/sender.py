@@ -11,8 +11,9 @@ not held in memory.
 lease slot (``webhook-lease/<slot>``, ``LEASE`` long, compare-and-set): the holder sends,
 the others wait for a later slot. A holder that dies loses the slot when it ends.
 
-**Schedule** (Svix's): the first attempt at once, then after 5 s, 5 min, 30 min, 2 h, 5 h,
-10 h and 10 h; an event failed 8 times is ``failed`` (resend it by hand). An endpoint
+**Schedule** (Svix's, by default; ``TELEMETER_WEBHOOKS__RETRY_SCHEDULE``): the first
+attempt at once, then after 5 s, 5 min, 30 min, 2 h, 5 h, 10 h and 10 h; an event failed
+8 times is ``failed`` (resend it by hand). An endpoint
 whose attempts have all failed for ``DISABLE_AFTER`` (5 days) is disabled, with the reason;
 enabling it again starts afresh. Any 2xx is success; anything else -- another status, a
 redirect (not followed), no answer within the timeout, a refused connection -- a failure."""
@@ -23,7 +24,7 @@ import asyncio
 import os
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -70,6 +71,7 @@ class WebhookSender:
         timeout_s: float = 15.0,
         concurrency: int = 16,
         writer: str | None = None,
+        schedule: Sequence[timedelta] = SCHEDULE,
     ) -> None:
         self._store = store
         self._client = client
@@ -79,6 +81,7 @@ class WebhookSender:
         self._slots = asyncio.Semaphore(concurrency)
         self._writer = writer or f"webhooks:{socket.gethostname()}:{os.getpid()}"
         self._slot: tuple[int, bool] | None = None  # the slot last claimed, and if it won
+        self._schedule = tuple(schedule)
 
     async def run(self) -> None:
         """Passes until cancelled."""
@@ -135,7 +138,7 @@ class WebhookSender:
             ok = not error
             n = due.attempts + 1
             ATTEMPTS.labels("succeeded" if ok else "failed").inc()
-            spent = not ok and n >= len(SCHEDULE)
+            spent = not ok and n >= len(self._schedule)
             status = (
                 DeliveryStatus.SUCCEEDED
                 if ok
@@ -161,7 +164,9 @@ class WebhookSender:
                 generation=due.generation,
                 status=status,
                 attempts=n,
-                next_attempt_at=now + SCHEDULE[n] if status is DeliveryStatus.PENDING else None,
+                next_attempt_at=(
+                    now + self._schedule[n] if status is DeliveryStatus.PENDING else None
+                ),
                 last_status_code=code,
                 last_error=error,
                 updated_at=stamp(),

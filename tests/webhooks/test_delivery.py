@@ -9,68 +9,25 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from typing import Any
 
 import httpx
 import pytest
-import uvicorn
-from standardwebhooks import Webhook, WebhookVerificationError
 
 from schemas.webhooks import EndpointSpec
 from storage.store import ClickHouseStore
-from tests.conftest import free_port
+from tests.webhooks.receiver import Receiver, serving
 from webhooks import endpoints
 from webhooks.sender import WebhookSender
 
 pytestmark = pytest.mark.integration
 
 
-class Receiver:
-    """An ASGI app: verifies each request with the endpoint's secret and records it; the
-    first ``fail`` requests get a 500 (verified or not)."""
-
-    def __init__(self, fail: int) -> None:
-        self.secret = ""
-        self.fail = fail
-        self.received: list[tuple[float, str, Any]] = []  # (time, webhook-id, body)
-        self.accepted: set[str] = set()  # the ids answered 200
-        self.refused = 0
-
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        assert scope["type"] == "http"
-        content = b""
-        while True:
-            message = await receive()
-            content += message.get("body", b"")
-            if not message.get("more_body"):
-                break
-        got = {k.decode(): v.decode() for k, v in scope["headers"]}
-        try:
-            data = Webhook(self.secret).verify(content, got)
-            self.received.append((time.monotonic(), got["webhook-id"], data))
-        except WebhookVerificationError:
-            self.refused += 1
-        status = 500 if len(self.received) + self.refused <= self.fail else 200
-        if status == 200 and self.received:
-            self.accepted.add(self.received[-1][1])
-        await send({"type": "http.response.start", "status": status, "headers": []})
-        await send({"type": "http.response.body", "body": b""})
-
-
 @pytest.fixture
 async def receiver() -> AsyncIterator[tuple[Receiver, str]]:
-    """The receiver on a local port, and its URL."""
+    """The receiver on a local port, answering 500 to the first request, and its URL."""
     app = Receiver(fail=1)
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="off")
-    )
-    task = asyncio.create_task(server.serve())
-    while not server.started:  # noqa: ASYNC110 (uvicorn sets a flag, not an event)
-        await asyncio.sleep(0.01)
-    yield app, f"http://127.0.0.1:{port}/hooks"
-    server.should_exit = True
-    await task
+    async with serving(app) as url:
+        yield app, url
 
 
 class TestOverHttp:

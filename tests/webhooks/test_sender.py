@@ -6,7 +6,7 @@ and rotation."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -56,7 +56,11 @@ _STARTED: list[str] = []
 
 
 async def _setup(
-    store: ClickHouseStore, name: str, receiver: Receiver, **spec: object
+    store: ClickHouseStore,
+    name: str,
+    receiver: Receiver,
+    schedule: Sequence[timedelta] = SCHEDULE,
+    **spec: object,
 ) -> tuple[WebhookSender, Clock, str, str]:
     """An endpoint ``name`` made at the clock's start, one event of it after; the sender.
     Each test's clock starts 30 days after the one before: its lease slots are its own."""
@@ -70,7 +74,7 @@ async def _setup(
         f"evt_{name}", "statement.closed", f"st_{name}", '{"n":1}', clock.now + timedelta(seconds=1)
     )
     client = httpx.AsyncClient(transport=httpx.MockTransport(receiver))
-    sender = WebhookSender(store, client, clock, writer=f"sender-{name}")
+    sender = WebhookSender(store, client, clock, writer=f"sender-{name}", schedule=schedule)
     clock.now += timedelta(seconds=2)
     return sender, clock, made.endpoint.endpoint_id, made.secret
 
@@ -122,6 +126,24 @@ class TestSchedule:
         )
         attempts = await store.list_attempts(eid)
         assert [a.attempt for a in attempts] == list(range(8, 0, -1))
+
+    async def test_a_configured_schedule_is_followed(self, store: ClickHouseStore) -> None:
+        """With the schedule 0, 1 s, 3 s (TELEMETER_WEBHOOKS__RETRY_SCHEDULE): three
+        attempts, each exactly its wait after the one before, then failed."""
+        receiver = Receiver(lambda n: 500)
+        schedule = (timedelta(0), timedelta(seconds=1), timedelta(seconds=3))
+        sender, clock, eid, _ = await _setup(store, "own-schedule", receiver, schedule)
+        await _pass(sender, clock)
+        for n, wait in enumerate(schedule[1:], start=1):
+            await _pass(sender, clock, wait - timedelta(milliseconds=1))
+            assert len(receiver.requests) == n, f"attempt {n + 1} came early"
+            await _pass(sender, clock, timedelta(milliseconds=1))
+            assert len(receiver.requests) == n + 1
+        await _pass(sender, clock, timedelta(hours=1))
+        assert len(receiver.requests) == 3
+        delivery = await store.get_delivery(eid, "evt_own-schedule")
+        assert delivery is not None
+        assert (delivery.status, delivery.attempts) == (DeliveryStatus.FAILED, 3)
 
     async def test_success_after_failures_ends_it(self, store: ClickHouseStore) -> None:
         """500 twice, then 204: three requests with the same webhook-id, then done."""

@@ -1,0 +1,189 @@
+"""Chaos for delivery: the webhook sender runs where it runs in production, inside a
+``telemeter api`` process, and that process is killed (``kill -9``) three times
+mid-delivery -- once while the receiver answers 500 to everything (its first 250
+requests), twice after -- and started again each time. 400 events wait in the outbox,
+written before the first start by a process of their own (an embedded store belongs to one
+process at a time). The receiver verifies every request with the ``standardwebhooks``
+package, as a customer's would.
+
+Afterwards every event id was answered 2xx at least once, the ids received are exactly the
+outbox's (exactly once after deduplication on ``webhook-id``), every copy of an event
+carries the same body, and the API reports every delivery ``succeeded``. The retry
+schedule is shortened (``TELEMETER_WEBHOOKS__RETRY_SCHEDULE``, 0 s to 21 s) so that a
+failed attempt is retried within the test, not after Svix's 5 minutes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from telemeter.chaos import settings_env
+from tests.conftest import ADMIN_TOKEN, REPO, SettingsFactory
+from tests.webhooks.receiver import Receiver, serving
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+EVENTS = 400
+FAILING = 250  # the receiver's first requests, answered 500
+KILL_AT = (60, 320, 480)  # requests received when the API is killed
+TYPES = ("alert.triggered", "order.created", "statement.closed", "command.finished")
+SCHEDULE = '["PT0S","PT1S","PT2S","PT3S","PT5S","PT8S","PT13S","PT21S"]'
+
+SEED = """
+import asyncio, sys
+from datetime import UTC, datetime
+from schemas.webhooks import EndpointSpec
+from telemeter.components import open_store
+from telemeter.config import Settings
+from webhooks import endpoints
+
+async def main(url: str, n: int, types: list[str]) -> None:
+    async with open_store(Settings()) as store:
+        spec = EndpointSpec.model_validate({"url": url, "description": "chaos receiver"})
+        made = await endpoints.create_endpoint(store, spec, datetime.now(UTC))
+        now = datetime.now(UTC)
+        await store.put_events(
+            [(f"evt_chaos_{i:04d}", types[i % len(types)], f"s{i}", '{"n":%d}' % i, now)
+             for i in range(n)]
+        )
+        print("SEEDED", made.endpoint.endpoint_id, made.secret)
+
+asyncio.run(main(sys.argv[1], int(sys.argv[2]), sys.argv[3].split(",")))
+"""
+
+
+@pytest.fixture
+def api_env(services: None, make_settings: SettingsFactory, tmp_path: Path) -> dict[str, str]:
+    """A ``telemeter api``'s environment: its own embedded store, the short schedule, no
+    command dispatcher (no broker here) and no alert evaluator."""
+    own = {
+        "PYTHONPATH": str(REPO),
+        "TELEMETER_RUN_DIR": str(tmp_path),
+        "TELEMETER_STORE__DSN": f"chdb://{tmp_path / 'chdb'}",
+        "TELEMETER_WEBHOOKS__INTERVAL": "PT0.2S",
+        "TELEMETER_WEBHOOKS__RETRY_SCHEDULE": SCHEDULE,
+        "TELEMETER_DOWNLINK__DISPATCHER": "false",
+        "TELEMETER_BILLING__ALERTS_WORKER": "false",
+    }
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("TELEMETER_")}
+    return {**clean, **settings_env(make_settings()), **own}
+
+
+class Api:
+    """``telemeter api`` processes, one at a time, each logging to its own file."""
+
+    def __init__(self, env: dict[str, str], cwd: Path) -> None:
+        self.env, self.cwd = env, cwd
+        self.url = f"http://127.0.0.1:{env['TELEMETER_API__PORT']}"
+        self.process: subprocess.Popen[bytes] | None = None
+        self.started = 0
+
+    def start(self) -> None:
+        self.started += 1
+        log = (self.cwd / f"api-{self.started}.log").open("wb")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "telemeter", "api"],
+            env=self.env,
+            cwd=self.cwd,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def logs(self) -> str:
+        return "".join(p.read_text() for p in sorted(self.cwd.glob("api-*.log")))
+
+
+@pytest.fixture
+def api(api_env: dict[str, str], tmp_path: Path) -> Iterator[Api]:
+    process = Api(api_env, tmp_path)
+    yield process
+    process.stop()
+
+
+async def _until(condition: Callable[[], bool], timeout_s: float, what: str, api: Api) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert api.process is None or api.process.poll() is None, api.logs()[-3000:]
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}\n{api.logs()[-3000:]}")
+        await asyncio.sleep(0.02)
+
+
+def _at_least(count: Callable[[], int], n: int) -> Callable[[], bool]:
+    return lambda: count() >= n
+
+
+class TestDeliveryChaos:
+    """The sender's process dies mid-delivery; nothing is lost, nothing is changed."""
+
+    async def test_kill_9_mid_delivery_loses_nothing(self, api: Api, tmp_path: Path) -> None:
+        """Three kills (one while every answer is 500): every event received verified, at
+        least once, exactly once after deduplication, the same body each time."""
+        app = Receiver(fail=FAILING)
+        async with serving(app) as url:
+            seeded = subprocess.run(
+                [sys.executable, "-c", SEED, url, str(EVENTS), ",".join(TYPES)],
+                env=api.env,
+                cwd=tmp_path,
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+            line = [x for x in seeded.stdout.splitlines() if x.startswith("SEEDED ")]
+            assert line, seeded.stdout + seeded.stderr
+            _, endpoint_id, app.secret = line[0].split()
+            ids = {f"evt_chaos_{i:04d}" for i in range(EVENTS)}
+
+            def requests() -> int:
+                return len(app.received) + app.refused
+
+            api.start()
+            during: list[tuple[int, int]] = []  # (requests, ids accepted) at each kill
+            for at in KILL_AT:
+                await _until(_at_least(requests, at), 120, f"{at} requests", api)
+                api.kill()
+                during.append((requests(), len(app.accepted)))
+                api.start()
+            await _until(lambda: app.accepted >= ids, 180, "every event answered 2xx", api)
+            async with httpx.AsyncClient(
+                base_url=api.url, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}
+            ) as client:
+                path = f"/v1/webhook-endpoints/{endpoint_id}/deliveries"
+                answer = await client.get(path, params={"limit": 1000})
+        assert answer.status_code == 200, answer.text
+        assert app.refused == 0  # every request verified
+        received = [i for _, i, _ in app.received]
+        assert set(received) == ids  # nothing else: exactly once after deduplication
+        bodies: dict[str, set[str]] = {}
+        for _, i, data in app.received:
+            bodies.setdefault(i, set()).add(json.dumps(data, sort_keys=True))
+        assert all(len(b) == 1 for b in bodies.values())  # resent as it was
+        assert len(received) >= EVENTS + FAILING  # each 500 was retried
+        assert during[0][1] == 0  # the first kill: every answer so far was 500
+        assert all(accepted < EVENTS for _, accepted in during)  # each kill mid-delivery
+        deliveries = answer.json()["items"]
+        assert len(deliveries) == EVENTS
+        assert {d["status"] for d in deliveries} == {"succeeded"}
+        assert max(d["attempts"] for d in deliveries) >= 2
