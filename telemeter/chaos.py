@@ -25,6 +25,7 @@ ground truth exactly, per customer and meter: ``missing 0, double-counted 0``.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import random
 import secrets
@@ -125,6 +126,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
                 default = type(model).model_fields[key].get_default(call_default_factory=True)
                 if default is not None:
                     env[name] = "null"
+            elif isinstance(value, list | dict):
+                env[name] = json.dumps(value)  # how pydantic-settings reads complex values
             else:
                 env[name] = str(value)
 

@@ -53,6 +53,16 @@ class TestFromEnvironment:
         s = Settings(_env_file=None)  # type: ignore[call-arg]
         assert (s.broker.pid_file, s.broker.auth_dir, s.kafka.admin) == (None, None, None)
 
+    def test_a_childs_environment_gives_the_same_settings(self, env: pytest.MonkeyPatch) -> None:
+        """``settings_env`` (how the chaos run, the bench and the CLI tests configure a
+        child process) reproduces every setting, lists such as the retry schedule too."""
+        from telemeter.chaos import settings_env
+
+        given = Settings(_env_file=None)  # type: ignore[call-arg]
+        for name, value in settings_env(given).items():
+            env.setenv(name, value)
+        assert Settings(_env_file=None) == given  # type: ignore[call-arg]
+
     def test_secrets_lists_every_configured_secret(self, env: pytest.MonkeyPatch) -> None:
         """What the log redactor is given: the admin token, the MQTT and Kafka passwords and
         the DSN's password."""
