@@ -84,6 +84,19 @@ async def _pass(sender: WebhookSender, clock: Clock, after: timedelta = timedelt
     await sender.run_once()
 
 
+async def _attempts_on_time(
+    sender: WebhookSender, clock: Clock, receiver: Receiver, schedule: Sequence[timedelta]
+) -> None:
+    """A first attempt, then each next one exactly its wait later and not a millisecond
+    before (every attempt failing)."""
+    await _pass(sender, clock)
+    for n, wait in enumerate(schedule[1:], start=1):
+        await _pass(sender, clock, wait - timedelta(milliseconds=1))
+        assert len(receiver.requests) == n, f"attempt {n + 1} came early"
+        await _pass(sender, clock, timedelta(milliseconds=1))
+        assert len(receiver.requests) == n + 1
+
+
 class TestSchedule:
     """Attempts and their timing."""
 
@@ -109,12 +122,7 @@ class TestSchedule:
         attempt n, never before; after 8 the delivery is failed and nothing more is sent."""
         receiver = Receiver(lambda n: 500)
         sender, clock, eid, _ = await _setup(store, "fails", receiver)
-        await _pass(sender, clock)
-        for n, wait in enumerate(SCHEDULE[1:], start=1):
-            await _pass(sender, clock, wait - timedelta(milliseconds=1))
-            assert len(receiver.requests) == n, f"attempt {n + 1} came early"
-            await _pass(sender, clock, timedelta(milliseconds=1))
-            assert len(receiver.requests) == n + 1
+        await _attempts_on_time(sender, clock, receiver, SCHEDULE)
         await _pass(sender, clock, timedelta(days=2))
         assert len(receiver.requests) == len(SCHEDULE) == 8
         delivery = await store.get_delivery(eid, "evt_fails")
@@ -133,12 +141,7 @@ class TestSchedule:
         receiver = Receiver(lambda n: 500)
         schedule = (timedelta(0), timedelta(seconds=1), timedelta(seconds=3))
         sender, clock, eid, _ = await _setup(store, "own-schedule", receiver, schedule)
-        await _pass(sender, clock)
-        for n, wait in enumerate(schedule[1:], start=1):
-            await _pass(sender, clock, wait - timedelta(milliseconds=1))
-            assert len(receiver.requests) == n, f"attempt {n + 1} came early"
-            await _pass(sender, clock, timedelta(milliseconds=1))
-            assert len(receiver.requests) == n + 1
+        await _attempts_on_time(sender, clock, receiver, schedule)
         await _pass(sender, clock, timedelta(hours=1))
         assert len(receiver.requests) == 3
         delivery = await store.get_delivery(eid, "evt_own-schedule")
