@@ -21,12 +21,13 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
 
-from telemeter.chaos import settings_env
+from telemeter.chaos import ComponentProcess, settings_env
 from tests.conftest import ADMIN_TOKEN, REPO, SettingsFactory
 from tests.webhooks.receiver import Receiver, serving
 
@@ -78,54 +79,34 @@ def api_env(services: None, make_settings: SettingsFactory, tmp_path: Path) -> d
     return {**clean, **settings_env(make_settings()), **own}
 
 
+@dataclass
 class Api:
-    """``telemeter api`` processes, one at a time, each logging to its own file."""
+    """``telemeter api`` as the chaos run starts it (``ComponentProcess``), and its log."""
 
-    def __init__(self, env: dict[str, str], cwd: Path) -> None:
-        self.env, self.cwd = env, cwd
-        self.url = f"http://127.0.0.1:{env['TELEMETER_API__PORT']}"
-        self.process: subprocess.Popen[bytes] | None = None
-        self.started = 0
+    process: ComponentProcess
+    env: dict[str, str]
+    log: Path
 
-    def start(self) -> None:
-        self.started += 1
-        log = (self.cwd / f"api-{self.started}.log").open("wb")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "telemeter", "api"],
-            env=self.env,
-            cwd=self.cwd,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-
-    def kill(self) -> None:
-        assert self.process is not None
-        self.process.kill()
-        self.process.wait(timeout=30)
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.kill()
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.env['TELEMETER_API__PORT']}"
 
     def logs(self) -> str:
-        return "".join(p.read_text() for p in sorted(self.cwd.glob("api-*.log")))
+        return self.log.read_text() if self.log.exists() else ""
 
 
 @pytest.fixture
 def api(api_env: dict[str, str], tmp_path: Path) -> Iterator[Api]:
-    process = Api(api_env, tmp_path)
-    yield process
-    process.stop()
+    log = tmp_path / "api.log"
+    running = Api(ComponentProcess("api", ["api"], api_env, log), api_env, log)
+    yield running
+    running.process.stop()
 
 
 async def _until(condition: Callable[[], bool], timeout_s: float, what: str, api: Api) -> None:
     deadline = time.monotonic() + timeout_s
     while not condition():
-        assert api.process is None or api.process.poll() is None, api.logs()[-3000:]
+        assert api.process.starts == 0 or api.process.alive(), api.logs()[-3000:]
         if time.monotonic() > deadline:
             pytest.fail(f"timed out waiting for {what}\n{api.logs()[-3000:]}")
         await asyncio.sleep(0.02)
@@ -159,13 +140,13 @@ class TestDeliveryChaos:
             def requests() -> int:
                 return len(app.received) + app.refused
 
-            api.start()
+            api.process.start()
             during: list[tuple[int, int]] = []  # (requests, ids accepted) at each kill
             for at in KILL_AT:
                 await _until(_at_least(requests, at), 120, f"{at} requests", api)
-                api.kill()
+                api.process.kill9()
                 during.append((requests(), len(app.accepted)))
-                api.start()
+                api.process.start()
             await _until(lambda: app.accepted >= ids, 180, "every event answered 2xx", api)
             async with httpx.AsyncClient(
                 base_url=api.url, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}
