@@ -10,7 +10,7 @@ TEST_WORKERS ?= 2
 FUZZ := tests/api/test_fuzz.py
 
 .DEFAULT_GOAL := help
-.PHONY: help install services-up services-down services-status demo up simulate chaos test equivalence lint bench bench-quick clean
+.PHONY: help install services-up services-down services-status demo up simulate chaos test test-durations equivalence lint bench bench-quick clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -54,12 +54,15 @@ test: install ## Install what is missing, start services, run the whole test sui
 	@if $(SERVICES) status >/dev/null 2>&1; then keep=1; else keep=0; fi; \
 	$(SERVICES) up || exit 1; mkdir -p .run; \
 	$(BIN)/pytest -p no:xdist $(FUZZ) $(PYTEST_ARGS) > .run/test-fuzz.log 2>&1 & fuzz=$$!; \
-	$(BIN)/pytest --numprocesses $(TEST_WORKERS) --dist loadfile --ignore=$(FUZZ) $(PYTEST_ARGS); \
+	$(BIN)/pytest --numprocesses $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=25 --ignore=$(FUZZ) $(PYTEST_ARGS); \
 	rc=$$?; wait $$fuzz; frc=$$?; \
 	echo "--- $(FUZZ), run beside the others in a process of its own (log .run/test-fuzz.log):"; \
 	tail -n 15 .run/test-fuzz.log; \
 	if [ $$keep = 0 ]; then $(SERVICES) down; fi; \
 	[ $$rc = 0 ] && [ $$frc = 0 ]
+
+test-durations: ## After a full `make test`: its seconds per module become the order of the next (tests/scheduling.py)
+	cp .run/test-durations.json tests/durations.json
 
 equivalence: install ## The rollup equivalence property test over 10,000 scenarios (~11 min; `make test` runs 1,000)
 	TELEMETER_EQUIVALENCE_SCENARIOS=10000 $(BIN)/pytest tests/storage/test_rollup_equivalence.py -q
@@ -69,7 +72,7 @@ lint: install ## ruff and mypy
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy schemas ingest aggregator api storage devices telemeter rating identity bench messaging resilience billing webhooks downlink
 
-bench: services-up ## All benchmark scenarios (~21 min, authentication on); writes bench/results/<date>.md and the README table
+bench: services-up ## All benchmark scenarios (~24 min, authentication on); writes bench/results/<date>.md and the README table
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 bench-quick: services-up ## A few-minute smoke run of every benchmark scenario (no README update)

@@ -2,7 +2,7 @@
 and into the README between its ``bench:start``/``bench:end`` markers.
 
 Usage: ``python -m bench.run [--quick] [--only 1,6] [--no-readme]``. ``--quick`` is a
-smoke run of every scenario (a few minutes); the full run takes about 21 minutes on the
+smoke run of every scenario (a few minutes); the full run takes about 24 minutes on the
 2-core development machine, most of it the 10-minute memory soak.
 """
 
@@ -27,13 +27,14 @@ from bench.soak import soak_rate_from
 from telemeter.config import REPO_ROOT
 
 # (number, module, what it measures), in the order they run. The end-to-end scenario runs
-# before the soak, which loads the pipeline at half the rate it measured.
+# before the soak and the alert path, which load the pipeline at half the rate it measured.
 SCENARIOS = [
     ("1", "bench.bridge_throughput", "bridge throughput"),
     ("7", "bench.auth_cost", "auth and TLS cost at the broker"),
     ("6", "bench.aggregator_alone", "aggregator alone"),
     ("2", "bench.end_to_end", "end-to-end throughput"),
     ("3", "bench.soak", "freshness and memory soak (scenarios 3 and 5)"),
+    ("8", "bench.alert_path", "alert path: publish -> alert event -> webhook"),
     ("4", "bench.api_latency", "API latency"),
 ]
 RESULTS = REPO_ROOT / "bench" / "results"

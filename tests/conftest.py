@@ -27,10 +27,26 @@ from telemeter.config import (
 )
 from telemeter.local_broker import LocalBroker, free_port
 from telemeter.stack import RunningStack, run_stack
+from tests import scheduling
 
 REPO = Path(__file__).resolve().parent.parent
 SERVICES = REPO / "deploy" / "services.sh"
 ADMIN_TOKEN = "test-admin-token"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The longest modules first (``tests/scheduling.py``)."""
+    scheduling.reorder(items)
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Each test's seconds, for ``.run/test-durations.json``."""
+    scheduling.record(report)
+
+
+def pytest_sessionfinish() -> None:
+    """Write ``.run/test-durations.json``."""
+    scheduling.write()
 
 
 @pytest.fixture(scope="session")
