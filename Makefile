@@ -10,7 +10,7 @@ TEST_WORKERS ?= 2
 FUZZ := tests/api/test_fuzz.py
 
 .DEFAULT_GOAL := help
-.PHONY: help install services-up services-down services-status demo up simulate chaos test test-durations equivalence lint bench bench-quick clean
+.PHONY: help install services-up services-down services-status demo up simulate chaos test test-durations commands-offline equivalence lint bench bench-quick clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -63,6 +63,9 @@ test: install ## Install what is missing, start services, run the whole test sui
 
 test-durations: ## After a full `make test`: its seconds per module become the order of the next (tests/scheduling.py)
 	cp .run/test-durations.json tests/durations.json
+
+commands-offline: install ## A door offline for 10 minutes gets its command on reconnect, once (`make test` waits 3 s)
+	TELEMETER_COMMAND_OFFLINE_S=600 $(BIN)/pytest -p no:xdist tests/e2e/test_commands.py -k offline_within -v
 
 equivalence: install ## The rollup equivalence property test over 10,000 scenarios (~11 min; `make test` runs 1,000)
 	TELEMETER_EQUIVALENCE_SCENARIOS=10000 $(BIN)/pytest tests/storage/test_rollup_equivalence.py -q

@@ -7,6 +7,7 @@ a rule's action (door cycles over a cap -> lock; back under -> unlock)."""
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
@@ -31,6 +32,11 @@ from telemeter.local_broker import LocalBroker
 from tests.support import logins_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("broker")]
+
+OFFLINE_S = float(os.environ.get("TELEMETER_COMMAND_OFFLINE_S", "3"))
+"""How long the door of the offline test stays away, within a TTL 2 minutes longer: 3 s in
+``make test``, 10 minutes in ``make commands-offline`` (the issue's case, too long for the
+suite)."""
 
 
 def _now() -> datetime:
@@ -140,9 +146,9 @@ class TestDelivery:
         first = _fleet(broker, login)
         await asyncio.to_thread(first.connect, 30)
         first.close()
-        command = await _send(store, "cmd-door-2", "unlock", 120)
+        command = await _send(store, "cmd-door-2", "unlock", OFFLINE_S + 120)
         await _until(lambda: _is(store, command, CommandStatus.DELIVERED))
-        await asyncio.sleep(3)  # offline a while, within the TTL
+        await asyncio.sleep(OFFLINE_S)  # offline a while, within the TTL
         again = _fleet(broker, login)
         try:
             await asyncio.to_thread(again.connect, 30)
