@@ -73,7 +73,7 @@ equivalence: install ## The rollup equivalence property test over 10,000 scenari
 lint: install ## ruff and mypy
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy schemas ingest aggregator api storage devices telemeter rating identity bench messaging resilience billing webhooks downlink
+	$(BIN)/mypy schemas ingest aggregator api storage devices telemeter rating identity bench messaging resilience billing webhooks downlink insights
 
 bench: services-up ## All benchmark scenarios (~24 min, authentication on); writes bench/results/<date>.md and the README table
 	$(BIN)/python -m bench.run $(BENCH_ARGS)

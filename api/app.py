@@ -22,6 +22,7 @@ from api.routes import (
     device_kinds,
     devices,
     health,
+    insights,
     meters,
     orders,
     plans,
@@ -88,6 +89,7 @@ def create_app(context: ApiContext) -> FastAPI:
         webhooks,
         alerts,
         orders,
+        insights,
         api_keys,
         staff_tokens,
     ):

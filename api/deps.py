@@ -7,8 +7,9 @@ principal may call the route:
 
 - ``Admin``: the admin token or an ``admin`` staff token;
 - ``Provisioner``: those, or a ``provisioner`` staff token (devices and credentials);
-- ``CustomerReader``: those admins, or the ``{customer_id}``'s own API key (its usage,
-  rated usage and invoice preview).
+- ``Sales``: those admins, or a ``sales`` staff token (insights, usage, quotes);
+- ``CustomerReader``: those admins or a ``sales`` staff token, or the ``{customer_id}``'s
+  own API key (its usage, rated usage, invoice preview and quotes).
 
 Anyone authenticated but not allowed gets a 403, not a 401: the caller is known."""
 
@@ -148,7 +149,7 @@ _bearer = HTTPBearer(
     "(POST /v1/customers/{customer_id}/api-keys) that reads only its own customer's usage, "
     "rated usage and invoice preview",
 )
-_CUSTOMER_SCOPE = "its own customer's usage, rated usage and invoice preview"
+_CUSTOMER_SCOPE = "its own customer's usage, rated usage, invoice preview and quotes"
 
 
 async def get_principal(request: Request, _doc: Annotated[object, Depends(_bearer)]) -> Principal:
@@ -162,7 +163,8 @@ async def get_principal(request: Request, _doc: Annotated[object, Depends(_beare
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
 
 
-def _refuse(principal: Principal, needs: str) -> HTTPException:
+def refuse(principal: Principal, needs: str) -> HTTPException:
+    """The 403 for ``principal``, saying what the route needs."""
     if principal.kind == "customer":
         return HTTPException(
             403, f"this key can only read {_CUSTOMER_SCOPE}; this route needs {needs}"
@@ -175,13 +177,19 @@ def _refuse(principal: Principal, needs: str) -> HTTPException:
 async def require_admin(principal: PrincipalDep) -> None:
     """403 unless the admin token or an admin staff token."""
     if not principal.is_admin:
-        raise _refuse(principal, "the admin token or an admin staff token")
+        raise refuse(principal, "the admin token or an admin staff token")
 
 
 async def require_provisioner(principal: PrincipalDep) -> None:
     """403 unless an admin or a provisioner staff token."""
     if not (principal.is_admin or principal.role is StaffRole.PROVISIONER):
-        raise _refuse(principal, "the admin token or a staff token with role provisioner")
+        raise refuse(principal, "the admin token or a staff token with role provisioner")
+
+
+async def require_sales(principal: PrincipalDep) -> None:
+    """403 unless an admin or a sales staff token."""
+    if not (principal.is_admin or principal.role is StaffRole.SALES):
+        raise refuse(principal, "the admin token or a staff token with role sales")
 
 
 async def require_customer_reader(
@@ -195,12 +203,13 @@ async def require_customer_reader(
         ),
     ],
 ) -> None:
-    """For the routes a customer may read: an admin, or an unrevoked API key of the
-    ``{customer_id}`` in the path (403 for another customer's key or a provisioner)."""
-    if principal.is_admin:
+    """For the routes a customer may read: an admin or a sales staff token, or an
+    unrevoked API key of the ``{customer_id}`` in the path (403 for another customer's key
+    or a provisioner)."""
+    if principal.is_admin or principal.role is StaffRole.SALES:
         return
     if principal.kind != "customer":
-        raise _refuse(principal, "the admin token or this customer's API key")
+        raise refuse(principal, "the admin token, a sales staff token or this customer's API key")
     if principal.customer_id != customer_id:
         raise HTTPException(
             403,
@@ -211,5 +220,7 @@ async def require_customer_reader(
 
 Admin = Depends(require_admin)
 Provisioner = Depends(require_provisioner)
+Sales = Depends(require_sales)
+"""An admin or a ``sales`` staff token: insights, customers' usage, quotes."""
 CustomerReader = Depends(require_customer_reader)
 """An admin, or the ``{customer_id}``'s own API key (usage, rated usage, invoice preview)."""

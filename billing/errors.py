@@ -12,7 +12,9 @@ a stable ``code``; ``api/errors.py`` maps each class to an HTTP status in one ta
     ├── CustomerRequired              a prospect's quote accepted without a customer
     ├── QuoteNotAcceptable            the quote cannot become an order (409)
     │   ├── QuoteExpired
-    │   └── QuoteAlreadyAccepted
+    │   ├── QuoteAlreadyAccepted
+    │   ├── QuoteClosed               accepted or declined: nothing more happens to it
+    │   └── QuoteNotSent              a customer accepts only what was sent to it
     ├── PeriodNotEnded                a period is closed before it has ended (409)
     ├── VoidRefused                   readings are not voided
     │   ├── AlreadyVoided             they are voided already (409)
@@ -100,6 +102,18 @@ class QuoteAlreadyAccepted(QuoteNotAcceptable):
     """The quote was accepted already (by this caller or another)."""
 
     code = "quote_already_accepted"
+
+
+class QuoteClosed(QuoteNotAcceptable):
+    """The quote was accepted or declined: it is not sent, accepted or declined again."""
+
+    code = "quote_closed"
+
+
+class QuoteNotSent(QuoteNotAcceptable):
+    """A customer accepts a quote once it was sent to it (a draft is not an offer)."""
+
+    code = "quote_not_sent"
 
 
 class PeriodNotEnded(BillingError):

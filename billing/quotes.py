@@ -19,18 +19,21 @@ from billing.errors import (
     CustomerRequired,
     PlansNotComparable,
     QuoteAlreadyAccepted,
+    QuoteClosed,
     QuoteExpired,
+    QuoteNotSent,
     UnknownCharge,
     WrongCurrency,
 )
 from billing.periods import period_bounds, plan_quantities
-from billing.ports import Catalog, Claims, Quotes, Subscriptions, Usage
+from billing.ports import Catalog, Claims, Outbox, Quotes, Subscriptions, Usage
 from billing.pricing import rate_plan
 from rating.models import BillingPeriod, PlanSpec, Rating
 from schemas.billing import Subscription
 from schemas.catalog import Customer
 from schemas.quotes import Quote, QuoteRequest, QuoteStatus, parse_time
 from schemas.telemetry import EXACT, format_decimal, format_time, to_utc
+from storage.errors import NotFound
 
 _NANO = Decimal("1e-9")
 # Average lengths used to scale a usage rate to one billing period.
@@ -93,7 +96,7 @@ async def create_quote(
     quote = Quote(
         **rating.model_dump(),
         quote_id="q_" + secrets.token_hex(8),
-        status=QuoteStatus.OPEN,
+        status=QuoteStatus.DRAFT,
         customer_id=request.customer_id,
         prospect=request.prospect,
         plan_id=request.plan_id,
@@ -121,17 +124,27 @@ async def accept_quote(
     quotes: Quotes,
     subscriptions: Subscriptions,
     claims: Claims,
+    outbox: Outbox,
     quote_id: str,
     now: datetime,
     customer_id: str | None = None,
+    by_customer: str | None = None,
 ) -> Order:
-    """Turn the quote into the customer's subscription from the quote's start. A quote for
-    a prospect needs ``customer_id`` (an existing customer)."""
+    """Turn the quote into the customer's subscription from the quote's start, and write
+    ``quote.accepted``. A quote for a prospect needs ``customer_id`` (an existing
+    customer). ``by_customer``: the customer accepting with its own key, which may accept
+    only its own quotes (another's is not found) once they were sent."""
     quote = await quotes.get_quote(quote_id)
+    if by_customer is not None and quote.customer_id != by_customer:
+        raise NotFound(f"quote {quote_id!r} does not exist")
     if quote.status is QuoteStatus.ACCEPTED:
         raise QuoteAlreadyAccepted(f"quote {quote_id} was already accepted at {quote.accepted_at}")
+    if quote.status is QuoteStatus.DECLINED:
+        raise QuoteClosed(f"quote {quote_id} was declined at {quote.declined_at}")
     if now > parse_time(quote.valid_until):
         raise QuoteExpired(f"quote {quote_id} expired at {quote.valid_until}; ask for a new quote")
+    if by_customer is not None and quote.status is not QuoteStatus.SENT:
+        raise QuoteNotSent(f"quote {quote_id} is a draft: it can be accepted once it is sent")
     customer_id = quote.customer_id or customer_id
     if customer_id is None:
         raise CustomerRequired(
@@ -157,6 +170,11 @@ async def accept_quote(
             "customer_id": claimed["customer_id"],
             "accepted_at": claimed["accepted_at"],
         }
+    )
+    # The event before the state that records it: the same id whoever writes it.
+    event = json.dumps(accepted.model_dump(mode="json"))
+    await outbox.put_event(
+        f"evt_quote.accepted_{quote_id}", "quote.accepted", quote_id, event, accepted_at
     )
     await quotes.put_quote(accepted, accepted_at)
     if holder.writer != writer:

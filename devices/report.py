@@ -14,6 +14,7 @@ from rich.table import Table
 from devices.automation_demo import Automation
 from devices.corrections import Corrections
 from devices.reconcile import Reconciliation
+from devices.sales_demo import Sales
 from devices.simulator import SimulationConfig, SimulationResult
 from devices.webhook_demo import Delivered, summary
 from schemas.telemetry import format_decimal
@@ -102,6 +103,29 @@ def print_automation(a: Automation) -> None:
         f"[{style}]alerts {'as expected' if a.exact else 'NOT as expected'}[/]: both fired "
         f"{a.seconds_to_alert:.1f} s after the publish (in the outbox, GET /v1/events); "
         f"{a.firing} firing in GET /v1/alerts?state=firing before the new cartridge"
+    )
+
+
+def print_sales(s: Sales) -> None:
+    """The inside-sales demo: insights with their arithmetic, a quote sent and accepted."""
+    h = s.health
+    console.print(f"[bold]inside sales[/] (customer {s.customer_id}, a sales staff token):")
+    points = ", ".join(f"{k} {v}" for k, v in h["points"].items())
+    console.print(f"  health {h['score']} ({h['band']}, {h['trend']}): {points}")
+    for name in ("to_included", "projected_linear", "projected_weekday"):
+        f = s.figures.get(name)
+        if f is not None:
+            console.print(f"  {name} = {f['value']}  [dim]{f['formula_id']}: {f['formula']}[/]")
+    total = s.money.get("projected_total_weekday")
+    if total is not None:
+        console.print(
+            f"  projected total (weekday-weighted) {total['value']} {total['inputs']['currency']}"
+        )
+    style = "bold green" if s.exact else "bold red"
+    console.print(
+        f"[{style}]quote {s.quote_id}: {' -> '.join(s.statuses)}[/] (drafted and sent by sales, "
+        f"accepted with the customer's own key; the order: subscription to "
+        f"{s.subscription_plan}); every figure in GET /v1/customers/{s.customer_id}/insights"
     )
 
 

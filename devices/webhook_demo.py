@@ -32,9 +32,12 @@ WANTED = {
     "alert.triggered": 2,
     "alert.resolved": 1,
     "order.created": 1,
+    "quote.sent": 1,
+    "quote.accepted": 1,
 }
-"""What the corrections demo makes (its month closed, restated twice) and the automation
-demo (two alerts, one resolved, one replenishment order)."""
+"""What the corrections demo makes (its month closed, restated twice), the automation
+demo (two alerts, one resolved, one replenishment order) and the sales demo (a quote sent
+and accepted)."""
 
 
 DESCRIPTION = "make demo's receiver"
@@ -73,7 +76,7 @@ class Delivered:
     def exact(self) -> bool:
         """Every request verified, and the demos' events came: the statement closed and
         its two restatements (the late pages, the void), the two alerts and the toner's
-        resolution."""
+        resolution, the order, the quote sent and accepted."""
         return self.refused == 0 and all(self.by_type.get(t, 0) >= n for t, n in WANTED.items())
 
 

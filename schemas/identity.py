@@ -15,10 +15,12 @@ from schemas.telemetry import DeviceId, format_time
 class StaffRole(StrEnum):
     """What a staff token may do. ``admin``: everything the admin token may (a named,
     revocable admin token); ``provisioner``: devices, their kinds (read) and credentials
-    only."""
+    only; ``sales``: inside sales -- read insights, customers and their usage, draft and
+    send quotes; never change plans, provision devices or replay dead letters."""
 
     ADMIN = "admin"
     PROVISIONER = "provisioner"
+    SALES = "sales"
 
 
 class StaffTokenSpec(BaseModel):

@@ -7,7 +7,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from schemas.inputs import ExactDecimal, Instant
 from schemas.rating import Rating
@@ -67,10 +67,19 @@ class QuoteRequest(BaseModel):
 
 
 class QuoteStatus(StrEnum):
-    """Where a quote stands."""
+    """Where a quote stands: ``draft`` (inside sales may change its mind) -> ``sent`` (to
+    the customer: ``quote.sent``) -> ``accepted`` (the order) | ``declined``; a draft or
+    sent quote past its ``valid_until`` is ``expired``."""
 
-    OPEN = "open"
+    DRAFT = "draft"
+    SENT = "sent"
     ACCEPTED = "accepted"
+    DECLINED = "declined"
+    EXPIRED = "expired"
+
+
+OPEN = frozenset({QuoteStatus.DRAFT, QuoteStatus.SENT})
+"""What a quote is before its end: it can still be sent, accepted or declined."""
 
 
 class Quote(Rating):
@@ -87,7 +96,15 @@ class Quote(Rating):
     start: str
     valid_until: str
     created_at: str
+    sent_at: str | None = None
     accepted_at: str | None = None
+    declined_at: str | None = None
+
+    @field_validator("status", mode="before")
+    @classmethod
+    def _open_is_draft(cls, value: object) -> object:
+        """Quotes stored before the workflow said ``open``: a draft."""
+        return QuoteStatus.DRAFT.value if value == "open" else value
 
 
 class QuoteAcceptance(BaseModel):

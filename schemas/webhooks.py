@@ -28,6 +28,9 @@ EVENT_TYPES = (
     "order.created",
     "replacement.suggested",
     "device.silent",
+    "quote.sent",
+    "quote.accepted",
+    "quote.declined",
 )
 """Every event type the outbox holds, what an endpoint may filter on."""
 

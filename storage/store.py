@@ -15,6 +15,7 @@ import clickhouse_connect
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError
 
+from storage.activity import ActivityQueries
 from storage.alerts import AlertRuleQueries
 from storage.api_keys import ApiKeyQueries
 from storage.catalog import CatalogQueries
@@ -55,6 +56,7 @@ class ClickHouseStore(
     CommandQueries,  # commands to devices (storage/commands.py)
     OrderQueries,  # consumables and orders (storage/orders.py)
     ClaimQueries,
+    ActivityQueries,  # devices' last reports (storage/activity.py)
 ):
     """The one adapter over ClickHouse: every repository above shares its client and read
     pools. Build it with :meth:`connect`; ``close`` is idempotent."""

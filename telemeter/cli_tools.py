@@ -65,7 +65,7 @@ def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     """Run the stack, simulate devices, print usage read from the API and reconcile."""
-    from devices import automation_demo, corrections, report, webhook_demo
+    from devices import automation_demo, corrections, report, sales_demo, webhook_demo
     from devices.reconcile import reconcile
     from devices.simulator import Simulator
     from telemeter.stack import run_stack
@@ -87,11 +87,19 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
                 report.print_corrections(fixed)
                 acted = await asyncio.to_thread(automation_demo.run, config)
                 report.print_automation(acted)
+                sold = await asyncio.to_thread(
+                    sales_demo.run,
+                    config.api_url,
+                    config.api_token,
+                    acted.customer_id,
+                    f"{acted.customer_id}-printer-pro",
+                )
+                report.print_sales(sold)
                 delivered = await asyncio.to_thread(hooks.collect)
             finally:
                 await asyncio.to_thread(hooks.close)
             report.print_webhooks(delivered)
-            exact = outcome.exact and fixed.exact and acted.exact and delivered.exact
+            exact = outcome.exact and fixed.exact and acted.exact and sold.exact and delivered.exact
             return 0 if exact else 1
 
     return run_async(main)

@@ -15,6 +15,7 @@ FLOORS: list[set[str]] = [
     {"storage", "messaging", "rating"},  # adapters (ClickHouse, Kafka); the pricing engine
     {"ingest", "aggregator", "identity", "webhooks", "downlink"},  # the services
     {"billing"},  # the use cases
+    {"insights"},  # inside sales' use cases, built on billing's
     {"api", "devices"},  # the delivery surfaces; the device simulator
     {"telemeter"},  # the composition root and the CLI
     {"bench"},  # the benchmarks

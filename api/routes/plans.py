@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body, Path, Query
 
-from api.deps import Admin, ContextDep, StoreDep
+from api.deps import Admin, ContextDep, Sales, StoreDep
 from api.errors import responses
 from api.pagination import CURSOR_ERRORS, CursorDep
 from billing.subscriptions import define_plan
@@ -15,7 +15,7 @@ from rating.models import PlanSpec
 from schemas.billing import StoredPlan
 from schemas.catalog import Page
 
-router = APIRouter(prefix="/v1/plans", tags=["pricing"], dependencies=[Admin])
+router = APIRouter(prefix="/v1/plans", tags=["pricing"])
 PlanPath = Annotated[
     str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$", examples=["printer-pro"])
 ]
@@ -47,13 +47,15 @@ EXAMPLE = {
 }
 
 
-@router.get("", summary="List plans (latest versions)", responses=CURSOR_ERRORS)
+@router.get(
+    "", summary="List plans (latest versions)", responses=CURSOR_ERRORS, dependencies=[Sales]
+)
 async def list_plans(store: StoreDep, page: CursorDep) -> Page[StoredPlan]:
     """The latest version of every plan, by id, a page at a time."""
     return page.answer(await store.list_plans(), lambda p: p.plan_id)
 
 
-@router.get("/{plan_id}", summary="Get a plan", responses=responses(404))
+@router.get("/{plan_id}", summary="Get a plan", responses=responses(404), dependencies=[Sales])
 async def get_plan(
     plan_id: PlanPath,
     store: StoreDep,
@@ -67,6 +69,7 @@ async def get_plan(
     "/{plan_id}",
     summary="Create a plan or add a version",
     responses=responses(400, 404, 413, notes={404: "a charge's meter is not defined"}),
+    dependencies=[Admin],
 )
 async def put_plan(
     plan_id: PlanPath,

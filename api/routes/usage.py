@@ -20,7 +20,7 @@ from api.csv_export import (
     usage_rows,
     wants_csv,
 )
-from api.deps import Admin, ContextDep, CustomerReader
+from api.deps import Admin, ContextDep, CustomerReader, Sales
 from api.errors import ApiProblem, responses
 from api.routes.customers import CustomerPath
 from api.routes.rated_usage import PeriodQ
@@ -219,7 +219,7 @@ async def unassigned_usage(
     "/v1/usage",
     summary="Usage of every customer for one meter and period",
     response_model=CustomersUsageResponse,
-    dependencies=[Admin],
+    dependencies=[Sales],
     responses={**responses(404, 422, notes={404: "the meter"}), **CSV_RESPONSE},
 )
 async def all_customers_usage(

@@ -65,7 +65,8 @@ NOW = datetime(2026, 12, 2, 9, 0, tzinfo=UTC)  # November has ended: it is close
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 # The ids the OpenAPI document uses in its examples: seeded, so examples reach real code.
 CUSTOMER, PLAN_ID, DEVICE = "acme", "printer-pro", "printer-0042"
-LETTER, QUOTE = "5f1c0e3a9b7d4c2e8a6f1b3d", "q_3f9a1c0e5b7d2a64"
+LETTER = "5f1c0e3a9b7d4c2e8a6f1b3d"
+QUOTES = ("q_3f9a1c0e5b7d2a64", "q_5e4d3c2b1a096857", "q_7a6b5c4d3e2f1908")
 ENDPOINT = "we_3f9a1c0e5b7d2a64"
 COMMAND = "cmd_3f9a1c0e5b7d2a64"  # the path example of the command routes
 ORDER = "ord_3f9a1c0e5b7d2a64"
@@ -146,7 +147,8 @@ async def customer_key(store: ClickHouseStore) -> str:
             "/v1/quotes",
             {"customer_id": CUSTOMER, "plan_id": PLAN_ID, "quantities": {"pages_printed": "1"}},
         )
-        await store.put_quote(Quote.model_validate({**quote, "quote_id": QUOTE}), NOW)
+        for quote_id in QUOTES:  # accept's, send's and decline's examples
+            await store.put_quote(Quote.model_validate({**quote, "quote_id": quote_id}), NOW)
     rows = [
         ReadingRow(DEVICE, seq, 0, "pages_printed", at, Decimal(value), at, at, 0)
         for seq, (at, value) in enumerate(
@@ -299,10 +301,10 @@ FUZZ = settings(
     print_blob=False,
 )
 
-# A customer's key reads its own usage, rated usage and invoice preview: those run with its
+# A customer's key reads its own usage, rated usage, invoice preview and quotes: those run with its
 # own customer id (so they reach the pricing code), plus one admin route it must be refused.
 CUSTOMER_SCHEMA = schemathesis.openapi.from_dict(SCHEMA.raw_schema).include(
-    path_regex=r"^/v1/customers/\{customer_id\}(/usage|/rated-usage|/invoice-preview)?$",
+    path_regex=r"^/v1/customers/\{customer_id\}(/usage|/rated-usage|/invoice-preview|/quotes)?$",
     method="GET",
 )
 CUSTOMER_SCHEMA.config.update(parameters={"path.customer_id": CUSTOMER})

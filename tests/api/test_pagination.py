@@ -107,12 +107,12 @@ class TestQuoteList:
     """GET /v1/quotes."""
 
     async def test_filters(self, client: httpx.AsyncClient) -> None:
-        """By customer; by status (all open until one is accepted)."""
+        """By customer; by status (all drafts until one is accepted)."""
         mine = (await client.get("/v1/quotes", params={"customer_id": "pg-b"})).json()
         assert [q["customer_id"] for q in mine["items"]] == ["pg-b"]
         accepted = await client.post(f"/v1/quotes/{mine['items'][0]['quote_id']}/accept")
         assert accepted.status_code == 200, accepted.text
         done = (await client.get("/v1/quotes", params={"status": "accepted"})).json()
         assert [q["customer_id"] for q in done["items"]] == ["pg-b"]
-        still = (await client.get("/v1/quotes", params={"status": "open"})).json()
+        still = (await client.get("/v1/quotes", params={"status": "draft"})).json()
         assert {q["customer_id"] for q in still["items"]} == {"pg-a", "pg-c"}

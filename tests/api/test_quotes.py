@@ -99,7 +99,7 @@ class TestQuotes:
         assert quote["total"] == "127.50"
         assert quote["currency"] == "EUR"
         assert quote["lines"][0]["billable"] == "20"
-        assert quote["status"] == "open"
+        assert quote["status"] == "draft"
         assert quote["valid_until"] == "2026-12-20T12:00:00.000Z"
         assert quote["start"] == "2026-12-01T00:00:00.000Z"  # the next period
 

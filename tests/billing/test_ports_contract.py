@@ -228,8 +228,8 @@ class TestQuotes:
     async def test_put_and_get(self, world: World) -> None:
         """A quote reads back as written; a new status replaces the old."""
         q = unique("q")
-        await world.store.put_quote(quote(q, QuoteStatus.OPEN), NOW)
-        assert (await world.store.get_quote(q)) == quote(q, QuoteStatus.OPEN)
+        await world.store.put_quote(quote(q, QuoteStatus.DRAFT), NOW)
+        assert (await world.store.get_quote(q)) == quote(q, QuoteStatus.DRAFT)
         await world.store.put_quote(quote(q, QuoteStatus.ACCEPTED), NOW + timedelta(seconds=1))
         assert (await world.store.get_quote(q)).status is QuoteStatus.ACCEPTED
         with pytest.raises(NotFound):
@@ -239,9 +239,9 @@ class TestQuotes:
         """Newest first; by customer and by (latest) status."""
         c = unique("c")
         old, new, other = unique("q"), unique("q"), unique("q")
-        await world.store.put_quote(quote(old, QuoteStatus.OPEN, c, 10), NOW)
-        await world.store.put_quote(quote(new, QuoteStatus.OPEN, c, 12), NOW)
-        await world.store.put_quote(quote(other, QuoteStatus.OPEN, unique("c"), 11), NOW)
+        await world.store.put_quote(quote(old, QuoteStatus.DRAFT, c, 10), NOW)
+        await world.store.put_quote(quote(new, QuoteStatus.DRAFT, c, 12), NOW)
+        await world.store.put_quote(quote(other, QuoteStatus.DRAFT, unique("c"), 11), NOW)
         await world.store.put_quote(
             quote(old, QuoteStatus.ACCEPTED, c, 10), NOW + timedelta(seconds=1)
         )

@@ -178,7 +178,7 @@ class TestQuotes:
         )
         quote = await create_quote(store, store, store, request, NOW)
         assert quote.total == Decimal("10.00")
-        order = await accept_quote(store, store, store, store, quote.quote_id, NOW)
+        order = await accept_quote(store, store, store, store, store, quote.quote_id, NOW)
         assert order.quote.status is QuoteStatus.ACCEPTED
         assert order.subscription.start == DEC
 
@@ -217,9 +217,9 @@ class TestQuotes:
         """A second acceptance is QuoteAlreadyAccepted."""
         request = QuoteRequest(customer_id="acme", plan_id="doors", quantities={"door_cycles": "1"})
         quote = await create_quote(store, store, store, request, NOW)
-        await accept_quote(store, store, store, store, quote.quote_id, NOW)
+        await accept_quote(store, store, store, store, store, quote.quote_id, NOW)
         with pytest.raises(errors.QuoteAlreadyAccepted):
-            await accept_quote(store, store, store, store, quote.quote_id, NOW)
+            await accept_quote(store, store, store, store, store, quote.quote_id, NOW)
 
     async def test_expired(self, store: InMemoryBillingStore) -> None:
         """After ``valid_days`` a quote is QuoteExpired."""
@@ -228,15 +228,17 @@ class TestQuotes:
         )
         quote = await create_quote(store, store, store, request, NOW)
         with pytest.raises(errors.QuoteExpired):
-            await accept_quote(store, store, store, store, quote.quote_id, NOW + timedelta(days=2))
+            await accept_quote(
+                store, store, store, store, store, quote.quote_id, NOW + timedelta(days=2)
+            )
 
     async def test_prospect_needs_a_customer(self, store: InMemoryBillingStore) -> None:
         """A prospect's quote accepted without ``customer_id`` is CustomerRequired."""
         request = QuoteRequest(prospect="Globex", plan_id="doors", quantities={"door_cycles": "1"})
         quote = await create_quote(store, store, store, request, NOW)
         with pytest.raises(errors.CustomerRequired):
-            await accept_quote(store, store, store, store, quote.quote_id, NOW)
-        order = await accept_quote(store, store, store, store, quote.quote_id, NOW, "acme")
+            await accept_quote(store, store, store, store, store, quote.quote_id, NOW)
+        order = await accept_quote(store, store, store, store, store, quote.quote_id, NOW, "acme")
         assert order.quote.customer_id == "acme"
 
     async def test_a_claimed_acceptance_is_completed(self, store: InMemoryBillingStore) -> None:
@@ -247,7 +249,7 @@ class TestQuotes:
         payload = '{"customer_id": "acme", "accepted_at": "2026-11-16T00:00:00.000Z"}'
         await store.claim(f"quote-acceptance:{quote.quote_id}", "dead", payload, NOW)
         with pytest.raises(errors.QuoteAlreadyAccepted):
-            await accept_quote(store, store, store, store, quote.quote_id, NOW)
+            await accept_quote(store, store, store, store, store, quote.quote_id, NOW)
         assert (await store.get_quote(quote.quote_id)).status is QuoteStatus.ACCEPTED
         assert DEC in [s.start for s in await store.list_subscriptions("acme")]
 
