@@ -319,7 +319,14 @@ def _broker_env(workdir: Path) -> dict[str, str]:
 class ApiProcess:
     """``python -m telemeter api`` on the filled directory, as its own process."""
 
-    def __init__(self, dsn: str, log: Path, cache: bool, rollups: bool = True) -> None:
+    def __init__(
+        self,
+        dsn: str,
+        log: Path,
+        cache: bool,
+        rollups: bool = True,
+        extra: dict[str, str] | None = None,
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self._log = log
@@ -343,6 +350,7 @@ class ApiProcess:
             # credentials it issues, so it gets a dev CA and an auth directory of this run's
             # own (and no broker to signal), never the shared broker's files.
             **_broker_env(log.parent),
+            **(extra or {}),
         }
         self.proc: subprocess.Popen[bytes] | None = None
 

@@ -36,6 +36,7 @@ SCENARIOS = [
     ("3", "bench.soak", "freshness and memory soak (scenarios 3 and 5)"),
     ("8", "bench.alert_path", "alert path: publish -> alert event -> webhook"),
     ("4", "bench.api_latency", "API latency"),
+    ("9", "bench.insights_desk", "inside-sales desk: precision@20 and latency"),
 ]
 RESULTS = REPO_ROOT / "bench" / "results"
 README = REPO_ROOT / "README.md"

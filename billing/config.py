@@ -35,3 +35,13 @@ class BillingSettings(BaseModel):
         gt=timedelta(0),
         description="time between the alert evaluator's passes",
     )
+    insights_worker: bool = Field(
+        True,
+        description="compute every customer's insights row for the call list and the "
+        "cross-customer lists (insights/desk.py; one process per interval, by a claim)",
+    )
+    insights_interval: timedelta = Field(
+        timedelta(minutes=15),
+        gt=timedelta(0),
+        description="time between two computations of every customer's insights",
+    )

@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal, localcontext
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from billing.errors import BillingError
 from billing.periods import plan_quantities
@@ -38,6 +38,7 @@ from billing.pricing import RatedPeriod, rate_period, rate_plan
 from insights import formulas
 from insights.formulas import Figure
 from insights.health import Health, Inputs, Trend, health, trend
+from insights.point_in_time import PointInTime
 from rating.models import BillingPeriod, PlanSpec
 from schemas.billing import StoredPlan
 from schemas.catalog import Customer, Device
@@ -141,6 +142,8 @@ async def customer_insights(
     store: InsightsStore, customer_id: str, now: datetime, window_days: int = 30
 ) -> CustomerInsights:
     """The customer's insights at ``now`` and its health 7 days earlier."""
+    if not isinstance(store, PointInTime):
+        store = cast(InsightsStore, PointInTime(store))
     customer = await store.get_customer(customer_id)
     current, earlier = await asyncio.gather(
         _snapshot(store, customer, now, window_days),
@@ -262,7 +265,9 @@ def _meter_figures(
     included = charge.included or None
     billable = line.billable if line else Decimal(0)
     tiers = [t.up_to for t in getattr(charge, "tiers", []) if t.up_to is not None]
-    ahead = next((b for b in tiers if b > billable), None)
+    # Tier breakpoints count billable units (after the allowance): in quantities, each is
+    # the allowance plus the breakpoint.
+    ahead = next((b + (included or 0) for b in tiers if b > billable), None)
     return {
         "growth_30d": formulas.growth_30d(last, prior),
         "trend_12w": formulas.trend_12w(weekly),
@@ -270,7 +275,7 @@ def _meter_figures(
         "projected_linear": formulas.projection_linear(so_far, rated.start, rated.end, now),
         "projected_weekday": formulas.projection_weekday(so_far, period_days, history),
         "to_included": formulas.units_left("included", so_far, included, rate, now, rated.end),
-        "to_next_tier": formulas.units_left("next_tier", billable, ahead, rate, now, rated.end),
+        "to_next_tier": formulas.units_left("next_tier", so_far, ahead, rate, now, rated.end),
     }
 
 

@@ -65,3 +65,51 @@ class CustomerInsightsOut(BaseModel):
     devices: DevicesOut
     consumables: dict[str, list[dict[str, Any]]]
     health: HealthOut
+
+
+class QuoteRequestOut(BaseModel):
+    """A quote request prefilled for the suggested plan (POST it to /v1/quotes)."""
+
+    customer_id: str
+    plan_id: str
+    basis: dict[str, int]
+
+
+class InsightRow(BaseModel):
+    """One customer on the desk: the figures the lists sort and filter on, its reason
+    codes, its expected monthly value and a prefilled quote request."""
+
+    customer_id: str
+    name: str
+    currency: str
+    plan_id: str | None
+    reasons: list[str]
+    value: str
+    upsell: str
+    at_risk: str
+    growth_30d: str | None
+    trend_12w: str | None
+    health: str
+    band: str
+    health_trend: str
+    projected_total: str | None
+    units_to_next_tier: str | None
+    devices: dict[str, int]
+    suggested_plan: str | None
+    quote_request: QuoteRequestOut | None
+    computed_at: str
+
+
+class CallList(BaseModel):
+    """``GET /v1/insights/call-list``: today's calls, most valuable first."""
+
+    computed_at: str | None
+    items: list[InsightRow]
+    count: int
+
+
+class Refreshed(BaseModel):
+    """``POST /v1/insights/refresh``."""
+
+    customers: int
+    computed_at: str

@@ -1,14 +1,28 @@
-"""When each device last reported, and how often it usually does: what insights count as
-active and silent devices (``insights/customer.py``)."""
+"""What insights read and keep: when each device last reported, and how often it usually
+does (``insights/customer.py`` counts active and silent devices), and the latest row of
+every customer's insights (``insights/desk.py``: the call list and the cross-customer
+lists read them, one query for every customer)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from storage.core import StoreCore
 from storage.core import utc as _utc
+
+TABLES = {
+    "insight_rows": """
+        CREATE TABLE IF NOT EXISTS {db}.insight_rows (
+            customer_id String,
+            body String,
+            computed_at DateTime64(6, 'UTC')
+        ) ENGINE = ReplacingMergeTree(computed_at) ORDER BY customer_id
+    """,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,3 +54,23 @@ class ActivityQueries(StoreCore):
             {"ids": list(device_ids), "s": since, "u": until},
         )
         return {d: Activity(d, int(n), _utc(a), _utc(b)) for d, n, a, b in rows}
+
+    async def put_insight_rows(self, rows: Sequence[dict[str, Any]], computed_at: datetime) -> None:
+        """Each customer's latest insights row (``customer_id`` in each; the latest
+        ``computed_at`` wins)."""
+        if rows:
+            await self._insert(
+                "insight_rows",
+                [[r["customer_id"], json.dumps(r), computed_at] for r in rows],
+                ["customer_id", "body", "computed_at"],
+            )
+
+    async def insight_rows(self) -> tuple[list[dict[str, Any]], datetime | None]:
+        """Every customer's latest row, by customer id, and the oldest computation among
+        them (None: none computed yet)."""
+        rows = await self._rows(
+            f"SELECT body, computed_at FROM {self._db}.insight_rows FINAL ORDER BY customer_id",
+            {},
+        )
+        found = [json.loads(body) for body, _ in rows]
+        return found, min((_utc(at) for _, at in rows), default=None)

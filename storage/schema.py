@@ -29,6 +29,7 @@
 
 from __future__ import annotations
 
+from storage.activity import TABLES as INSIGHT_TABLES
 from storage.alerts import TABLES as ALERT_TABLES
 from storage.alerts import VIEWS as ALERT_VIEWS
 from storage.commands import TABLES as COMMAND_TABLES
@@ -304,6 +305,7 @@ TABLES: dict[str, str] = {
     **ALERT_TABLES,  # alert rules, states, changes (storage/alerts.py)
     **COMMAND_TABLES,  # commands to devices (storage/commands.py)
     **ORDER_TABLES,  # consumables, orders, cycles (storage/orders.py)
+    **INSIGHT_TABLES,  # every customer's latest insights (storage/activity.py)
 }
 
 # Materialized views, created after the columns they read exist (MIGRATIONS below).

@@ -27,6 +27,7 @@ from downlink.dispatcher import Broker, CommandDispatcher
 from identity.ca import DeviceCa
 from identity.mosquitto import MosquittoAuthFiles
 from identity.service import DeviceCredentials
+from insights.desk import Refresher
 from messaging.errors import KafkaUnavailable
 from messaging.kafka import KafkaHealth, KafkaPublisher
 from storage.store import ClickHouseStore
@@ -171,6 +172,11 @@ async def run_api(
             )
             await c.spawn("alert-evaluator", evaluator.run)
             await c.spawn("replenisher", functools.partial(replenisher.run, clock))
+        if settings.billing.insights_worker:
+            refresher = Refresher(
+                store, clock, interval_s=settings.billing.insights_interval.total_seconds()
+            )
+            await c.spawn("insights-refresher", refresher.run)
         if settings.downlink.dispatcher:
             m = settings.mqtt
             password = m.password.get_secret_value() if m.password is not None else None

@@ -73,16 +73,16 @@ class TestCustomerInsights:
 
     async def test_projection_and_breakpoints(self, store: ClickHouseStore, customer: str) -> None:
         """200 pages in the first 10 of December's 31 days: 620 linear; 800 of the 1,000
-        included left, crossing at 20 a day 40 days later (after the period); 5,000 to
-        the next tier; 25.00 of the 50.00 commitment left (the base fee) with no usage
-        charge to close it."""
+        included left, crossing at 20 a day 40 days later (after the period); 5,800 pages
+        to the next tier (its breakpoint, 5,000 billable, is at 6,000 pages); 25.00 of
+        the 50.00 commitment left (the base fee) with no usage charge to close it."""
         found = await customer_insights(store, customer, NOW)
         f = found.meters[0].figures
         assert f["projected_linear"].value == Decimal(620)
         assert f["to_included"].value == Decimal(800)
         assert f["to_included"].inputs["projected_crossing_at"] == NOW + timedelta(days=40)
         assert f["to_included"].inputs["before_period_end"] is False
-        assert f["to_next_tier"].value == Decimal(5000)
+        assert f["to_next_tier"].value == Decimal(5800)
         assert found.money["to_commitment"].value == Decimal(25)
         assert found.money["projected_total_linear"].value == Decimal("50.00")
         weekday = f["projected_weekday"]

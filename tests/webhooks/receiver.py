@@ -17,7 +17,9 @@ from tests.conftest import free_port
 
 class Receiver:
     """An ASGI app: verifies each request with the endpoint's secret and records it; the
-    first ``fail`` requests get a 500 (verified or not)."""
+    first ``fail`` requests get a 500 (verified or not). A request whose sender went away
+    before its body was complete (``http.disconnect``: a sender killed mid-request) is
+    counted in ``torn``, not verified: nobody is left to answer."""
 
     def __init__(self, fail: int) -> None:
         self.secret = ""
@@ -25,12 +27,16 @@ class Receiver:
         self.received: list[tuple[float, str, Any]] = []  # (time, webhook-id, body)
         self.accepted: set[str] = set()  # the ids answered 200
         self.refused = 0
+        self.torn = 0
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         assert scope["type"] == "http"
         content = b""
         while True:
             message = await receive()
+            if message["type"] == "http.disconnect":
+                self.torn += 1
+                return
             content += message.get("body", b"")
             if not message.get("more_body"):
                 break
