@@ -16,9 +16,11 @@ Method:
 3. **Latency**: the store is closed and ``python -m telemeter api`` serves it (its own
    workers off: no refresh, closer, alerts or webhooks meanwhile); 4 closed-loop clients
    (a team at their desks; scenario 4's client) ask for ``GET
-   /v1/insights/call-list?limit=20``, then ``GET /v1/customers/{random}/insights``, 15 s
-   each (quick: 4 s) after a warm-up. Targets p99 <= 200 ms and <= 100 ms. Baseline:
-   ``/healthz`` under the same load, the HTTP floor of this machine.
+   /v1/insights/call-list?limit=20``, then ``GET /v1/customers/{random}/insights`` (the
+   refresh's answer, as a desk gets it), then the same with ``fresh=true`` (computed on
+   the spot: no target, the cost of a live answer), 15 s each (quick: 4 s) after a
+   warm-up. Targets p99 <= 200 ms and <= 100 ms. Baseline: ``/healthz`` under the same
+   load, the HTTP floor of this machine.
 """
 
 from __future__ import annotations
@@ -105,6 +107,14 @@ async def measure(quick: bool = False) -> list[Measure]:
                 seconds,
                 warmup,
             )
+            live = await load(
+                api.url,
+                "one customer's insights, fresh=true",
+                lambda r: f"/v1/customers/{r.choice(ids)}/insights?fresh=true",
+                CLIENTS,
+                seconds,
+                warmup,
+            )
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     note = (
@@ -124,8 +134,9 @@ async def measure(quick: bool = False) -> list[Measure]:
         )
         for name, value in scores.items()
     ]
-    for run in (listed, one):
+    for run in (listed, one, live):
         p99 = run.quantile(0.99)
+        target = TARGETS_MS.get(run.name)
         out.append(
             Measure(
                 "9. inside-sales desk",
@@ -134,8 +145,8 @@ async def measure(quick: bool = False) -> list[Measure]:
                 "ms",
                 "/healthz p99, same load",
                 floor.quantile(0.99),
-                target=f"<= {TARGETS_MS[run.name]:,.0f} ms",
-                met=p99 <= TARGETS_MS[run.name] and not run.errors,
+                target="" if target is None else f"<= {target:,.0f} ms",
+                met=None if target is None else p99 <= target and not run.errors,
                 note=f"p50 {run.quantile(0.5):,.1f} ms, {run.rate:,.0f} req/s, {run.errors} errors",
             )
         )

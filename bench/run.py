@@ -37,6 +37,7 @@ SCENARIOS = [
     ("8", "bench.alert_path", "alert path: publish -> alert event -> webhook"),
     ("4", "bench.api_latency", "API latency"),
     ("9", "bench.insights_desk", "inside-sales desk: precision@20 and latency"),
+    ("10", "bench.forecast_accuracy", "forecast accuracy: MAPE of the period projections"),
 ]
 RESULTS = REPO_ROOT / "bench" / "results"
 README = REPO_ROOT / "README.md"

@@ -52,6 +52,28 @@ PLAN: dict[str, Any] = {
     ],
 }
 KINDS = ("steady", "seasonal", "expansion", "decline")
+
+
+@dataclass(frozen=True, slots=True)
+class Pattern:
+    """How a device kind is used: its meter, a month's volume range per customer, the
+    weight of each weekday (Monday first; they average 1) and the day-to-day noise."""
+
+    meter: str
+    monthly: tuple[float, float]
+    weekdays: tuple[float, ...]
+    noise: float
+
+
+PATTERNS = {
+    "printer": Pattern("pages_printed", (2400, 5400), (1.0,) * 7, 0.2),
+    "door": Pattern("door_cycles", (3000, 9000), (1.16,) * 5 + (0.6, 0.6), 0.25),
+    "shoe": Pattern("distance_km", (60, 200), (0.7, 1.1, 0.7, 1.1, 0.5, 1.6, 1.3), 0.5),
+    "car": Pattern("odometer_km", (800, 3000), (1.04,) * 5 + (1.2, 0.7), 0.3),
+    "pitch": Pattern("pitch_minutes", (1500, 6000), (0.6,) * 5 + (2.2, 2.3), 0.35),
+}
+"""Each kind's usage (``steady`` customers; a ``seasonal`` one works weekdays only). The
+printer's is flat across the week: its weekly season is the ``seasonal`` customers'."""
 SHIFT_DAYS = 30
 FACTOR = {"expansion": 1.6, "decline": 0.4}
 
@@ -93,34 +115,40 @@ def generate(
     decline: int = 50,
     days: int = 120,
     seed: int = 7,
+    device_kind: str = "printer",
+    seasonal: bool = True,
 ) -> History:
     """A history of ``customers`` (``expansion`` and ``decline`` of them planted, the rest
-    steady or seasonal half and half) over the ``days`` before ``end`` (a day boundary)."""
+    steady, or steady and seasonal half and half) of ``device_kind`` devices over the
+    ``days`` before ``end`` (a day boundary)."""
+    pattern = PATTERNS[device_kind]
     rng = random.Random(seed)  # noqa: S311 -- a reproducible history, not a secret
     start = end - timedelta(days=days)
     kinds = ["expansion"] * expansion + ["decline"] * decline
     rest = customers - len(kinds)
-    kinds += ["steady"] * (rest - rest // 2) + ["seasonal"] * (rest // 2)
+    half = rest // 2 if seasonal else 0
+    kinds += ["steady"] * (rest - half) + ["seasonal"] * half
     rng.shuffle(kinds)
     history = History(prefix, start, end)
     for i, kind in enumerate(kinds):
         cid = f"{prefix}-c{i:04d}"
         devices = [f"{cid}-p{j}" for j in range(rng.randint(1, 3))]
-        monthly = rng.uniform(2400, 5400)
+        monthly = rng.uniform(*pattern.monthly)
         per_day = monthly / 30.44
         if kind == "seasonal":
             per_day *= 7 / 5  # the same month in five working days a week
         daily: dict[str, list[int]] = {d: [] for d in devices}
         for n in range(days):
             day = start + timedelta(days=n)
-            rate = per_day
+            rate = per_day * pattern.weekdays[day.weekday()]
             if kind == "seasonal" and day.weekday() >= 5:
                 rate = 0.0
             if kind in FACTOR and n >= days - SHIFT_DAYS:
                 rate *= FACTOR[kind]
             for d in devices:
                 share = rate / len(devices)
-                daily[d].append(max(0, round(share * rng.uniform(0.8, 1.2))))
+                noise = rng.uniform(1 - pattern.noise, 1 + pattern.noise)
+                daily[d].append(max(0, round(share * noise)))
         history.customers.append(Customer(cid, kind, devices, daily))
     return history
 

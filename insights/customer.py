@@ -32,7 +32,6 @@ from decimal import Decimal, localcontext
 from typing import Any, Protocol, cast
 
 from billing.errors import BillingError
-from billing.periods import plan_quantities
 from billing.ports import Catalog, Usage
 from billing.pricing import RatedPeriod, rate_period, rate_plan
 from insights import formulas
@@ -213,7 +212,8 @@ async def _snapshot(
         if not light:
             money["cheapest_plan"] = await _cheapest(store, customer, plan, now, window_days)
     consumables = {} if light else await _consumables(store, devices, now)
-    score = health(_health_inputs(by_meter, devices, plan, money, weekday_q))
+    weights = plan.health_weights if plan is not None else None  # the plan's own, if any
+    score = health(_health_inputs(by_meter, devices, plan, money, weekday_q), weights)
     return _Snapshot(
         customer,
         now,
@@ -334,17 +334,33 @@ async def _cheapest(
     start = now - timedelta(days=window_days)
     scale = _PERIOD_DAYS[current.billing_period] / window_days
     totals: dict[str, Decimal] = {}
-    for stored in await store.list_plans():
-        plan = PlanSpec.model_validate(stored.spec)
-        if plan.currency != customer.currency or plan.billing_period != current.billing_period:
-            continue
-        used, _ = await plan_quantities(
-            store, store.get_meter, customer.customer_id, plan, start, now, customer.timezone
+    plans = [
+        (stored.plan_id, PlanSpec.model_validate(stored.spec))
+        for stored in await store.list_plans()
+    ]
+    plans = [
+        (plan_id, plan)
+        for plan_id, plan in plans
+        if plan.currency == customer.currency and plan.billing_period == current.billing_period
+    ]
+    # One read of every meter any candidate charges (what plan_quantities reads per plan).
+    names = sorted({c.meter for _, plan in plans for c in plan.charges})
+    meters = [await store.get_meter(m) for m in names]
+    found = (
+        await store.usage_of_meters(
+            customer.customer_id, meters, start, now, Window.MONTH, customer.timezone
         )
+        if meters
+        else {}
+    )
+    for plan_id, plan in plans:
         with localcontext(EXACT):
-            q = {m: (v * scale).quantize(formulas.QUANTITY) for m, v in used.items()}
+            q = {
+                c.meter: (found[c.meter].total * scale).quantize(formulas.QUANTITY)
+                for c in plan.charges
+            }
         try:
-            totals[stored.plan_id] = rate_plan(stored.plan_id, plan, q).total
+            totals[plan_id] = rate_plan(plan_id, plan, q).total
         except BillingError:
             continue
     best = min(totals, key=lambda p: (totals[p], p)) if totals else None

@@ -3,11 +3,12 @@ and the cross-customer lists (``GET /v1/insights/call-list``, ``GET /v1/insights
 
 Rows are computed ahead, not per request: a refresh computes each customer's insights
 (``insights/customer.py``) and keeps one row per customer in the store (``insight_rows``,
-the latest wins); the lists read every row with one query and rank in memory, so a call
-list of 1,000 customers answers in milliseconds and says when its rows were computed
-(``computed_at``). The API runs a refresh every ``TELEMETER_BILLING__INSIGHTS_INTERVAL``
-(15 minutes; one process at a time, by a claim per interval) and on ``POST
-/v1/insights/refresh``.
+the latest wins), with the whole insights document, which answers ``GET
+/v1/customers/{id}/insights`` for the next 15 minutes (``SERVE_WITHIN``). The lists read
+every row with one query and rank in memory, so a call list of 1,000 customers answers in
+milliseconds and says when its rows were computed (``computed_at``). The API runs a
+refresh every ``TELEMETER_BILLING__INSIGHTS_INTERVAL`` (15 minutes; one process at a
+time, by a claim per interval) and on ``POST /v1/insights/refresh``.
 
 Reason codes, each from figures the row shows:
 
@@ -44,6 +45,7 @@ from billing.errors import BillingError
 from billing.periods import period_bounds, plan_quantities
 from billing.ports import Claims
 from insights.customer import CustomerInsights, InsightsStore, customer_insights
+from insights.document import document
 from insights.point_in_time import PointInTime
 from rating.models import BillingPeriod, PlanSpec
 from resilience import Backoff, Outage, repeat_with_backoff
@@ -56,6 +58,9 @@ EXPANSION = ("NEAR_TIER", "OVER_INCLUDED_3_PERIODS")
 RISK = ("DECLINE_30D", "DEVICES_SILENT", "COMMITMENT_UNDERUSE", "CONSUMABLE_LOW")
 REASONS = EXPANSION + RISK
 BACKOFF = Backoff(initial_s=1.0, factor=2.0, max_s=60.0)
+SERVE_WITHIN = timedelta(minutes=15)
+"""How old a refresh's insights document may be to answer ``GET /v1/customers/{id}/insights``
+(the refresher's default interval); older, it is computed again."""
 GROWING = Decimal("0.20")
 DECLINING = Decimal("-0.20")
 SORTS = (
@@ -77,8 +82,10 @@ class DeskStore(InsightsStore, Claims, Protocol):
         """Every customer."""
         ...
 
-    async def put_insight_rows(self, rows: Sequence[dict[str, Any]], computed_at: datetime) -> None:
-        """Keep each customer's latest row."""
+    async def put_insight_rows(
+        self, rows: Sequence[tuple[dict[str, Any], dict[str, Any]]], computed_at: datetime
+    ) -> None:
+        """Keep each customer's latest row and insights document."""
         ...
 
     async def insight_rows(self) -> tuple[list[dict[str, Any]], datetime | None]:
@@ -200,10 +207,12 @@ def row_of(found: CustomerInsights, over_included: bool) -> dict[str, Any]:
     }
 
 
-async def compute_row(store: DeskStore, customer_id: str, now: datetime) -> dict[str, Any]:
-    """One customer's row at ``now``."""
+async def compute_row(
+    store: DeskStore, customer_id: str, now: datetime
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """One customer's row at ``now``, and its insights document (the API's answer)."""
     found = await customer_insights(store, customer_id, now)
-    return row_of(found, await _over_included(store, found))
+    return row_of(found, await _over_included(store, found)), document(found)
 
 
 async def refresh(store: DeskStore, now: datetime, concurrency: int = 32) -> int:
@@ -211,7 +220,7 @@ async def refresh(store: DeskStore, now: datetime, concurrency: int = 32) -> int
     insights cannot be computed is logged and skipped (its old row stays)."""
     customers = await store.list_customers()
     slots = asyncio.Semaphore(concurrency)
-    rows: list[dict[str, Any]] = []
+    rows: list[tuple[dict[str, Any], dict[str, Any]]] = []
     view = cast(DeskStore, PointInTime(store))
 
     async def one(customer_id: str) -> None:

@@ -1,7 +1,8 @@
 """The health score: 0-100 as points per factor that sum to the score (ChurnZero's model:
 each factor scores 0..1, times its weight; the weights sum to 100).
 
-Factors, their default weights (a plan can set its own, ``health_weights``) and scores:
+Factors, their default weights and scores (a plan may set its own weights,
+``health_weights`` in ``PUT /v1/plans/{id}``; ``schemas/insights.py`` checks them):
 
 - ``usage_trend``, 30: ``1 + 2 * growth_30d`` of the plan's first charge, clamped to
   0..1: flat or growing 1, -25% 0.5, -50% or less 0 (no prior usage: 1 with usage now,
@@ -25,16 +26,9 @@ from dataclasses import dataclass
 from decimal import Decimal, localcontext
 from enum import StrEnum
 
+from schemas.insights import DEFAULT_WEIGHTS, FACTORS, check_weights
 from schemas.telemetry import EXACT
 
-DEFAULT_WEIGHTS: dict[str, Decimal] = {
-    "usage_trend": Decimal(30),
-    "adoption": Decimal(25),
-    "silent_devices": Decimal(15),
-    "included_utilisation": Decimal(15),
-    "commitment_use": Decimal(15),
-}
-FACTORS = tuple(DEFAULT_WEIGHTS)
 POINT = Decimal("0.1")
 TREND_POINTS = Decimal(5)
 
@@ -77,25 +71,6 @@ class Health:
     factor_scores: dict[str, Decimal]
     weights: dict[str, Decimal]
     band: Band
-
-
-def check_weights(weights: Mapping[str, Decimal]) -> dict[str, Decimal]:
-    """The weights if they name every factor once, none negative, summing to 100;
-    ``ValueError`` saying what is wrong otherwise."""
-    unknown = sorted(set(weights) - set(FACTORS))
-    missing = sorted(set(FACTORS) - set(weights))
-    if unknown or missing:
-        raise ValueError(
-            f"health weights name each of {', '.join(FACTORS)} once"
-            + (f"; unknown {unknown}" if unknown else "")
-            + (f"; missing {missing}" if missing else "")
-        )
-    if any(w < 0 for w in weights.values()):
-        raise ValueError("health weights are not negative")
-    total = sum(weights.values(), Decimal(0))
-    if total != 100:
-        raise ValueError(f"health weights sum to 100, not {total}")
-    return {f: Decimal(weights[f]) for f in FACTORS}
 
 
 def _clamp(x: Decimal) -> Decimal:

@@ -26,6 +26,7 @@ from typing import Annotated, Literal, Self
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, model_validator
 
 from schemas.inputs import ExactDecimal
+from schemas.insights import check_weights
 from schemas.rating import (
     ChargeLine,
     ChargeModel,
@@ -185,6 +186,29 @@ class PlanSpec(BaseModel):
     base_fee: NonNegative | None = None
     minimum_commitment: NonNegative | None = None
     charges: list[Charge]
+    health_weights: Annotated[
+        dict[str, NonNegative] | None,
+        Field(
+            description="the health score's weights for this plan's customers, each factor "
+            "once, summing to 100 (default: usage_trend 30, adoption 25, silent_devices 15, "
+            "included_utilisation 15, commitment_use 15)",
+            examples=[
+                {
+                    "usage_trend": "40",
+                    "adoption": "20",
+                    "silent_devices": "10",
+                    "included_utilisation": "15",
+                    "commitment_use": "15",
+                }
+            ],
+        ),
+    ] = None
+
+    @model_validator(mode="after")
+    def _weights(self) -> Self:
+        if self.health_weights is not None:
+            check_weights(self.health_weights)
+        return self
 
     @model_validator(mode="after")
     def _one_charge_per_meter(self) -> Self:

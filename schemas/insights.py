@@ -1,11 +1,43 @@
 """The answers of the insights routes: each figure with its value, its formula and the
-inputs it was computed from (``insights/formulas.py`` computes them)."""
+inputs it was computed from (``insights/formulas.py`` computes them); and the health
+score's factors with their default weights, which a plan may replace (``health_weights``,
+checked here so that a plan with wrong weights is a 422)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from decimal import Decimal
 from typing import Any
 
 from pydantic import BaseModel
+
+DEFAULT_WEIGHTS: dict[str, Decimal] = {
+    "usage_trend": Decimal(30),
+    "adoption": Decimal(25),
+    "silent_devices": Decimal(15),
+    "included_utilisation": Decimal(15),
+    "commitment_use": Decimal(15),
+}
+FACTORS = tuple(DEFAULT_WEIGHTS)
+
+
+def check_weights(weights: Mapping[str, Decimal]) -> dict[str, Decimal]:
+    """The weights if they name every factor once, none negative, summing to 100;
+    ``ValueError`` saying what is wrong otherwise."""
+    unknown = sorted(set(weights) - set(FACTORS))
+    missing = sorted(set(FACTORS) - set(weights))
+    if unknown or missing:
+        raise ValueError(
+            f"health weights name each of {', '.join(FACTORS)} once"
+            + (f"; unknown {unknown}" if unknown else "")
+            + (f"; missing {missing}" if missing else "")
+        )
+    if any(w < 0 for w in weights.values()):
+        raise ValueError("health weights are not negative")
+    total = sum(weights.values(), Decimal(0))
+    if total != 100:
+        raise ValueError(f"health weights sum to 100, not {total}")
+    return {f: Decimal(weights[f]) for f in FACTORS}
 
 
 class FigureOut(BaseModel):

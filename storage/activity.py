@@ -19,6 +19,7 @@ TABLES = {
         CREATE TABLE IF NOT EXISTS {db}.insight_rows (
             customer_id String,
             body String,
+            document String,
             computed_at DateTime64(6, 'UTC')
         ) ENGINE = ReplacingMergeTree(computed_at) ORDER BY customer_id
     """,
@@ -55,15 +56,26 @@ class ActivityQueries(StoreCore):
         )
         return {d: Activity(d, int(n), _utc(a), _utc(b)) for d, n, a, b in rows}
 
-    async def put_insight_rows(self, rows: Sequence[dict[str, Any]], computed_at: datetime) -> None:
-        """Each customer's latest insights row (``customer_id`` in each; the latest
-        ``computed_at`` wins)."""
+    async def put_insight_rows(
+        self, rows: Sequence[tuple[dict[str, Any], dict[str, Any]]], computed_at: datetime
+    ) -> None:
+        """Each customer's latest (row, insights document) (``customer_id`` in the row;
+        the latest ``computed_at`` wins)."""
         if rows:
             await self._insert(
                 "insight_rows",
-                [[r["customer_id"], json.dumps(r), computed_at] for r in rows],
-                ["customer_id", "body", "computed_at"],
+                [[r["customer_id"], json.dumps(r), json.dumps(d), computed_at] for r, d in rows],
+                ["customer_id", "body", "document", "computed_at"],
             )
+
+    async def insight_document(self, customer_id: str) -> tuple[dict[str, Any], datetime] | None:
+        """The customer's latest insights document and when it was computed."""
+        rows = await self._rows(
+            f"SELECT document, computed_at FROM {self._db}.insight_rows FINAL "
+            "WHERE customer_id = {c:String}",
+            {"c": customer_id},
+        )
+        return (json.loads(rows[0][0]), _utc(rows[0][1])) if rows else None
 
     async def insight_rows(self) -> tuple[list[dict[str, Any]], datetime | None]:
         """Every customer's latest row, by customer id, and the oldest computation among

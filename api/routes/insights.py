@@ -24,16 +24,14 @@ from api.errors import ApiProblem, responses
 from api.pagination import CURSOR_ERRORS, CursorDep
 from insights import desk
 from insights.customer import customer_insights
+from insights.document import document
 from insights.formulas import Figure
 from schemas.catalog import CUSTOMER_ID_PATTERN, Page
 from schemas.insights import (
     CallList,
     CustomerInsightsOut,
-    DevicesOut,
     FigureOut,
-    HealthOut,
     InsightRow,
-    MeterInsightsOut,
     Refreshed,
 )
 from schemas.telemetry import format_decimal, format_time
@@ -61,45 +59,19 @@ async def get_insights(
     window_days: Annotated[
         int, Query(ge=1, le=366, description="the window of usage the cheapest plan is priced on")
     ] = 30,
+    fresh: Annotated[bool, Query(description="compute now, not the last refresh's answer")] = False,
 ) -> CustomerInsightsOut:
     """Every figure with its value, formula id, formula and inputs, so it can be checked by
-    hand; the health score as points per factor that sum to it."""
-    found = await customer_insights(context.store, customer_id, context.clock(), window_days)
-    h = found.health
-    d = found.devices
-    return CustomerInsightsOut(
-        customer_id=found.customer.customer_id,
-        tz=found.customer.timezone,
-        currency=found.customer.currency,
-        at=format_time(found.at),
-        plan_id=found.plan_id,
-        period_start=None if found.period_start is None else format_time(found.period_start),
-        period_end=None if found.period_end is None else format_time(found.period_end),
-        meters=[
-            MeterInsightsOut(meter=m.meter, figures={k: _figure(f) for k, f in m.figures.items()})
-            for m in found.meters
-        ],
-        money={k: _figure(f) for k, f in found.money.items()},
-        devices=DevicesOut(
-            assigned=len(d.assigned),
-            active=len(d.active),
-            silent=len(d.silent),
-            silent_devices=d.silent,
-            inactive_devices=sorted(set(d.assigned) - set(d.active)),
-        ),
-        consumables=found.consumables,
-        health=HealthOut(
-            score=format_decimal(h.score),
-            band=h.band.value,
-            trend=found.health_trend.value,
-            week_ago=None
-            if found.health_week_ago is None
-            else format_decimal(found.health_week_ago),
-            points=_dec(h.points),
-            factor_scores=_dec(h.factor_scores),
-            weights=_dec(h.weights),
-        ),
-    )
+    hand; the health score as points per factor that sum to it. The answer of the last
+    refresh (``at``: when it was computed) if it is at most 15 minutes old and
+    ``window_days`` is its 30; else, or with ``fresh=true``, computed now."""
+    now = context.clock()
+    if not fresh and window_days == 30:
+        kept = await context.store.insight_document(customer_id)
+        if kept is not None and kept[1] >= now - desk.SERVE_WITHIN:
+            return CustomerInsightsOut.model_validate(kept[0])
+    found = await customer_insights(context.store, customer_id, now, window_days)
+    return CustomerInsightsOut.model_validate(document(found))
 
 
 @router.get("/insights/call-list", summary="Today's call list")

@@ -5,7 +5,7 @@ filtered, paginated customer list."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import httpx
@@ -30,10 +30,23 @@ async def made(store: ClickHouseStore) -> history.History:
     return h
 
 
+class Clock:
+    """A settable clock, at NOW unless a test moves it (and puts it back)."""
+
+    def __init__(self) -> None:
+        self.now = NOW
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+CLOCK = Clock()
+
+
 @pytest.fixture(scope="module")
 async def sales(store: ClickHouseStore, made: history.History) -> AsyncIterator[httpx.AsyncClient]:
     """A client with a sales staff token."""
-    async with api_client(store, clock=lambda: NOW, token=None) as c:
+    async with api_client(store, clock=CLOCK, token=None) as c:
         r = await c.post("/v1/staff-tokens", headers=ADMIN, json={"name": "desk", "role": "sales"})
         c.headers["Authorization"] = f"Bearer {r.json()['secret']}"
         yield c
@@ -91,3 +104,28 @@ class TestDeskRoutes:
         assert {r["customer_id"] for r in declines.json()["items"]} == made.planted("decline")
         bad = await sales.get("/v1/insights/customers", params={"sort": "luck"})
         assert bad.status_code == 422
+
+    async def test_plan_weights_are_checked(self, sales: httpx.AsyncClient) -> None:
+        """Weights that do not sum to 100 are a 422 naming the rule (as an admin)."""
+        plan = {**history.PLAN, "health_weights": {"usage_trend": "50", "adoption": "30"}}
+        r = await sales.put("/v1/plans/ia-weights", json=plan, headers=ADMIN)
+        assert r.status_code == 422
+        assert "health weights" in r.text
+
+    async def test_answered_from_the_refresh(
+        self, sales: httpx.AsyncClient, made: history.History
+    ) -> None:
+        """Within 15 minutes of a refresh the answer is the refresh's (its ``at``);
+        ``fresh=true``, or later, computes it now."""
+        customer = made.customers[0].customer_id
+        path = f"/v1/customers/{customer}/insights"
+        await sales.post("/v1/insights/refresh")
+        try:
+            CLOCK.now = NOW + timedelta(minutes=5)
+            assert (await sales.get(path)).json()["at"] == "2026-12-11T09:30:00.000Z"
+            fresh = await sales.get(path, params={"fresh": "true"})
+            assert fresh.json()["at"] == "2026-12-11T09:35:00.000Z"
+            CLOCK.now = NOW + timedelta(minutes=20)
+            assert (await sales.get(path)).json()["at"] == "2026-12-11T09:50:00.000Z"
+        finally:
+            CLOCK.now = NOW

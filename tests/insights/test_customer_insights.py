@@ -13,6 +13,7 @@ import pytest
 
 from billing.subscriptions import define_plan, subscribe
 from insights.customer import customer_insights
+from rating.models import PlanSpec
 from schemas.billing import SubscriptionSpec
 from schemas.catalog import CustomerSpec, DeviceSpec
 from storage.readings import ReadingRow
@@ -25,6 +26,21 @@ AUG, NOV, DEC = (datetime(2026, m, 1, tzinfo=UTC) for m in (8, 11, 12))
 NOW = DEC + timedelta(days=10)
 SPEEDUP = datetime(2026, 11, 11, tzinfo=UTC)  # 20 pages a day from this day on
 _SEQ = count(1)
+WEIGHTS = {
+    "usage_trend": Decimal(40),
+    "adoption": Decimal(15),
+    "silent_devices": Decimal(15),
+    "included_utilisation": Decimal(15),
+    "commitment_use": Decimal(15),
+}
+LITE = PlanSpec.model_validate(
+    {
+        "name": "Printer Lite",
+        "currency": "EUR",
+        "billing_period": "month",
+        "charges": [{"meter": "pages_printed", "model": "per_unit", "unit_price": "0.01"}],
+    }
+)
 
 
 @pytest.fixture(scope="module")
@@ -33,6 +49,7 @@ async def customer(store: ClickHouseStore) -> str:
     reading is its baseline), ``ins-b`` reporting toner daily until 30 November."""
     await store.put_customer("ins", CustomerSpec(name="Insights"), AUG)
     await define_plan(store, store, "printer-pro", PRINTER_PRO, AUG)
+    await define_plan(store, store, "printer-lite", LITE, AUG)
     await subscribe(store, store, "ins", SubscriptionSpec(plan_id="printer-pro", start=AUG), AUG)
     for device in ("ins-a", "ins-b"):
         spec = DeviceSpec(kind="printer", customer_id="ins", assigned_from=AUG)
@@ -105,4 +122,29 @@ class TestCustomerInsights:
         assert p["silent_devices"] == Decimal("7.5")
         assert p["commitment_use"] == Decimal("7.5")
         assert found.health.score == sum(p.values())
-        assert found.money["cheapest_plan"].value == "printer-pro"
+
+    async def test_the_cheapest_plan(self, store: ClickHouseStore, customer: str) -> None:
+        """The last 30 days, 600 pages, scaled to a month (x 30.436875 / 30 = 608.7375):
+        printer-pro 25.00 + nothing over the allowance, trued up to 50.00; printer-lite
+        608.7375 x 0.01 = 6.09."""
+        found = await customer_insights(store, customer, NOW)
+        cheapest = found.money["cheapest_plan"]
+        assert cheapest.inputs["totals"] == {
+            "printer-pro": Decimal("50.00"),
+            "printer-lite": Decimal("6.09"),
+        }
+        assert cheapest.value == "printer-lite"
+
+    async def test_a_plans_own_weights(self, store: ClickHouseStore, customer: str) -> None:
+        """A plan with ``health_weights`` (usage trend 40, adoption 15): its customers'
+        points use them -- growth +100%: 40; one of two devices active: 7.5. (Last in
+        the module: it moves the customer to that plan for December.)"""
+        weighted = PRINTER_PRO.model_copy(update={"health_weights": WEIGHTS})
+        await define_plan(store, store, "printer-weighted", weighted, AUG)
+        spec = SubscriptionSpec(plan_id="printer-weighted", start=DEC)
+        await subscribe(store, store, customer, spec, DEC)
+        found = await customer_insights(store, customer, NOW)
+        assert found.plan_id == "printer-weighted"
+        assert found.health.weights == WEIGHTS
+        assert found.health.points["usage_trend"] == Decimal("40.0")
+        assert found.health.points["adoption"] == Decimal("7.5")
