@@ -96,6 +96,7 @@ class History:
     start: datetime
     end: datetime
     customers: list[Customer] = field(default_factory=list)
+    device_kind: str = "printer"
 
     @property
     def plan_id(self) -> str:
@@ -129,7 +130,7 @@ def generate(
     half = rest // 2 if seasonal else 0
     kinds += ["steady"] * (rest - half) + ["seasonal"] * half
     rng.shuffle(kinds)
-    history = History(prefix, start, end)
+    history = History(prefix, start, end, device_kind=device_kind)
     for i, kind in enumerate(kinds):
         cid = f"{prefix}-c{i:04d}"
         devices = [f"{cid}-p{j}" for j in range(rng.randint(1, 3))]
@@ -176,11 +177,19 @@ def truth_of(history: History, customer_id: str, start: datetime, end: datetime)
 
 
 async def write(
-    store: ClickHouseStore, history: History, now: datetime, batch: int = 50_000
+    store: ClickHouseStore,
+    history: History,
+    now: datetime,
+    batch: int = 50_000,
+    rollups: bool = True,
 ) -> int:
     """The plan, customers (UTC, EUR), their subscriptions from the history's first month
     and their printers, then every reading, rolled up; how many readings were written. No
-    other insert may run meanwhile (``rebuild_rollups``)."""
+    other insert may run meanwhile (``rebuild_rollups``); with ``rollups=False`` the
+    readings are left to a running rollup worker (and read raw until it has them). Printer
+    histories only: the plan charges pages."""
+    if history.device_kind != "printer":
+        raise ValueError(f"write() stores printer histories, not {history.device_kind!r}")
     spec = PlanSpec.model_validate(PLAN)
     await define_plan(store, store, history.plan_id, spec, now)
     month = history.start.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
@@ -200,7 +209,7 @@ async def write(
             rows = []
     if rows:
         written += await store.insert_readings(rows)
-    # A bulk load: its hours and days rolled up at once, as the rollup worker would.
-    rollovers = {m.name: m.rollover_max or Decimal(0) for m in await store.list_meters()}
-    await store.rebuild_rollups(rollovers)
+    if rollups:  # a bulk load: its hours and days rolled up at once, as the worker would
+        rollovers = {m.name: m.rollover_max or Decimal(0) for m in await store.list_meters()}
+        await store.rebuild_rollups(rollovers)
     return written

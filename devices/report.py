@@ -13,6 +13,7 @@ from rich.table import Table
 
 from devices.automation_demo import Automation
 from devices.corrections import Corrections
+from devices.desk_demo import Desk
 from devices.reconcile import Reconciliation
 from devices.sales_demo import Sales
 from devices.simulator import SimulationConfig, SimulationResult
@@ -126,6 +127,25 @@ def print_sales(s: Sales) -> None:
         f"[{style}]quote {s.quote_id}: {' -> '.join(s.statuses)}[/] (drafted and sent by sales, "
         f"accepted with the customer's own key; the order: subscription to "
         f"{s.subscription_plan}); every figure in GET /v1/customers/{s.customer_id}/insights"
+    )
+
+
+def print_desk(d: Desk) -> None:
+    """The desk demo: the call list over a generated history."""
+    console.print(
+        f"[bold]inside-sales desk[/] ({d.readings:,} readings of a 120-day history, "
+        f"customers {d.prefix}-*, {d.refreshed} customers' insights computed):"
+    )
+    for c in d.calls:
+        console.print(
+            f"  call {c['customer_id']}: value {c['value']} {c['currency']}, "
+            f"{', '.join(c['reasons'])}; growth {c['growth_30d']}, health {c['health']} "
+            f"({c['band']}); suggested plan {c['suggested_plan']}"
+        )
+    style = "bold green" if d.exact else "bold red"
+    console.print(
+        f"[{style}]planted cases in the history's first 20 calls: {d.precision:.0%}[/] "
+        "(GET /v1/insights/call-list, GET /v1/insights/customers?sort=-growth_30d)"
     )
 
 

@@ -75,7 +75,9 @@ class ActivityQueries(StoreCore):
             "WHERE customer_id = {c:String}",
             {"c": customer_id},
         )
-        return (json.loads(rows[0][0]), _utc(rows[0][1])) if rows else None
+        if not rows or not rows[0][0]:  # none, or a row kept before documents were
+            return None
+        return json.loads(rows[0][0]), _utc(rows[0][1])
 
     async def insight_rows(self) -> tuple[list[dict[str, Any]], datetime | None]:
         """Every customer's latest row, by customer id, and the oldest computation among
@@ -86,3 +88,16 @@ class ActivityQueries(StoreCore):
         )
         found = [json.loads(body) for body, _ in rows]
         return found, min((_utc(at) for _, at in rows), default=None)
+
+    async def insight_calls(self, limit: int) -> tuple[list[dict[str, Any]], datetime | None]:
+        """The call list in the store (``insights.desk.call_list``'s order: the rows with a
+        reason, by value descending, then id) and the oldest computation of every row:
+        only the calls leave the store."""
+        rows = await self._rows(
+            f"SELECT body, (SELECT min(computed_at) FROM {self._db}.insight_rows FINAL) "
+            f"FROM {self._db}.insight_rows FINAL WHERE JSONLength(body, 'reasons') > 0 "
+            "ORDER BY toDecimal128(JSONExtractString(body, 'value'), 2) DESC, customer_id "
+            f"LIMIT {int(limit)}",
+            {},
+        )
+        return [json.loads(body) for body, _ in rows], (_utc(rows[0][1]) if rows else None)

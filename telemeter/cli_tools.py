@@ -65,7 +65,7 @@ def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     """Run the stack, simulate devices, print usage read from the API and reconcile."""
-    from devices import automation_demo, corrections, report, sales_demo, webhook_demo
+    from devices import automation_demo, corrections, desk_demo, report, sales_demo, webhook_demo
     from devices.reconcile import reconcile
     from devices.simulator import Simulator
     from telemeter.stack import run_stack
@@ -99,7 +99,9 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
             finally:
                 await asyncio.to_thread(hooks.close)
             report.print_webhooks(delivered)
-            exact = outcome.exact and fixed.exact and acted.exact and sold.exact and delivered.exact
+            desk = await desk_demo.run(stack.store, config.api_url, config.api_token)
+            report.print_desk(desk)
+            exact = all(x.exact for x in (outcome, fixed, acted, sold, delivered, desk))
             return 0 if exact else 1
 
     return run_async(main)

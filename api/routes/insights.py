@@ -83,8 +83,8 @@ async def call_list(
     ``DECLINE_30D``, ``DEVICES_SILENT``, ``COMMITMENT_UNDERUSE``, ``CONSUMABLE_LOW``),
     highest expected monthly value first (upsell, or revenue at risk), each with a quote
     request prefilled for the suggested plan. ``computed_at``: the oldest row's."""
-    rows, computed = await context.store.insight_rows()
-    items = [InsightRow.model_validate(r) for r in desk.call_list(rows, limit)]
+    calls, computed = await context.store.insight_calls(limit)
+    items = [InsightRow.model_validate(r) for r in calls]
     return CallList(
         computed_at=None if computed is None else format_time(computed),
         items=items,

@@ -47,6 +47,9 @@ class TestDesk:
         for r in calls[4:]:
             assert "DECLINE_30D" in r["reasons"]
             assert Decimal(r["at_risk"]) > 0
+        in_store, oldest = await store.insight_calls(30)  # the API's query: the same order
+        assert in_store == desk.call_list(rows, 30)
+        assert oldest == NOW
 
     async def test_sorted_and_filtered(
         self, store: ClickHouseStore, planted: history.History
