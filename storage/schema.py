@@ -364,8 +364,7 @@ MIGRATIONS: list[str] = [
     "ALTER TABLE {db}.readings_ingest ADD COLUMN IF NOT EXISTS sealed Array(UInt64) AFTER batch",
     "ALTER TABLE {db}.readings ADD COLUMN IF NOT EXISTS voided UInt8 DEFAULT 0 AFTER batch",
     "ALTER TABLE {db}.readings_by_time ADD COLUMN IF NOT EXISTS voided UInt8 DEFAULT 0 AFTER ver",
-    "ALTER TABLE {db}.insight_rows ADD COLUMN IF NOT EXISTS document String DEFAULT '' "
-    "AFTER body",
+    "ALTER TABLE {db}.insight_rows ADD COLUMN IF NOT EXISTS document String DEFAULT '' AFTER body",
     *VIEWS.values(),
     # Claims that only matter for a while: idempotency keys (kept 24 h, api/idempotency.py),
     # restatement watches (an hour, billing/watches.py), the webhook sender's and the alert
