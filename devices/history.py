@@ -27,30 +27,17 @@ from decimal import Decimal
 from typing import Any
 
 from billing.subscriptions import define_plan, subscribe
+from devices.corrections import PLAN as CORRECTIONS_PLAN
 from rating.models import PlanSpec
 from schemas.billing import SubscriptionSpec
 from schemas.catalog import CustomerSpec, DeviceSpec
 from storage.readings import ReadingRow
 from storage.store import ClickHouseStore
 
-PLAN: dict[str, Any] = {
-    "name": "Printer Pro (history)",
-    "currency": "EUR",
-    "billing_period": "month",
-    "base_fee": "25.00",
-    "minimum_commitment": "50.00",
-    "charges": [
-        {
-            "meter": "pages_printed",
-            "model": "graduated",
-            "included": "1000",
-            "tiers": [
-                {"up_to": "5000", "unit_price": "0.02"},
-                {"up_to": None, "unit_price": "0.015"},
-            ],
-        }
-    ],
-}
+PLAN: dict[str, Any] = {**CORRECTIONS_PLAN, "name": "Printer Pro (history)"}
+"""The demos' printer-pro: 1,000 pages included, tiers at 5,000 billable, a 50.00 commitment."""
+
+
 KINDS = ("steady", "seasonal", "expansion", "decline")
 
 

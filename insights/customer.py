@@ -108,8 +108,8 @@ class Devices:
 
 
 @dataclass(frozen=True, slots=True)
-class CustomerInsights:
-    """Everything ``GET /v1/customers/{id}/insights`` answers."""
+class Snapshot:
+    """The customer's figures at one instant."""
 
     customer: Customer
     at: datetime
@@ -121,8 +121,18 @@ class CustomerInsights:
     devices: Devices
     consumables: dict[str, list[dict[str, Any]]]
     health: Health
+
+
+@dataclass(frozen=True, slots=True)
+class CustomerInsights(Snapshot):
+    """Everything ``GET /v1/customers/{id}/insights`` answers: the figures now and how the
+    health moved since 7 days earlier."""
+
     health_trend: Trend
     health_week_ago: Decimal | None
+
+
+_SNAPSHOT_FIELDS = tuple(Snapshot.__dataclass_fields__)
 
 
 def _us(span: timedelta) -> Decimal:
@@ -156,26 +166,9 @@ async def customer_insights(
     )
 
 
-@dataclass(frozen=True, slots=True)
-class _Snapshot:
-    customer: Customer
-    at: datetime
-    plan_id: str | None
-    period_start: datetime | None
-    period_end: datetime | None
-    meters: list[MeterInsights]
-    money: dict[str, Figure]
-    devices: Devices
-    consumables: dict[str, list[dict[str, Any]]]
-    health: Health
-
-
-_SNAPSHOT_FIELDS = tuple(_Snapshot.__dataclass_fields__)
-
-
 async def _snapshot(
     store: InsightsStore, customer: Customer, now: datetime, window_days: int, light: bool = False
-) -> _Snapshot:
+) -> Snapshot:
     tz = customer.timezone
     rated: RatedPeriod | None
     try:
@@ -214,7 +207,7 @@ async def _snapshot(
     consumables = {} if light else await _consumables(store, devices, now)
     weights = plan.health_weights if plan is not None else None  # the plan's own, if any
     score = health(_health_inputs(by_meter, devices, plan, money, weekday_q), weights)
-    return _Snapshot(
+    return Snapshot(
         customer,
         now,
         rated.segments[-1].plan_id if rated else None,
