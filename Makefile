@@ -75,7 +75,7 @@ lint: install ## ruff and mypy
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy schemas ingest aggregator api storage devices telemeter rating identity bench messaging resilience billing webhooks downlink insights
 
-bench: services-up ## All benchmark scenarios (~24 min, authentication on); writes bench/results/<date>.md and the README table
+bench: services-up ## All benchmark scenarios (~28 min, authentication on); writes bench/results/<date>.md and the README table
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 bench-quick: services-up ## A few-minute smoke run of every benchmark scenario (no README update)

@@ -2,7 +2,7 @@
 and into the README between its ``bench:start``/``bench:end`` markers.
 
 Usage: ``python -m bench.run [--quick] [--only 1,6] [--no-readme]``. ``--quick`` is a
-smoke run of every scenario (a few minutes); the full run takes about 24 minutes on the
+smoke run of every scenario (a few minutes); the full run takes about 28 minutes on the
 2-core development machine, most of it the 10-minute memory soak.
 """
 
