@@ -74,6 +74,7 @@ from schemas.catalog import Device
 from schemas.commands import CommandSpec
 from schemas.telemetry import format_decimal, format_time
 from storage.alerts import Change
+from storage.claims import SlotLease
 from storage.errors import NotFound
 
 log = structlog.get_logger(__name__)
@@ -171,8 +172,8 @@ class AlertEvaluator:
         self._clock = clock
         self._interval_s = interval_s
         self._sweep = timedelta(seconds=sweep_s)
-        self._writer = writer or f"alerts:{socket.gethostname()}:{os.getpid()}"
-        self._slot: tuple[int, bool] | None = None
+        name = writer or f"alerts:{socket.gethostname()}:{os.getpid()}"
+        self._lease = SlotLease(store, "alert-lease", name, LEASE.total_seconds())
         self._seen: dict[str, datetime] = {}  # rule id -> updated_at evaluated
         self._watermark: datetime | None = None
         self._recent: set[Change] = set()  # changes read in the overlap already
@@ -190,11 +191,7 @@ class AlertEvaluator:
     async def run_once(self) -> int:
         """One pass if this process holds the lease; returns the events written."""
         now = self._clock()
-        slot = int(now.timestamp() // LEASE.total_seconds())
-        if self._slot is None or self._slot[0] != slot:
-            holder = await self._store.claim(f"alert-lease/{slot}", self._writer, "", now)
-            self._slot = (slot, holder.writer == self._writer)
-        if not self._slot[1]:
+        if not await self._lease.held(now):
             self._watermark = None  # another process evaluates; start afresh when back
             self._seen = {}
             return 0

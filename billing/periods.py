@@ -10,14 +10,14 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
-from decimal import Decimal
+from decimal import Decimal, localcontext
 
 from billing.errors import InvalidPeriod
 from billing.ports import Catalog, Usage
 from rating.models import BillingPeriod, PlanSpec
 from schemas.billing import period_parts
 from schemas.catalog import Meter
-from schemas.telemetry import to_utc
+from schemas.telemetry import EXACT, to_utc
 from schemas.tz import zone
 from schemas.usage import Window
 from storage.windows import next_window_start, window_start
@@ -96,3 +96,22 @@ async def plan_quantities(
         if result.updated_at is not None:
             updated = result.updated_at if updated is None else max(updated, result.updated_at)
     return quantities, updated
+
+
+PERIOD_DAYS = {
+    BillingPeriod.MONTH: Decimal("365.2425") / 12,
+    BillingPeriod.YEAR: Decimal("365.2425"),
+}
+"""Average lengths used to scale a usage rate to one billing period."""
+_NANO = Decimal("1e-9")
+
+
+def scaled_to_period(
+    used: dict[str, Decimal], period: BillingPeriod, days: int
+) -> dict[str, Decimal]:
+    """Quantities used over ``days`` days as one ``period``'s (x average period days /
+    days), to the store's 9 decimals: what a quote on the last N days and the insights'
+    cheapest plan price."""
+    with localcontext(EXACT):  # a 20-digit quantity has 29 digits at 9 decimals
+        scale = PERIOD_DAYS[period] / days
+        return {m: (q * scale).quantize(_NANO) for m, q in used.items()}

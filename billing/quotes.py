@@ -13,7 +13,6 @@ import json
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from decimal import Decimal, localcontext
 
 from billing.errors import (
     CustomerRequired,
@@ -25,22 +24,15 @@ from billing.errors import (
     UnknownCharge,
     WrongCurrency,
 )
-from billing.periods import period_bounds, plan_quantities
+from billing.periods import period_bounds, plan_quantities, scaled_to_period
 from billing.ports import Catalog, Claims, Outbox, Quotes, Subscriptions, Usage
 from billing.pricing import rate_plan
-from rating.models import BillingPeriod, PlanSpec, Rating
+from rating.models import PlanSpec, Rating
 from schemas.billing import Subscription
 from schemas.catalog import Customer
 from schemas.quotes import Quote, QuoteRequest, QuoteStatus, parse_time
-from schemas.telemetry import EXACT, format_decimal, format_time, to_utc
+from schemas.telemetry import format_decimal, format_time, to_utc
 from storage.errors import NotFound
-
-_NANO = Decimal("1e-9")
-# Average lengths used to scale a usage rate to one billing period.
-_PERIOD_DAYS = {
-    BillingPeriod.MONTH: Decimal("365.2425") / 12,
-    BillingPeriod.YEAR: Decimal("365.2425"),
-}
 
 
 def check_currency(what: str, currency: str, customer: Customer) -> None:
@@ -76,9 +68,7 @@ async def create_quote(
             now,
             tz,
         )
-        with localcontext(EXACT):  # a 20-digit quantity has 29 digits at 9 decimals
-            scale = _PERIOD_DAYS[plan.billing_period] / days
-            quantities = {m: (q * scale).quantize(_NANO) for m, q in used.items()}
+        quantities = scaled_to_period(used, plan.billing_period, days)
     else:
         assert request.quantities is not None
         charged = {c.meter for c in plan.charges}

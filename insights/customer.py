@@ -32,13 +32,14 @@ from decimal import Decimal, localcontext
 from typing import Any, Protocol, cast
 
 from billing.errors import BillingError
+from billing.periods import scaled_to_period
 from billing.ports import Catalog, Usage
 from billing.pricing import RatedPeriod, rate_period, rate_plan
 from insights import formulas
 from insights.formulas import Figure
 from insights.health import Health, Inputs, Trend, health, trend
 from insights.point_in_time import PointInTime
-from rating.models import BillingPeriod, PlanSpec
+from rating.models import PlanSpec
 from schemas.billing import StoredPlan
 from schemas.catalog import Customer, Device
 from schemas.orders import Order, OrderStatus
@@ -56,10 +57,6 @@ SILENT_AFTER = 3
 MIN_SILENCE = timedelta(minutes=5)
 ONCE_SILENCE = timedelta(days=1)
 WORN_WITHIN = timedelta(days=60)
-_PERIOD_DAYS = {
-    BillingPeriod.MONTH: Decimal("365.2425") / 12,
-    BillingPeriod.YEAR: Decimal("365.2425"),
-}
 
 
 class InsightsStore(Catalog, Usage, Protocol):
@@ -140,6 +137,12 @@ def _us(span: timedelta) -> Decimal:
 
 
 _DAY_US = _us(timedelta(days=1))
+
+
+def _elapsed_days(rated: RatedPeriod, now: datetime) -> Decimal:
+    """Days of the period gone by at ``now`` (exact, to the microsecond)."""
+    with localcontext(EXACT):
+        return _us(min(now, rated.end) - rated.start) / _DAY_US
 
 
 def day_start(d: date, tz: str) -> datetime:
@@ -251,9 +254,9 @@ def _meter_figures(
         for day, v in daily.items()
         if start_day - timedelta(weeks=formulas.WEEKDAY_WEEKS) <= day < start_day
     }
+    elapsed = _elapsed_days(rated, now)
     with localcontext(EXACT):
-        elapsed_days = _us(min(now, rated.end) - rated.start) / _DAY_US
-        rate = so_far / elapsed_days if elapsed_days > 0 else None
+        rate = so_far / elapsed if elapsed > 0 else None
     charge = next(c for c in plan.charges if c.meter == meter)
     included = charge.included or None
     billable = line.billable if line else Decimal(0)
@@ -296,8 +299,8 @@ def _money(
             },
         )
     spent = rated.rating.base_fee + rated.rating.usage_total
+    elapsed = _elapsed_days(rated, now)
     with localcontext(EXACT):
-        elapsed = _us(min(now, rated.end) - rated.start) / _DAY_US
         rate = rated.rating.usage_total / elapsed if elapsed > 0 else None
     out["to_commitment"] = formulas.units_left(
         "commitment", spent, plan.minimum_commitment or None, rate, now, rated.end
@@ -325,7 +328,6 @@ async def _cheapest(
     store: InsightsStore, customer: Customer, current: PlanSpec, now: datetime, window_days: int
 ) -> Figure:
     start = now - timedelta(days=window_days)
-    scale = _PERIOD_DAYS[current.billing_period] / window_days
     totals: dict[str, Decimal] = {}
     plans = [
         (stored.plan_id, PlanSpec.model_validate(stored.spec))
@@ -347,11 +349,8 @@ async def _cheapest(
         else {}
     )
     for plan_id, plan in plans:
-        with localcontext(EXACT):
-            q = {
-                c.meter: (found[c.meter].total * scale).quantize(formulas.QUANTITY)
-                for c in plan.charges
-            }
+        used = {c.meter: found[c.meter].total for c in plan.charges}
+        q = scaled_to_period(used, current.billing_period, window_days)
         try:
             totals[plan_id] = rate_plan(plan_id, plan, q).total
         except BillingError:

@@ -51,6 +51,7 @@ from rating.models import BillingPeriod, PlanSpec
 from resilience import Backoff, Outage, repeat_with_backoff
 from schemas.telemetry import EXACT, format_decimal, format_time
 from schemas.usage import Window
+from storage.claims import SlotLease
 
 log = structlog.get_logger(__name__)
 
@@ -292,14 +293,13 @@ class Refresher:
         self._store = store
         self._clock = clock
         self._interval_s = interval_s
-        self._writer = writer or f"insights:{socket.gethostname()}:{os.getpid()}"
+        name = writer or f"insights:{socket.gethostname()}:{os.getpid()}"
+        self._lease = SlotLease(store, "insights-refresh", name, interval_s)
 
     async def run_once(self) -> int:
         """Refresh if this process wins the current interval; how many rows it wrote."""
         now = self._clock()
-        slot = int(now.timestamp() // self._interval_s)
-        holder = await self._store.claim(f"insights-refresh/{slot}", self._writer, "", now)
-        if holder.writer != self._writer:
+        if not await self._lease.held(now):
             return 0
         written = await refresh(self._store, now)
         log.info("insights_refreshed", customers=written)

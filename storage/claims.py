@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Protocol
 
 from storage.core import StoreCore, utc
 from storage.errors import StoreUnavailable
@@ -38,6 +39,36 @@ class Claim:
     writer: str
     payload: str
     claimed_at: datetime
+
+
+class Claiming(Protocol):
+    """Anything that claims keys (``ClaimQueries`` below; ``billing.ports.Claims``)."""
+
+    async def claim(self, key: str, writer: str, payload: str, now: datetime) -> Claim:
+        """The holder of ``key``: ``writer`` if it was first."""
+        ...
+
+
+class SlotLease:
+    """One worker at a time among processes: time is cut in slots of ``seconds``, and the
+    first writer to claim ``<name>/<slot>`` works through that slot; the others wait for
+    a later one. A holder that dies loses the slot when it ends. One claim per slot, then
+    the answer is remembered."""
+
+    def __init__(self, claims: Claiming, name: str, writer: str, seconds: float) -> None:
+        self._claims = claims
+        self._name = name
+        self._writer = writer
+        self._seconds = seconds
+        self._slot: tuple[int, bool] | None = None  # the slot last claimed, and if it won
+
+    async def held(self, now: datetime) -> bool:
+        """Whether this writer holds the slot of ``now``."""
+        slot = int(now.timestamp() // self._seconds)
+        if self._slot is None or self._slot[0] != slot:
+            holder = await self._claims.claim(f"{self._name}/{slot}", self._writer, "", now)
+            self._slot = (slot, holder.writer == self._writer)
+        return self._slot[1]
 
 
 class ClaimQueries(StoreCore):

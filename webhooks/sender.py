@@ -33,6 +33,7 @@ from prometheus_client import Counter
 
 from resilience import Backoff, Outage, repeat_with_backoff
 from schemas.webhooks import Attempt, Delivery, DeliveryStatus, Endpoint, EndpointStatus
+from storage.claims import SlotLease
 from storage.errors import NotFound
 from storage.webhooks import Due, Secret, retention
 from webhooks.ports import WebhookStore
@@ -79,8 +80,8 @@ class WebhookSender:
         self._interval_s = interval_s
         self._timeout_s = timeout_s
         self._slots = asyncio.Semaphore(concurrency)
-        self._writer = writer or f"webhooks:{socket.gethostname()}:{os.getpid()}"
-        self._slot: tuple[int, bool] | None = None  # the slot last claimed, and if it won
+        name = writer or f"webhooks:{socket.gethostname()}:{os.getpid()}"
+        self._lease = SlotLease(store, "webhook-lease", name, LEASE.total_seconds())
         self._schedule = tuple(schedule)
 
     async def run(self) -> None:
@@ -95,11 +96,7 @@ class WebhookSender:
     async def run_once(self) -> int:
         """One pass: the attempts due now, if this sender holds the lease; returns how many."""
         now = self._clock()
-        slot = int(now.timestamp() // LEASE.total_seconds())
-        if self._slot is None or self._slot[0] != slot:
-            holder = await self._store.claim(f"webhook-lease/{slot}", self._writer, "", now)
-            self._slot = (slot, holder.writer == self._writer)
-        if not self._slot[1]:
+        if not await self._lease.held(now):
             return 0
         due = await self._store.due_deliveries(now, retention(now), BATCH)
         endpoints: dict[str, tuple[Endpoint, list[Secret]]] = {}
