@@ -6,6 +6,7 @@ and rotation."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 
@@ -200,14 +201,14 @@ class TestWhoGetsWhat:
         assert [i for i in receiver.ids() if i.startswith("evt_typed")] == ["evt_typed_r"]
 
     async def test_one_sender_per_lease_slot(self, store: ClickHouseStore) -> None:
-        """Two senders in one slot: one of them sends, once."""
+        """Two senders in one slot, passing at the same moment: one of them sends, once
+        (both see the event due; only the lease holder sends it)."""
         receiver = Receiver()
         sender, clock, _, _ = await _setup(store, "lease", receiver)
         other = WebhookSender(
             store, httpx.AsyncClient(transport=httpx.MockTransport(receiver)), clock, writer="b"
         )
-        await sender.run_once()
-        await other.run_once()
+        await asyncio.gather(sender.run_once(), other.run_once())
         assert receiver.ids().count("evt_lease") == 1
 
 
