@@ -4,6 +4,11 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
+# The console (console/): npm installs exactly its lock file, Vite builds it into console/dist,
+# which the API serves at /console.
+CONSOLE_MODULES := console/node_modules/.installed-stamp
+CONSOLE_STAMP := console/dist/.built-stamp
+CONSOLE_SOURCES := $(shell find console/src -type f 2>/dev/null) console/index.html console/vite.config.ts console/tsconfig.json
 SERVICES := deploy/services.sh
 TEST_WORKERS ?= 2
 # schemathesis generates no test per operation under pytest-xdist: the fuzz runs beside it
@@ -22,7 +27,18 @@ $(STAMP): pyproject.toml
 		> $(VENV)/install.log 2>&1 || { tail -30 $(VENV)/install.log; exit 1; }
 	@touch $(STAMP)
 
-install: $(STAMP) ## Create .venv and install Telemeter with its test/dev tools
+$(CONSOLE_MODULES): console/package-lock.json console/package.json
+	@command -v npm >/dev/null || { echo "npm not found: the console needs Node 20+ (apt-get install -y nodejs npm)"; exit 1; }
+	@echo "installing the console's packages from console/package-lock.json (log: console/build.log)"
+	@cd console && npm ci --no-audit --no-fund > build.log 2>&1 || { tail -30 build.log; exit 1; }
+	@touch $@
+
+$(CONSOLE_STAMP): $(CONSOLE_MODULES) $(CONSOLE_SOURCES)
+	@echo "building the console into console/dist (log: console/build.log)"
+	@cd console && npm run build > build.log 2>&1 || { tail -30 build.log; exit 1; }
+	@touch $@
+
+install: $(STAMP) $(CONSOLE_STAMP) ## Create .venv, install Telemeter with its test/dev tools, build the console
 
 services-up: install ## Install (when missing) and start Mosquitto and Kafka
 	@$(SERVICES) up
@@ -74,6 +90,7 @@ lint: install ## ruff and mypy
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy schemas ingest aggregator api storage devices telemeter rating identity bench messaging resilience billing webhooks downlink insights
+	cd console && npm run --silent check
 
 bench: services-up ## All benchmark scenarios (~28 min, authentication on); writes bench/results/<date>.md and the README table
 	$(BIN)/python -m bench.run $(BENCH_ARGS)

@@ -8,7 +8,7 @@ from fastapi import FastAPI, Response
 from fastapi_offline import FastAPIOffline
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from api import errors, idempotency
+from api import console, errors, idempotency
 from api.deps import ApiContext
 from api.idempotency import Idempotency
 from api.middleware import Guard
@@ -24,6 +24,7 @@ from api.routes import (
     health,
     insights,
     meters,
+    ops,
     orders,
     plans,
     quotes,
@@ -90,11 +91,13 @@ def create_app(context: ApiContext) -> FastAPI:
         alerts,
         orders,
         insights,
+        ops,
         api_keys,
         staff_tokens,
     ):
         app.include_router(module.router, responses=v1_errors)
     app.include_router(alerts.states, responses=v1_errors)
+    app.include_router(ops.me, responses=v1_errors)
 
     generate = app.openapi
 
@@ -105,6 +108,8 @@ def create_app(context: ApiContext) -> FastAPI:
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+    console.install(app)
 
     @app.get("/metrics", include_in_schema=False)
     def metrics() -> Response:

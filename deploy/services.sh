@@ -197,10 +197,11 @@ sed_escape() {  # escape a string for the replacement side of s|...|...|
 APT_UPDATED=0
 ensure_packages() {
     # command -> Debian package; only what is missing gets installed.
+    # chromium: the console's browser tests and the demo's look at it (devices/browser.py).
     local -A pkg_of=([mosquitto]=mosquitto [mosquitto_sub]=mosquitto-clients
-                     [mosquitto_pub]=mosquitto-clients [kcat]=kcat)
+                     [mosquitto_pub]=mosquitto-clients [kcat]=kcat [chromium]=chromium)
     local cmd missing=()
-    for cmd in mosquitto mosquitto_sub mosquitto_pub kcat; do
+    for cmd in mosquitto mosquitto_sub mosquitto_pub kcat chromium; do
         command -v "$cmd" >/dev/null 2>&1 || missing+=("${pkg_of[$cmd]}")
     done
     [[ ${#missing[@]} -eq 0 ]] && return 0

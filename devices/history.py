@@ -105,10 +105,14 @@ def generate(
     seed: int = 7,
     device_kind: str = "printer",
     seasonal: bool = True,
+    devices: tuple[int, int] = (1, 3),
+    volume: float = 1.0,
 ) -> History:
     """A history of ``customers`` (``expansion`` and ``decline`` of them planted, the rest
-    steady, or steady and seasonal half and half) of ``device_kind`` devices over the
-    ``days`` before ``end`` (a day boundary)."""
+    steady, or steady and seasonal half and half) of ``device_kind`` devices (a seeded
+    number between ``devices``' bounds each; a fleet of 200 for the console's large
+    customer) over the ``days`` before ``end`` (a day boundary), each customer's volume
+    ``volume`` times its kind's usual month."""
     pattern = PATTERNS[device_kind]
     rng = random.Random(seed)  # noqa: S311 -- a reproducible history, not a secret
     start = end - timedelta(days=days)
@@ -120,12 +124,13 @@ def generate(
     history = History(prefix, start, end, device_kind=device_kind)
     for i, kind in enumerate(kinds):
         cid = f"{prefix}-c{i:04d}"
-        devices = [f"{cid}-p{j}" for j in range(rng.randint(1, 3))]
-        monthly = rng.uniform(*pattern.monthly)
+        width = 3 if devices[1] > 10 else 1
+        held = [f"{cid}-p{j:0{width}d}" for j in range(rng.randint(*devices))]
+        monthly = rng.uniform(*pattern.monthly) * volume
         per_day = monthly / 30.44
         if kind == "seasonal":
             per_day *= 7 / 5  # the same month in five working days a week
-        daily: dict[str, list[int]] = {d: [] for d in devices}
+        daily: dict[str, list[int]] = {d: [] for d in held}
         for n in range(days):
             day = start + timedelta(days=n)
             rate = per_day * pattern.weekdays[day.weekday()]
@@ -133,11 +138,11 @@ def generate(
                 rate = 0.0
             if kind in FACTOR and n >= days - SHIFT_DAYS:
                 rate *= FACTOR[kind]
-            for d in devices:
-                share = rate / len(devices)
+            for d in held:
+                share = rate / len(held)
                 noise = rng.uniform(1 - pattern.noise, 1 + pattern.noise)
                 daily[d].append(max(0, round(share * noise)))
-        history.customers.append(Customer(cid, kind, devices, daily))
+        history.customers.append(Customer(cid, kind, held, daily))
     return history
 
 

@@ -11,9 +11,7 @@ What is read, all in the customer's timezone:
 - the current period priced as the invoice preview prices it (``billing/pricing.py``): the
   quantity so far, the allowance, the tiers, the commitment; projected to the period's end
   (linear, and weekday-weighted) and priced on the plan in force;
-- the customer's devices now: active = reported in the last 7 days; silent = reported in
-  the last 14 days but not for more than 3 times its usual interval (the mean gap between
-  its reports; 5 minutes at least; a device seen once: 1 day), the replenisher's rule;
+- the customer's devices now, active and silent (``insights/devices.py``);
 - the cheapest plan on the usage of a chosen window (``window_days``, default 30) scaled to
   one period, among the plans in the customer's currency with the same billing period;
 - its consumables: open replenishment orders (low) and replacements suggested in the last
@@ -36,6 +34,7 @@ from billing.periods import scaled_to_period
 from billing.ports import Catalog, Usage
 from billing.pricing import RatedPeriod, rate_period, rate_plan
 from insights import formulas
+from insights.devices import device_states
 from insights.formulas import Figure
 from insights.health import Health, Inputs, Trend, health, trend
 from insights.point_in_time import PointInTime
@@ -51,11 +50,6 @@ from storage.activity import Activity
 from storage.windows import window_start
 
 DAYS = 90
-ACTIVE = timedelta(days=7)
-SEEN = timedelta(days=14)
-SILENT_AFTER = 3
-MIN_SILENCE = timedelta(minutes=5)
-ONCE_SILENCE = timedelta(days=1)
 WORN_WITHIN = timedelta(days=60)
 
 
@@ -310,18 +304,10 @@ def _money(
 
 async def _devices(store: InsightsStore, customer_id: str, now: datetime) -> Devices:
     held = sorted(d.device_id for d in await store.list_devices(customer_id))
-    seen = await store.device_activity(held, now - SEEN, now + timedelta(hours=1))
-    active = sorted(d for d, a in seen.items() if a.last_at >= now - ACTIVE)
-    silent = []
-    for d, a in seen.items():
-        if a.reports >= 2:
-            usual = (a.last_at - a.first_at) / (a.reports - 1)
-            quiet = max(SILENT_AFTER * usual, MIN_SILENCE)
-        else:
-            quiet = ONCE_SILENCE
-        if now - a.last_at > quiet:
-            silent.append(d)
-    return Devices(held, active, sorted(silent))
+    states = await device_states(store, held, now)
+    return Devices(
+        held, [s.device_id for s in states if s.active], [s.device_id for s in states if s.silent]
+    )
 
 
 async def _cheapest(

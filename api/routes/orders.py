@@ -62,9 +62,14 @@ async def list_orders(
     page: CursorDep,
     device_id: Annotated[str | None, Query(max_length=128)] = None,
     status: Annotated[OrderStatus | None, Query()] = None,
+    customer_id: Annotated[
+        str | None, Query(max_length=128, description="only orders for this customer")
+    ] = None,
 ) -> Page[Order]:
     """Orders, newest first."""
     found = await context.store.list_orders(device_id, status)
+    if customer_id is not None:
+        found = [o for o in found if o.customer_id == customer_id]
     return page.answer(found, lambda o: o.order_id)
 
 
