@@ -10,12 +10,13 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
 from prometheus_client import REGISTRY
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_serializer
 
 from api.deps import Admin, ContextDep, PrincipalDep, Provisioner
 from api.pagination import CURSOR_ERRORS, CursorDep
 from insights.devices import device_states
 from schemas.catalog import Page
+from schemas.telemetry import format_time
 
 me = APIRouter(prefix="/v1", tags=["access"])
 router = APIRouter(prefix="/v1", tags=["ops"])
@@ -72,6 +73,10 @@ class Pipeline(BaseModel):
     at: datetime
     families: list[Family]
 
+    @field_serializer("at")
+    def _time(self, value: datetime) -> str:
+        return format_time(value)
+
 
 @router.get("/ops/pipeline", summary="This process's pipeline metrics", dependencies=[Admin])
 async def pipeline(context: ContextDep) -> Pipeline:
@@ -107,6 +112,10 @@ class DeviceActivity(BaseModel):
     usual_interval_s: float | None = Field(description="mean gap between its reports")
     active: bool = Field(description="reported in the last 7 days")
     silent: bool = Field(description="quiet for more than 3 times its usual interval")
+
+    @field_serializer("last_seen")
+    def _time(self, value: datetime | None) -> str | None:
+        return None if value is None else format_time(value)
 
 
 @router.get(
