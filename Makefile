@@ -15,7 +15,7 @@ TEST_WORKERS ?= 2
 FUZZ := tests/api/test_fuzz.py
 
 .DEFAULT_GOAL := help
-.PHONY: help install services-up services-down services-status demo up simulate chaos test test-durations commands-offline equivalence lint bench bench-quick clean
+.PHONY: help install screenshots services-up services-down services-status demo up simulate chaos test test-durations commands-offline equivalence lint bench bench-quick clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -77,6 +77,9 @@ test: install ## Install what is missing, start services, run the whole test sui
 	if [ $$keep = 0 ]; then $(SERVICES) down; fi; \
 	[ $$rc = 0 ] && [ $$frc = 0 ]
 
+screenshots: ## After `make test`: the console's screenshots from the browser tests into docs/console/ (README)
+	mkdir -p docs/console && cp .run/screenshots/*.png docs/console/
+
 test-durations: ## After a full `make test`: its seconds per module become the order of the next (tests/scheduling.py)
 	cp .run/test-durations.json tests/durations.json
 
@@ -92,7 +95,7 @@ lint: install ## ruff and mypy
 	$(BIN)/mypy schemas ingest aggregator api storage devices telemeter rating identity bench messaging resilience billing webhooks downlink insights
 	cd console && npm run --silent check
 
-bench: services-up ## All benchmark scenarios (~28 min, authentication on); writes bench/results/<date>.md and the README table
+bench: services-up ## All benchmark scenarios (~30 min, authentication on); writes bench/results/<date>.md and the README table
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 bench-quick: services-up ## A few-minute smoke run of every benchmark scenario (no README update)

@@ -12,6 +12,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from devices.automation_demo import Automation
+from devices.console_demo import ConsoleLook
 from devices.corrections import Corrections
 from devices.desk_demo import Desk
 from devices.reconcile import Reconciliation
@@ -146,6 +147,32 @@ def print_desk(d: Desk) -> None:
     console.print(
         f"[{style}]planted cases in the history's first 20 calls: {d.precision:.0%}[/] "
         "(GET /v1/insights/call-list, GET /v1/insights/customers?sort=-growth_30d)"
+    )
+
+
+def print_console(c: ConsoleLook) -> None:
+    """The console demo: what Chromium showed, and how to open it yourself."""
+    console.print("[bold]console[/] (Debian's Chromium, headless):")
+    style = "bold green" if c.calls_shown == c.calls_api else "bold red"
+    console.print(
+        f"  [{style}]call list as a seller: {len(c.calls_shown)} calls shown, "
+        f"{len(c.calls_api)} from GET /v1/insights/call-list, same order: "
+        f"{c.calls_shown == c.calls_api}[/]"
+    )
+    if c.customer_id:
+        console.print(
+            f"  customer page of {c.customer_id}: every section drawn in {c.ready_ms:,.0f} ms"
+        )
+    style = "bold green" if not c.problems else "bold red"
+    console.print(
+        f"  [{style}]{len(c.problems)} script errors or requests off the API's origin[/]"
+        + "".join(f"\n    {p}" for p in c.problems[:5])
+    )
+    console.print(
+        f"  open it: [bold]{c.url}[/] (now with `make demo DEMO_ARGS=--hold`, or after the "
+        "demo with `make up`: the same store); sign in with the admin token (dev: "
+        "dev-admin-token), a staff token (POST /v1/staff-tokens, role sales) or a customer's "
+        "API key"
     )
 
 

@@ -219,5 +219,5 @@ async def run_api(
             await asyncio.sleep(0.02)
         host, port = sock.getsockname()[:2]
         url = f"http://{host}:{port}"
-        c.running(url=url, docs=f"{url}/docs")
+        c.running(url=url, docs=f"{url}/docs", console=f"{url}/console/")
         yield url

@@ -226,6 +226,11 @@ def build_parser() -> argparse.ArgumentParser:
     chaos.set_defaults(fn=cmd_chaos)
     demo = sub.add_parser("demo", help=cmd_demo.__doc__)
     add_sim_options(demo, duration=30, per_kind=60, rate=300)
+    demo.add_argument(
+        "--hold",
+        action="store_true",
+        help="keep the stack (and the console) running after the demo, until Ctrl-C",
+    )
     demo.set_defaults(fn=cmd_demo)
     return parser
 

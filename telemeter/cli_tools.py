@@ -65,7 +65,15 @@ def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     """Run the stack, simulate devices, print usage read from the API and reconcile."""
-    from devices import automation_demo, corrections, desk_demo, report, sales_demo, webhook_demo
+    from devices import (
+        automation_demo,
+        console_demo,
+        corrections,
+        desk_demo,
+        report,
+        sales_demo,
+        webhook_demo,
+    )
     from devices.reconcile import reconcile
     from devices.simulator import Simulator
     from telemeter.stack import run_stack
@@ -101,7 +109,12 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
             report.print_webhooks(delivered)
             desk = await desk_demo.run(stack.store, config.api_url, config.api_token)
             report.print_desk(desk)
-            exact = all(x.exact for x in (outcome, fixed, acted, sold, delivered, desk))
+            looked = await console_demo.run(config.api_url, config.api_token)
+            report.print_console(looked)
+            exact = all(x.exact for x in (outcome, fixed, acted, sold, delivered, desk, looked))
+            if args.hold:
+                report.console.print(f"holding: the console at {looked.url}; Ctrl-C stops")
+                await asyncio.Event().wait()
             return 0 if exact else 1
 
     return run_async(main)

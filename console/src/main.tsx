@@ -58,24 +58,39 @@ function Nav(props: { me: Me; path: string; onSignOut: () => void }) {
   );
 }
 
+const ME_KEY = "telemeter.me";
+
+/** Who the token was at sign-in (this tab only): a reload shows the pages at once while
+ * GET /v1/me checks the token again; a revoked token (401) signs out. Every page's reads
+ * are checked by the API whatever this says. */
+function remembered(): Me | null {
+  const text = token() === null ? null : sessionStorage.getItem(ME_KEY);
+  return text ? (JSON.parse(text) as Me) : null;
+}
+
 function App() {
   const path = useHash();
-  const [me, setMe] = useState<Me | null>(null);
-  const [checking, setChecking] = useState(token() !== null);
-  useEffect(() => {
-    if (token() === null) return;
-    get<Me>("/v1/me")
-      .then(setMe)
-      .catch((e) => {
-        if (e instanceof ApiError && e.status === 401) setToken(null);
-      })
-      .finally(() => setChecking(false));
-  }, []);
+  const [me, setMeState] = useState<Me | null>(remembered);
+  const [checking, setChecking] = useState(token() !== null && me === null);
+  const setMe = (who: Me | null) => {
+    if (who === null) sessionStorage.removeItem(ME_KEY);
+    else sessionStorage.setItem(ME_KEY, JSON.stringify(who));
+    setMeState(who);
+  };
   const signOut = () => {
     setToken(null);
     setMe(null);
     location.hash = "#/";
   };
+  useEffect(() => {
+    if (token() === null) return;
+    get<Me>("/v1/me")
+      .then(setMe)
+      .catch((e) => {
+        if (e instanceof ApiError && e.status === 401) signOut();
+      })
+      .finally(() => setChecking(false));
+  }, []);
   if (checking) return <p class="loading">Checking your token…</p>;
   if (me === null) {
     return (

@@ -41,7 +41,7 @@ pytestmark = [
 
 SHOTS = RUN_DIR / "screenshots"
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-BIG = "big-c0000"
+BIG = "fleet-c0000"
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +63,7 @@ async def desk(stack: RunningStack) -> Desk:
     now = datetime.now(UTC)
     end = now.replace(hour=0, minute=0, second=0, microsecond=0)
     await history.write(stack.store, history.generate("con", end, 24, 4, 4), now, rollups=False)
-    big = history.generate("big", end, 1, 0, 0, days=365, devices=(200, 200), volume=100)
+    big = history.generate("fleet", end, 1, 0, 0, days=365, devices=(200, 200), volume=100)
     await history.write(stack.store, big, now, rollups=False)
     async with httpx.AsyncClient(base_url=stack.api_url, headers=AUTH, timeout=300) as api:
         assert (await api.post("/v1/insights/refresh")).status_code == 200

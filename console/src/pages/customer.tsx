@@ -136,41 +136,53 @@ export function CustomerPage(props: { customerId: string; me: Me }) {
   const [ready, mark] = useReadiness(["usage", "devices", "quotes", "statements", "alerts", "orders"]);
   const admin = me.role === "admin";
   if (head.error) return <Problem error={head.error} />;
-  if (!head.data) return <p class="loading">Loading {customerId}…</p>;
-  const [preview, insights, customer] = head.data;
+  const [preview, insights, customer] = head.data ?? [null, null, null];
+  // One layout whether the head has arrived or not (each child keeps its place), so the
+  // lists, which need only the customer's id, load beside the head and are not remounted.
   return (
     <div class="page" data-page="customer" data-customer={customerId} data-ready={ready ? "true" : "false"}>
       <h1>
         {customer?.name ?? customerId} <span class="muted small">{customerId}</span>
       </h1>
-      <p class="muted">
-        {preview.tz} · {preview.currency} · plan {preview.segments.map((s) => `${s.plan_id} v${s.plan_version}`).join(", ")}
-        {insights && (
-          <>
-            {" "}
-            · <a href={`#/quote?customer=${encodeURIComponent(customerId)}&plan=${insights.plan_id ?? ""}`}>new quote</a>
-          </>
-        )}
-      </p>
-      <div class="grid">
-        {insights ? (
-          <Health insights={insights} />
-        ) : (
-          <Section title="Health">
-            <NotAllowed />
-          </Section>
-        )}
-        <Bill preview={preview} />
-      </div>
-      <UsageCharts customerId={customerId} preview={preview} now={now} onReady={() => mark("usage")} />
+      {preview ? (
+        <p class="muted">
+          {preview.tz} · {preview.currency} · plan{" "}
+          {preview.segments.map((s) => `${s.plan_id} v${s.plan_version}`).join(", ")}
+          {insights && (
+            <>
+              {" "}
+              · <a href={`#/quote?customer=${encodeURIComponent(customerId)}&plan=${insights.plan_id ?? ""}`}>new quote</a>
+            </>
+          )}
+        </p>
+      ) : (
+        <p class="loading">Loading {customerId}…</p>
+      )}
+      {preview && (
+        <div class="grid">
+          {insights ? (
+            <Health insights={insights} />
+          ) : (
+            <Section title="Health">
+              <NotAllowed />
+            </Section>
+          )}
+          <Bill preview={preview} />
+        </div>
+      )}
+      {preview && <UsageCharts customerId={customerId} preview={preview} now={now} onReady={() => mark("usage")} />}
       {insights && <Figures insights={insights} />}
       <div class="grid">
-        <DeviceBreakdown
-          customerId={customerId}
-          preview={preview}
-          onDevice={admin ? setDevice : undefined}
-          onReady={() => mark("devices")}
-        />
+        {preview ? (
+          <DeviceBreakdown
+            customerId={customerId}
+            preview={preview}
+            onDevice={admin ? setDevice : undefined}
+            onReady={() => mark("devices")}
+          />
+        ) : (
+          <div />
+        )}
         <div>
           {device && <Commands deviceId={device} />}
           {admin ? (
