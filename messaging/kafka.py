@@ -232,7 +232,7 @@ class KafkaEventSource:
             with kafka_errors("consumer start"):
                 await self._consumer.start()
         except MessagingError:
-            await self._consumer.stop()
+            await _stop_consumer(self._consumer)
             raise
         self._started = True
 
@@ -240,7 +240,7 @@ class KafkaEventSource:
         """Leave the group without committing anything new; idempotent."""
         if self._started:
             self._started = False
-            await self._consumer.stop()
+            await _stop_consumer(self._consumer)
 
     async def fetch(self, max_records: int, timeout_ms: int) -> RecordBatch:
         """Up to ``max_records`` records, held as uncommitted until :meth:`commit`."""
@@ -334,3 +334,19 @@ class KafkaHealth:
                 await asyncio.wait_for(admin.describe_cluster(), timeout=5)
         finally:
             await admin.close()
+
+
+async def _stop_consumer(consumer: AIOKafkaConsumer) -> None:
+    """``consumer.stop()``, minus a CancelledError that is not ours: during a broker
+    outage aiokafka's fetcher awaits the fetch task it has just cancelled (asleep in its
+    retry backoff) and lets that task's CancelledError out of ``stop()``, which made a
+    process stopped by SIGTERM while Kafka was down exit 130 instead of 0. A cancellation
+    of the task calling ``stop()`` is still raised."""
+    try:
+        await consumer.stop()
+    except asyncio.CancelledError:
+        current = asyncio.current_task()
+        if current is not None and current.cancelling():
+            raise
+        log.warning("kafka_consumer_stop_cancelled", hint="an internal fetch task, not ours")
+
