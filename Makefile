@@ -67,6 +67,7 @@ chaos: install ## Kill/restart every component 24 times over 5.5 min under load;
 	$(BIN)/telemeter chaos $(CHAOS_ARGS)
 
 test: install ## Install what is missing, start services, run the whole test suite
+	@echo "--- the console's unit tests (vitest, console/test)"; cd console && npm test --silent
 	@if $(SERVICES) status >/dev/null 2>&1; then keep=1; else keep=0; fi; \
 	$(SERVICES) up || exit 1; mkdir -p .run; \
 	$(BIN)/pytest -p no:xdist $(FUZZ) $(PYTEST_ARGS) > .run/test-fuzz.log 2>&1 & fuzz=$$!; \

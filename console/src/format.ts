@@ -17,7 +17,8 @@ export function round(value: string, places: number): string {
   const [whole, fraction = ""] = (negative ? value.slice(1) : value).split(".");
   if (fraction.length <= places) {
     const padded = places > 0 ? `.${fraction.padEnd(places, "0")}` : "";
-    return `${negative ? "-" : ""}${whole}${padded}`;
+    const zero = !/[1-9]/.test(whole + fraction); // "-0" shows as "0.00", not "-0.00"
+    return `${negative && !zero ? "-" : ""}${whole}${padded}`;
   }
   let digits = (whole + fraction.slice(0, places)).split("").map(Number);
   if (Number(fraction[places]) >= 5) {

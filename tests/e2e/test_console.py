@@ -436,8 +436,8 @@ class TestLargeCustomer:
         page, watch = await _page(browser, desk, desk.sales)
         ms = await ready_ms(page, desk.url, f"/customers/{BIG}")
         assert await page.locator("[data-testid='device-breakdown'] tbody tr").count() == 200
-        # the statements closed so far (the closer works through the year meanwhile)
-        await page.wait_for_selector("[data-testid='statements'] > li")
+        # its statements section is drawn (how many the closer has closed by now varies)
+        assert await page.locator("#statements").count() == 1
         await _shot(page, "customer-200-devices")
         (RUN_DIR / "console-ready.json").write_text(json.dumps({"customer": BIG, "ms": ms}))
         assert watch.problems == []
