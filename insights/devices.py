@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
 
+from schemas.catalog import Device
 from storage.activity import Activity
 
 ACTIVE = timedelta(days=7)
@@ -26,6 +27,10 @@ ONCE_SILENCE = timedelta(days=1)
 
 class ActivityStore(Protocol):
     """What the rule reads."""
+
+    async def list_devices(self, customer_id: str | None = None) -> list[Device]:
+        """The devices (a customer holds now), by id."""
+        ...
 
     async def device_activity(
         self, device_ids: Sequence[str], since: datetime, until: datetime
@@ -67,3 +72,12 @@ async def device_states(
     """Each device's state at ``now``, in the order given."""
     seen = await store.device_activity(device_ids, now - SEEN, now + timedelta(hours=1))
     return [_state(d, seen.get(d), now) for d in device_ids]
+
+
+async def fleet_states(
+    store: ActivityStore, customer_id: str | None, now: datetime
+) -> list[tuple[Device, DeviceState]]:
+    """Every device (of ``customer_id``, now) with its state at ``now``, by id."""
+    devices = await store.list_devices(customer_id)
+    states = await device_states(store, [d.device_id for d in devices], now)
+    return list(zip(devices, states, strict=True))

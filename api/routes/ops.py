@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field, field_serializer
 
 from api.deps import Admin, ContextDep, PrincipalDep, Provisioner
 from api.pagination import CURSOR_ERRORS, CursorDep
-from insights.devices import device_states
+from insights.devices import fleet_states
 from schemas.catalog import Page
 from schemas.telemetry import format_time
 
@@ -134,8 +134,6 @@ async def device_activity(
 ) -> Page[DeviceActivity]:
     """Devices by id with their last report (``insights/devices.py``: active in 7 days;
     silent past 3 times the usual interval)."""
-    devices = await context.store.list_devices(customer_id)
-    states = await device_states(context.store, [d.device_id for d in devices], context.clock())
     found = [
         DeviceActivity(
             device_id=d.device_id,
@@ -147,7 +145,7 @@ async def device_activity(
             active=s.active,
             silent=s.silent,
         )
-        for d, s in zip(devices, states, strict=True)
+        for d, s in await fleet_states(context.store, customer_id, context.clock())
         if silent is None or s.silent == silent
     ]
     return page.answer(found, lambda a: a.device_id)
