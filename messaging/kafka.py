@@ -349,4 +349,3 @@ async def _stop_consumer(consumer: AIOKafkaConsumer) -> None:
         if current is not None and current.cancelling():
             raise
         log.warning("kafka_consumer_stop_cancelled", hint="an internal fetch task, not ours")
-
