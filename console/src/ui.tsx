@@ -74,6 +74,20 @@ export function NotAllowed() {
   return <p class="muted">This token may not read this.</p>;
 }
 
+/** Calls ``onReady`` once ``loaded`` has its answer: data, a refusal or an error (what a
+ * page's readiness counts, ``pages/customer.tsx``). */
+export function useReported<T>(loaded: Loaded<T>, onReady?: () => void): void {
+  useEffect(() => {
+    if (!loaded.loading) onReady?.();
+  }, [loaded.loading]);
+}
+
+/** "This token may not read this" when ``loaded`` came from ``allowed()`` and was refused. */
+export function Refused<T>(props: { loaded: Loaded<T | null> }) {
+  const { loaded } = props;
+  return !loaded.loading && loaded.data === null && !loaded.error ? <NotAllowed /> : null;
+}
+
 const BAND_CLASS: Record<string, string> = {
   healthy: "good",
   watch: "warn",

@@ -1,7 +1,7 @@
 // One customer, for staff: health with its points per factor, usage, the bill so far and
 // its projection, devices, quotes, statements, alerts, orders and commands. Each section
 // reads the public API with the signed-in token; what it may not read says so.
-import { useCallback, useState } from "preact/hooks";
+import { useCallback, useEffect, useState } from "preact/hooks";
 import { get, type Insights, type InvoicePreview, type Me } from "../api";
 import { decimal, percent } from "../format";
 import { when } from "../time";
@@ -205,7 +205,7 @@ export function CustomerPage(props: { customerId: string; me: Me }) {
 
 /** Sections a sales token may not read (alerts, orders: admin), not asked for at all. */
 function Skip(props: { onReady: () => void }) {
-  useLoad(async () => props.onReady(), []);
+  useEffect(() => props.onReady(), []);
   return (
     <Section title="Alerts and orders">
       <NotAllowed />

@@ -1,6 +1,6 @@
 // A customer's quotes, statements (with restatements), alerts, orders and a device's
 // commands: each a list the API pages, shown when the token may read it.
-import { useEffect, useState } from "preact/hooks";
+import { useState } from "preact/hooks";
 import {
   type AlertStatus,
   all,
@@ -15,7 +15,7 @@ import {
 } from "../api";
 import { money } from "../format";
 import { when } from "../time";
-import { allowed, NotAllowed, Problem, Section, Status, useLoad } from "../ui";
+import { allowed, Problem, Refused, Section, Status, useLoad, useReported } from "../ui";
 import { QuoteLines } from "./quote";
 
 const enc = encodeURIComponent;
@@ -27,9 +27,7 @@ export function Quotes(props: { customerId: string; canAccept: boolean; onReady?
   );
   const [error, setError] = useState<Error | null>(null);
   const [open, setOpen] = useState<string | null>(null);
-  useEffect(() => {
-    if (quotes.data || quotes.error) props.onReady?.();
-  }, [quotes.data, quotes.error]);
+  useReported(quotes, props.onReady);
   const act = async (q: Quote, action: "accept" | "decline") => {
     setError(null);
     try {
@@ -96,9 +94,7 @@ export function Statements(props: { customerId: string; onReady?: () => void }) 
     [props.customerId],
   );
   const [open, setOpen] = useState<string | null>(null);
-  useEffect(() => {
-    if (found.data || found.error) props.onReady?.();
-  }, [found.data, found.error]);
+  useReported(found, props.onReady);
   return (
     <Section title="Statements" id="statements">
       <Problem error={found.error} />
@@ -126,13 +122,11 @@ export function Statements(props: { customerId: string; onReady?: () => void }) 
 
 export function Alerts(props: { subject: string; onReady?: () => void }) {
   const found = useLoad(() => allowed(get<Page<AlertStatus>>("/v1/alerts", { subject: props.subject })), [props.subject]);
-  useEffect(() => {
-    if (found.data !== null || found.error || !found.loading) props.onReady?.();
-  }, [found.loading]);
+  useReported(found, props.onReady);
   return (
     <Section title="Alerts" id="alerts">
       <Problem error={found.error} />
-      {!found.loading && found.data === null && !found.error && <NotAllowed />}
+      <Refused loaded={found} />
       {found.data?.items.length === 0 && <p class="muted">No alert has fired.</p>}
       <ul class="rows">
         {found.data?.items.map((a) => (
@@ -151,13 +145,11 @@ export function Orders(props: { customerId: string; onReady?: () => void }) {
     () => allowed(get<Page<Order>>("/v1/orders", { customer_id: props.customerId, limit: 50 })),
     [props.customerId],
   );
-  useEffect(() => {
-    if (!found.loading) props.onReady?.();
-  }, [found.loading]);
+  useReported(found, props.onReady);
   return (
     <Section title="Replenishment orders" id="orders">
       <Problem error={found.error} />
-      {!found.loading && found.data === null && !found.error && <NotAllowed />}
+      <Refused loaded={found} />
       {found.data?.items.length === 0 && <p class="muted">No orders.</p>}
       <ul class="rows">
         {found.data?.items.map((o) => (
@@ -179,7 +171,7 @@ export function Commands(props: { deviceId: string }) {
   return (
     <Section title={`Commands to ${props.deviceId}`} id="commands">
       <Problem error={found.error} />
-      {!found.loading && found.data === null && !found.error && <NotAllowed />}
+      <Refused loaded={found} />
       {found.data?.items.length === 0 && <p class="muted">No commands.</p>}
       <ul class="rows">
         {found.data?.items.map((c) => (

@@ -13,7 +13,7 @@ import {
   post,
 } from "../api";
 import { when } from "../time";
-import { allowed, NotAllowed, Problem, Section, Status, useLoad } from "../ui";
+import { allowed, Problem, Refused, Section, Status, useLoad } from "../ui";
 
 interface Read {
   at: number;
@@ -170,7 +170,7 @@ function DeadLetters() {
     >
       {message && <p role="status">{message}</p>}
       <Problem error={letters.error ?? error} />
-      {!letters.loading && letters.data === null && <NotAllowed />}
+      <Refused loaded={letters} />
       {letters.data?.items.length === 0 && <p class="muted">No dead letters.</p>}
       <ul class="rows" data-testid="dead-letters">
         {letters.data?.items.map((d) => (
@@ -208,7 +208,7 @@ function Devices() {
       }
     >
       <Problem error={devices.error} />
-      {!devices.loading && devices.data === null && <NotAllowed />}
+      <Refused loaded={devices} />
       <div class="scroll">
         <table class="list" data-testid="devices">
           <thead>
@@ -282,7 +282,7 @@ function Webhooks() {
       }
     >
       <Problem error={endpoints.error ?? deliveries.error ?? error} />
-      {!endpoints.loading && endpoints.data === null && <NotAllowed />}
+      <Refused loaded={endpoints} />
       {endpoints.data?.items.length === 0 && <p class="muted">No webhook endpoints.</p>}
       <ul class="rows" data-testid="deliveries">
         {deliveries.data?.items.map((d) => (

@@ -2,12 +2,12 @@
 // usage over time per meter (hour/day/month in the customer's timezone, the period before
 // overlaid), per-device breakdown, rated usage with the projection drawn to period end,
 // and where the quantity stands against the plan's allowance and tiers.
-import { useEffect, useMemo, useState } from "preact/hooks";
+import { useMemo, useState } from "preact/hooks";
 import { type ChargeLine, get, type InvoicePreview, type Usage } from "../api";
 import { Chart, type ChartData } from "../chart";
 import { decimal, money, num, percent } from "../format";
 import { type Grain, iso, label, ranges, when } from "../time";
-import { Problem, Section, useLoad } from "../ui";
+import { Problem, Section, useLoad, useReported } from "../ui";
 
 export const BLUE = "#2563eb";
 export const GREY = "#94a3b8";
@@ -112,6 +112,19 @@ export function TierPosition(props: { line: ChargeLine; unit?: string }) {
   );
 }
 
+function MeterSelect(props: { meters: string[]; meter: string; onChange: (meter: string) => void }) {
+  return (
+    <label>
+      Meter{" "}
+      <select value={props.meter} onChange={(e) => props.onChange((e.target as HTMLSelectElement).value)}>
+        {props.meters.map((m) => (
+          <option value={m}>{m}</option>
+        ))}
+      </select>
+    </label>
+  );
+}
+
 export function Bill(props: { preview: InvoicePreview }) {
   const p = props.preview;
   const c = p.currency;
@@ -197,20 +210,11 @@ export function UsageCharts(props: { customerId: string; preview: InvoicePreview
     () => loaded.data && projection(loaded.data.days, preview, meter, now),
     [loaded.data, preview],
   );
-  useEffect(() => {
-    if (loaded.data) props.onReady?.();
-  }, [loaded.data]);
+  useReported(loaded, props.onReady);
   return (
     <Section title="Usage" id="usage">
       <div class="filters">
-        <label>
-          Meter{" "}
-          <select value={meter} onChange={(e) => setMeter((e.target as HTMLSelectElement).value)}>
-            {meters.map((m) => (
-              <option value={m}>{m}</option>
-            ))}
-          </select>
-        </label>
+        <MeterSelect meters={meters} meter={meter} onChange={setMeter} />
         <fieldset class="segmented">
           <legend class="sr">Window</legend>
           {(["hour", "day", "month"] as Grain[]).map((g) => (
@@ -268,20 +272,11 @@ export function DeviceBreakdown(props: {
     }
     return [...by.entries()].sort((a, b) => b[1] - a[1]).map(([d, v]) => ({ d, v, text: text.get(d)! }));
   }, [usage.data]);
-  useEffect(() => {
-    if (usage.data) props.onReady?.();
-  }, [usage.data]);
+  useReported(usage, props.onReady);
   const top = rows[0]?.v || 1;
   return (
     <Section title={`Devices (${rows.length})`} id="devices">
-      <label>
-        Meter{" "}
-        <select value={meter} onChange={(e) => setMeter((e.target as HTMLSelectElement).value)}>
-          {meters.map((m) => (
-            <option value={m}>{m}</option>
-          ))}
-        </select>
-      </label>
+      <MeterSelect meters={meters} meter={meter} onChange={setMeter} />
       <Problem error={usage.error} />
       <div class="scroll">
         <table class="list" data-testid="device-breakdown">
