@@ -20,6 +20,10 @@ class AggregatorSettings(BaseModel):
     max_batch: int = Field(20_000, ge=1, description="records per fetch and per insert")
     max_wait: timedelta = Field(timedelta(milliseconds=200), description="fetch wait per batch")
     metrics_port: int = Field(9102, description="Prometheus /metrics when run as its own process")
+    metrics_host: str = Field(
+        "127.0.0.1",
+        description="the address /metrics listens on (0.0.0.0 in a container, for Prometheus)",
+    )
     rollup_interval: timedelta = Field(
         timedelta(milliseconds=500),
         description="how often an idle rollup worker looks for dirty buckets (storage/rollups.py)",

@@ -197,11 +197,13 @@ sed_escape() {  # escape a string for the replacement side of s|...|...|
 APT_UPDATED=0
 ensure_packages() {
     # command -> Debian package; only what is missing gets installed.
-    # chromium: the console's browser tests and the demo's look at it (devices/browser.py).
+    # chromium: the console's browser tests and the demo's look at it (devices/browser.py);
+    # docker-compose and promtool (prometheus): tests/deploy/ validate deploy/'s files.
     local -A pkg_of=([mosquitto]=mosquitto [mosquitto_sub]=mosquitto-clients
-                     [mosquitto_pub]=mosquitto-clients [kcat]=kcat [chromium]=chromium)
+                     [mosquitto_pub]=mosquitto-clients [kcat]=kcat [chromium]=chromium
+                     [docker-compose]=docker-compose [promtool]=prometheus)
     local cmd missing=()
-    for cmd in mosquitto mosquitto_sub mosquitto_pub kcat chromium; do
+    for cmd in mosquitto mosquitto_sub mosquitto_pub kcat chromium docker-compose promtool; do
         command -v "$cmd" >/dev/null 2>&1 || missing+=("${pkg_of[$cmd]}")
     done
     [[ ${#missing[@]} -eq 0 ]] && return 0

@@ -41,3 +41,7 @@ class BridgeSettings(BaseModel):
         "receive-maximum, so the broker holds the rest (backpressure)",
     )
     metrics_port: int = Field(9101, description="Prometheus /metrics when run as its own process")
+    metrics_host: str = Field(
+        "127.0.0.1",
+        description="the address /metrics listens on (0.0.0.0 in a container, for Prometheus)",
+    )

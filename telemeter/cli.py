@@ -91,27 +91,28 @@ def cmd_up(settings: Settings, _args: argparse.Namespace) -> int:
     return run_async(lambda: _serve(lambda: run_stack(settings)))
 
 
-def _serve_metrics(port: int, variable: str) -> None:
+def _serve_metrics(host: str, port: int, variable: str) -> None:
     from prometheus_client import start_http_server
 
     from telemeter.lifecycle import StartFailed
 
     try:
-        start_http_server(port, addr="127.0.0.1")
+        start_http_server(port, addr=host)
     except OSError as exc:
         raise StartFailed(
             "metrics",
-            f"cannot serve /metrics on 127.0.0.1:{port}: {exc.strerror}",
+            f"cannot serve /metrics on {host}:{port}: {exc.strerror}",
             f"is this command running already? Stop it, or set {variable}",
         ) from exc
-    log.info("metrics_served", url=f"http://127.0.0.1:{port}/metrics")
+    log.info("metrics_served", url=f"http://{host}:{port}/metrics")
 
 
 def cmd_bridge(settings: Settings, _args: argparse.Namespace) -> int:
     """Run the bridge alone (Prometheus metrics on bridge.metrics_port)."""
     from telemeter.components import run_bridge
 
-    _serve_metrics(settings.bridge.metrics_port, "TELEMETER_BRIDGE__METRICS_PORT")
+    bridge = settings.bridge
+    _serve_metrics(bridge.metrics_host, bridge.metrics_port, "TELEMETER_BRIDGE__METRICS_PORT")
     return run_async(lambda: _serve(lambda: run_bridge(settings)))
 
 
@@ -122,7 +123,10 @@ def cmd_aggregator(settings: Settings, args: argparse.Namespace) -> int:
     from telemeter.stack import run_aggregator_process
 
     tune_garbage_collector()
-    _serve_metrics(settings.aggregator.metrics_port, "TELEMETER_AGGREGATOR__METRICS_PORT")
+    aggregator = settings.aggregator
+    _serve_metrics(
+        aggregator.metrics_host, aggregator.metrics_port, "TELEMETER_AGGREGATOR__METRICS_PORT"
+    )
     return run_async(lambda: _serve(lambda: run_aggregator_process(settings, with_api=args.api)))
 
 
