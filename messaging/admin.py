@@ -7,10 +7,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import IntEnum
+from typing import Any
 
 import structlog
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import for_code
+from aiokafka.errors import TopicAlreadyExistsError, for_code
 from aiokafka.protocol.admin import CreateAclsRequest
 
 from messaging.errors import KafkaUnavailable, kafka_errors, translate
@@ -84,10 +85,27 @@ async def ensure_acls(bootstrap: str, bindings: Sequence[AclBinding], auth: Kafk
 
 @dataclass(frozen=True, slots=True)
 class TopicSpec:
-    """A topic Telemeter owns, with its partition count."""
+    """A topic Telemeter owns: its partition count, and the replication it is created with
+    (``replication_factor`` copies; ``min_insync_replicas`` of them must have a record
+    before an ``acks=all`` producer is told it is written; None: the broker's default).
+    An existing topic is left as it is."""
 
     name: str
     partitions: int
+    replication_factor: int = 1
+    min_insync_replicas: int | None = None
+
+    def new_topic(self) -> NewTopic:
+        """The admin client's request for it."""
+        configs = {}
+        if self.min_insync_replicas is not None:
+            configs["min.insync.replicas"] = str(self.min_insync_replicas)
+        return NewTopic(
+            self.name,
+            num_partitions=self.partitions,
+            replication_factor=self.replication_factor,
+            topic_configs=configs,
+        )
 
 
 async def ensure_topics(
@@ -114,12 +132,8 @@ async def ensure_topics(
                 existing = set(await admin.list_topics())
                 missing = [t for t in topics if t.name not in existing]
                 if missing:
-                    await admin.create_topics(
-                        [
-                            NewTopic(t.name, num_partitions=t.partitions, replication_factor=1)
-                            for t in missing
-                        ]
-                    )
+                    answer = await admin.create_topics([t.new_topic() for t in missing])
+                    _refused(answer.topic_errors)
                     log.info("topics_created", topics=[t.name for t in missing])
                 # Creation is asynchronous in the controller: wait until all have leaders.
                 described = await admin.describe_topics([t.name for t in topics])
@@ -131,3 +145,15 @@ async def ensure_topics(
     # A topic just created is not ready for a moment: only a longer wait is an outage.
     outage = Outage("kafka_topics", grace_s=2.0)
     await retry(attempt, backoff=backoff, outage=outage, deadline_s=timeout_s)
+
+
+def _refused(topic_errors: list[tuple[Any, ...]]) -> None:
+    """Raise the broker's refusal of a topic it was asked to create (each entry: topic,
+    error code[, message]), e.g. ``INVALID_REPLICATION_FACTOR`` for more copies than it
+    has brokers: final, so raised at once rather than waited out as "not ready". A topic
+    another process created meanwhile (``TOPIC_ALREADY_EXISTS``) is not a refusal."""
+    for entry in topic_errors:
+        topic, code = entry[0], entry[1]
+        if code not in (0, TopicAlreadyExistsError.errno):
+            detail = entry[2] if len(entry) > 2 and entry[2] else ""
+            raise for_code(code)(f"topic {topic}: {detail}".rstrip(": "))

@@ -58,9 +58,10 @@ def utc_now() -> datetime:
 def topics(settings: Settings) -> list[TopicSpec]:
     """The topics Telemeter owns."""
     k = settings.kafka
+    rf, isr = k.replication_factor, k.min_insync_replicas
     return [
-        TopicSpec(k.events_topic, k.events_partitions),
-        TopicSpec(k.dead_letter_topic, k.dead_letter_partitions),
+        TopicSpec(k.events_topic, k.events_partitions, rf, isr),
+        TopicSpec(k.dead_letter_topic, k.dead_letter_partitions, rf, isr),
     ]
 
 

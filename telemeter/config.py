@@ -89,6 +89,10 @@ class KafkaSettings(BaseModel):
     events_partitions: int = Field(6, ge=1)
     dead_letter_topic: str = "telemeter.dead-letters"
     dead_letter_partitions: int = Field(3, ge=1)
+    # Of each topic Telemeter creates: copies (3 on a 3-node cluster), and how many must
+    # hold a record before acks=all acknowledges it (2 of 3: one broker may be down).
+    replication_factor: int = Field(1, ge=1)
+    min_insync_replicas: int | None = Field(None, ge=1, description="null: the broker's")
     request_timeout: timedelta = timedelta(seconds=30)
     startup_timeout: timedelta = Field(
         timedelta(seconds=60),
