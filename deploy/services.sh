@@ -6,6 +6,8 @@
 #                           auth-mosquitto|kill-mosquitto|start-kafka|stop-kafka|kill-kafka|fetch-kafka
 #
 #   up                 install missing packages, fetch Kafka, start both, wait until ready
+#   cluster-up / cluster-down / cluster-status / cluster-bootstrap / cluster-kill-N /
+#   cluster-start-N    a 3-node Kafka beside them (below: "A 3-node Kafka"), N = 1, 2, 3
 #   auth-mosquitto     (re)write the broker's service users and dev PKI, reload it if running
 #   down               stop what this script started (SIGTERM, 30 s, then SIGKILL)
 #   status             one line per service; exit 0 only if both are reachable
@@ -413,7 +415,7 @@ kafka_users_digest() {
 jaas_escape() { printf '%s' "$1" | sed -e 's/[\\"]/\\&/g'; }
 
 render_kafka_props() {
-    local role plain="" secret_file=$KAFKA_DIR/controller.secret
+    local role plain="" secret_file=${CONTROLLER_SECRET:-$KAFKA_DIR/controller.secret}
     [[ -s $secret_file ]] || { (umask 077; head -c 24 /dev/urandom | base64 | tr -d '/+=\n' >"$secret_file"); }
     for role in "${KAFKA_ROLES[@]}"; do
         plain+="user_$(kafka_user "$role")=\"$(jaas_escape "$(kafka_password "$role")")\" "
@@ -427,6 +429,8 @@ render_kafka_props() {
         -e "s|@PLAIN_USERS@|$(sed_escape "${plain% }")|g" \
         -e "s|@CONTROLLER_PASSWORD@|$(sed_escape "$(cat "$secret_file")")|g" \
         "$SCRIPT_DIR/kafka/server.properties.template" >"$KAFKA_PROPS.tmp")
+    # A node of the 3-node cluster: the later keys win (java.util.Properties).
+    [[ -n ${CLUSTER_NODE:-} ]] && cluster_overrides >>"$KAFKA_PROPS.tmp"
     mv "$KAFKA_PROPS.tmp" "$KAFKA_PROPS"
 }
 
@@ -439,8 +443,13 @@ format_kafka_storage() {
         log "kafka: its SASL users changed (or it predates them): formatting the dev data dir again, topics are lost"
         rm -rf "${KAFKA_DATA:?}"/* "${KAFKA_DATA:?}"/.[!.]*
     fi
-    uuid=$(java -cp "$(kafka_cp)" kafka.tools.StorageTool random-uuid 2>/dev/null | tail -n 1)
-    [[ -n $uuid ]] || die "kafka: StorageTool random-uuid failed"
+    if [[ -n ${CLUSTER_ID_FILE:-} && -s $CLUSTER_ID_FILE ]]; then
+        uuid=$(cat "$CLUSTER_ID_FILE")
+    else
+        uuid=$(java -cp "$(kafka_cp)" kafka.tools.StorageTool random-uuid 2>/dev/null | tail -n 1)
+        [[ -n $uuid ]] || die "kafka: StorageTool random-uuid failed"
+        [[ -n ${CLUSTER_ID_FILE:-} ]] && printf '%s\n' "$uuid" >"$CLUSTER_ID_FILE"
+    fi
     for role in "${KAFKA_ROLES[@]}"; do
         args+=(--add-scram "SCRAM-SHA-512=[name=\"$(kafka_user "$role")\",password=\"$(kafka_password "$role")\"]")
     done
@@ -480,16 +489,115 @@ start_kafka() {
     fetch_kafka
     render_kafka_props
     format_kafka_storage
+    spawn_kafka 1g
+    wait_kafka "$(cat "$KAFKA_PID")" started
+}
+
+spawn_kafka() {  # heap -> start the broker of the current KAFKA_* variables, do not wait
     rm -f "$KAFKA_PID"
     # setsid: own session, so a Ctrl-C / process-group kill aimed at the caller
     # does not take the broker down with it. nohup: survive the terminal closing.
     # (Not a process-group leader here, so setsid execs java in place and $! is java.)
-    nohup setsid java -Xms256m -Xmx1g -cp "$(kafka_cp)" \
+    nohup setsid java -Xms256m "-Xmx$1" -XX:+UseG1GC -cp "$(kafka_cp)" \
         -Dlog4j2.configurationFile="$SCRIPT_DIR/kafka/log4j2.yaml" \
         kafka.Kafka "$KAFKA_PROPS" >>"$KAFKA_OUT" 2>&1 </dev/null 8>&- 9>&- &
-    pid=$!
-    echo "$pid" >"$KAFKA_PID"
-    wait_kafka "$pid" started
+    echo "$!" >"$KAFKA_PID"
+}
+
+# --------------------------------------------------------------------------
+# A 3-node Kafka (KRaft, static quorum; ../shared/recipes/kafka-cluster.md): every node a
+# broker and a controller, the same SASL users and ACL authorizer as the single node, on
+# 127.0.0.1:BASE, BASE+2, BASE+4 (controllers one above each; BASE from
+# TELEMETER_KAFKA_CLUSTER_PORT, 19092), state in .run/kafka-cluster/n1..n3. Topics of
+# replication factor 3 keep every acknowledged record (acks=all, min.insync.replicas 2)
+# while one node is down. About 350 MiB per node.
+# --------------------------------------------------------------------------
+CLUSTER_NODES=(1 2 3)
+CLUSTER_PORT=${TELEMETER_KAFKA_CLUSTER_PORT:-19092}
+
+cluster_node() {  # n -> the KAFKA_* paths and ports are node n's
+    local n=$1
+    [[ $n =~ ^[123]$ ]] || die "kafka-cluster: no node '$n' (1, 2 or 3)"
+    CLUSTER_NODE=$n
+    CLUSTER_DIR=$RUN_DIR/kafka-cluster
+    CONTROLLER_SECRET=$CLUSTER_DIR/controller.secret
+    CLUSTER_ID_FILE=$CLUSTER_DIR/cluster.id
+    KAFKA_DIR=$CLUSTER_DIR/n$n
+    KAFKA_DATA=$KAFKA_DIR/data
+    KAFKA_PROPS=$KAFKA_DIR/server.properties
+    KAFKA_PID=$KAFKA_DIR/kafka.pid
+    KAFKA_OUT=$KAFKA_DIR/kafka.out
+    KAFKA_PORT=$((CLUSTER_PORT + 2 * (n - 1)))
+    KAFKA_CONTROLLER_PORT=$((KAFKA_PORT + 1))
+    mkdir -p "$KAFKA_DATA"
+}
+
+cluster_overrides() {
+    local n voters=""
+    for n in "${CLUSTER_NODES[@]}"; do
+        voters+="$n@$HOST:$((CLUSTER_PORT + 2 * (n - 1) + 1)),"
+    done
+    cat <<PROPS
+
+# kafka-cluster node $CLUSTER_NODE (deploy/services.sh)
+node.id=$CLUSTER_NODE
+controller.quorum.voters=${voters%,}
+default.replication.factor=3
+min.insync.replicas=2
+offsets.topic.replication.factor=3
+transaction.state.log.replication.factor=3
+transaction.state.log.min.isr=2
+share.coordinator.state.topic.replication.factor=3
+share.coordinator.state.topic.min.isr=2
+unclean.leader.election.enable=false
+broker.session.timeout.ms=3000
+broker.heartbeat.interval.ms=500
+PROPS
+}
+
+cluster_bootstrap() {
+    local n out=""
+    for n in "${CLUSTER_NODES[@]}"; do out+="$HOST:$((CLUSTER_PORT + 2 * (n - 1))),"; done
+    printf '%s' "${out%,}"
+}
+
+cluster_spawn() {  # n -> start node n unless it runs (no wait: a node answers once 2 do)
+    cluster_node "$1"
+    if kafka_pid >/dev/null; then return 0; fi
+    port_open "$KAFKA_PORT" && die "kafka-cluster: $HOST:$KAFKA_PORT is in use (set TELEMETER_KAFKA_CLUSTER_PORT)"
+    render_kafka_props
+    format_kafka_storage
+    spawn_kafka 512m
+}
+
+cluster_up() {
+    local n
+    ensure_java
+    fetch_kafka
+    mkdir -p "$RUN_DIR/kafka-cluster"
+    for n in "${CLUSTER_NODES[@]}"; do cluster_spawn "$n"; done
+    for n in "${CLUSTER_NODES[@]}"; do cluster_node "$n"; wait_kafka "$(cat "$KAFKA_PID")" "node $n up"; done
+    log "kafka-cluster: bootstrap $(cluster_bootstrap)"
+}
+
+cluster_down() {
+    local n pid
+    # SIGTERM to every node first: the last one stopped alone cannot finish a controlled
+    # shutdown without a quorum and would wait out STOP_TIMEOUT.
+    for n in "${CLUSTER_NODES[@]}"; do
+        cluster_node "$n"
+        if pid=$(kafka_pid); then kill -TERM "$pid" 2>/dev/null || true; fi
+    done
+    for n in "${CLUSTER_NODES[@]}"; do cluster_node "$n"; stop_kafka; done
+}
+
+cluster_status() {
+    local n pid
+    for n in "${CLUSTER_NODES[@]}"; do
+        cluster_node "$n"
+        if pid=$(kafka_pid); then log "kafka-cluster: node $n running (pid $pid) on $HOST:$KAFKA_PORT"
+        else log "kafka-cluster: node $n not running"; fi
+    done
 }
 
 wait_kafka() {  # pid verb -> poll until the port is open and Kafka answers metadata
@@ -592,12 +700,14 @@ main() {
     [[ $# -eq 1 ]] || usage
     case $1 in
         up|down|status|start-mosquitto|stop-mosquitto|restart-mosquitto|auth-mosquitto|\
-        kill-mosquitto|start-kafka|stop-kafka|kill-kafka|fetch-kafka) ;;
+        kill-mosquitto|start-kafka|stop-kafka|kill-kafka|fetch-kafka|\
+        cluster-up|cluster-down|cluster-status|cluster-bootstrap) ;;
+        cluster-kill-[123]|cluster-start-[123]) ;;
         -h|--help|help) usage ;;
         *) usage ;;
     esac
     init_run_dir
-    [[ $1 == status ]] || take_lock
+    [[ $1 == status || $1 == cluster-status || $1 == cluster-bootstrap ]] || take_lock
     case $1 in
         up)
             ensure_packages
@@ -617,6 +727,15 @@ main() {
         start-kafka)       start_kafka ;;
         stop-kafka)        stop_kafka ;;
         kill-kafka)        kill_kafka ;;
+        cluster-up)        cluster_up ;;
+        cluster-down)      cluster_down ;;
+        cluster-status)    cluster_status ;;
+        cluster-bootstrap) cluster_bootstrap; echo ;;
+        cluster-kill-*)    cluster_node "${1##*-}"; kill_kafka ;;
+        cluster-start-*)
+            cluster_spawn "${1##*-}"
+            wait_kafka "$(cat "$KAFKA_PID")" "node ${1##*-} started"
+            ;;
         fetch-kafka)
             if kafka_libs_ok; then
                 log "kafka: $(count_jars) jars already cached in $KAFKA_LIBS"
