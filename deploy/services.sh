@@ -717,6 +717,7 @@ main() {
         down)
             stop_kafka
             stop_mosquitto
+            [[ -d $RUN_DIR/kafka-cluster ]] && cluster_down
             ;;
         status)            status ;;
         start-mosquitto)   start_mosquitto ;;
