@@ -717,7 +717,7 @@ main() {
         down)
             stop_kafka
             stop_mosquitto
-            [[ -d $RUN_DIR/kafka-cluster ]] && cluster_down
+            if [[ -d $RUN_DIR/kafka-cluster ]]; then cluster_down; fi
             ;;
         status)            status ;;
         start-mosquitto)   start_mosquitto ;;
