@@ -89,8 +89,7 @@ class KafkaSettings(BaseModel):
     events_partitions: int = Field(6, ge=1)
     dead_letter_topic: str = "telemeter.dead-letters"
     dead_letter_partitions: int = Field(3, ge=1)
-    # Of each topic Telemeter creates: copies (3 on a 3-node cluster), and how many must
-    # hold a record before acks=all acknowledges it (2 of 3: one broker may be down).
+    # Of each topic it creates: copies (3 of 3 nodes), and how many acks=all waits for (2)
     replication_factor: int = Field(1, ge=1)
     min_insync_replicas: int | None = Field(None, ge=1, description="null: the broker's")
     request_timeout: timedelta = timedelta(seconds=30)
@@ -367,6 +366,7 @@ SERVICE_VARIABLES = {
     "TELEMETER_CACHE_DIR": "deploy/services.sh: the shared Kafka jar cache",
     "TELEMETER_BROKER_BRIDGE_USERS": "deploy/services.sh: the bridges' MQTT users",
     "TELEMETER_KAFKA_CONTROLLER_PORT": "deploy/services.sh: Kafka's KRaft controller port",
+    "TELEMETER_KAFKA_CLUSTER_PORT": "deploy/services.sh: the first port of its 3-node Kafka",
     "TELEMETER_WAIT_TIMEOUT": "deploy/services.sh: seconds to wait for readiness",
     "TELEMETER_PYTHON": "deploy/services.sh: the Python with Telemeter installed",
     "TELEMETER_TEST_CLICKHOUSE_DSN": "the test suite: a ClickHouse server instead of chDB",
