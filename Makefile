@@ -15,7 +15,7 @@ TEST_WORKERS ?= 2
 FUZZ := tests/api/test_fuzz.py
 
 .DEFAULT_GOAL := help
-.PHONY: help install screenshots services-up services-down services-status demo up simulate chaos test test-durations commands-offline equivalence lint bench bench-quick clean
+.PHONY: help install screenshots services-up services-down services-status demo up simulate chaos chaos-cluster test test-durations commands-offline equivalence lint bench bench-quick clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -65,6 +65,10 @@ simulate: install ## Simulate devices against a running `make up` and reconcile
 chaos: install ## Kill/restart every component 24 times over 5.5 min under load; reconcile exactly
 	@$(SERVICES) up
 	$(BIN)/telemeter chaos $(CHAOS_ARGS)
+
+chaos-cluster: install ## The chaos run over a 3-node Kafka: 6 of its 24 kills a Kafka node (controller, leaders); reconcile exactly
+	@$(SERVICES) up
+	$(BIN)/telemeter chaos --cluster --duration 300 $(CHAOS_ARGS)
 
 test: install ## Install what is missing, start services, run the whole test suite
 	@echo "--- the console's unit tests (vitest, console/test)"; cd console && npm test --silent

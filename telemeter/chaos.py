@@ -45,12 +45,20 @@ from pydantic import BaseModel, SecretStr
 
 from devices.reconcile import Reconciliation, reconcile
 from devices.simulator import SimulationConfig, SimulationResult, Simulator
+from telemeter.chaos_cluster import KafkaCluster
+from telemeter.components import kafka_auth
 from telemeter.config import REPO_ROOT, Settings
 from telemeter.local_broker import LocalBroker, free_port
 
 log = structlog.get_logger(__name__)
 SERVICES = REPO_ROOT / "deploy" / "services.sh"
 COMPONENTS = ("bridge", "aggregator", "kafka", "mosquitto")
+# deploy/services.sh cluster-up's nodes, three copies of every topic, two in sync
+CLUSTER_KAFKA = {
+    "bootstrap": "127.0.0.1:19092,127.0.0.1:19094,127.0.0.1:19096",
+    "replication_factor": 3,
+    "min_insync_replicas": 2,
+}
 
 
 @dataclass
@@ -65,6 +73,7 @@ class ChaosConfig:
     devices_per_kind: int = 8
     work_dir: Path = REPO_ROOT / ".run" / "chaos"
     settle_timeout_s: float = 300.0
+    cluster: bool = False  # Kafka: the 3-node cluster (telemeter/chaos_cluster.py)
 
 
 @dataclass
@@ -76,6 +85,7 @@ class ChaosReport:
     reconciliation: Reconciliation | None = None
     logs_scanned: int = 0
     leaks: list[str] = field(default_factory=list)  # "<log file>: <which secret>"
+    kafka_victims: list[str] = field(default_factory=list)  # cluster: which node, its role
 
     @property
     def exact(self) -> bool:
@@ -90,6 +100,8 @@ class ChaosReport:
             + ", ".join(f"{name} {by_component[name]}" for name in COMPONENTS)
             + ")"
         ]
+        if self.kafka_victims:
+            lines.append("kafka nodes killed: " + "; ".join(self.kafka_victims))
         if self.simulation is not None:
             s = self.simulation
             lines.append(
@@ -235,6 +247,17 @@ class ChaosRun:
         self.api_url = f"http://{settings.api.host}:{settings.api.port}"
         self.token = (settings.api.admin_token or settings.admin_token()[0]).get_secret_value()
         m = settings.mqtt
+        k = settings.kafka
+        self.cluster = (
+            KafkaCluster(
+                kafka_auth(settings, "admin"),
+                settings.run_dir,
+                [k.events_topic, k.dead_letter_topic],
+            )
+            if config.cluster
+            else None
+        )
+        self._rng = random.Random(config.seed + 1)  # noqa: S311 - which node, reproducibly
         self.broker = LocalBroker(
             run_dir=config.work_dir / "broker",
             topic_prefix=m.topic_prefix,
@@ -265,6 +288,8 @@ class ChaosRun:
         elif component == "aggregator":
             self.aggregator.kill9()
             self._start_aggregator()
+        elif component == "kafka" and self.cluster is not None:
+            self.cluster.hit(self._rng)
         elif component == "kafka":
             _services("kill-kafka")
             _services("start-kafka")
@@ -279,7 +304,11 @@ class ChaosRun:
         rng = random.Random(cfg.seed)  # noqa: S311 - a reproducible schedule, not security
         report = ChaosReport()
         _services("up")  # Kafka (and the dev broker, unused here)
-        self.broker.start()  # this run's broker
+        if self.cluster is not None:
+            self.cluster.up()
+        # no sessions of an earlier run here: Mosquitto 2.0.11 segfaulted restoring them
+        self.broker.remove_data()
+        self.broker.start()
         secret_values: dict[str, str] = {}
         try:
             self._start_aggregator()
@@ -327,6 +356,8 @@ class ChaosRun:
                 report.kills.append((time.monotonic() - started, component))
                 self._read_as_customer(customer_key, next(iter(sim.customers)))
             simulator.join()
+            if self.cluster is not None:
+                report.kafka_victims = list(self.cluster.victims)
             if not result:
                 raise RuntimeError("the simulator failed; see the log above")
             report.simulation = result[0]
@@ -345,6 +376,7 @@ class ChaosRun:
             *sorted((self.config.work_dir / "logs").glob("*.log")),
             self.broker.log_file,
             self.settings.run_dir / "kafka" / "kafka.out",  # services.sh's, same run dir
+            *sorted((self.settings.run_dir / "kafka-cluster").glob("n*/kafka.out")),
         ]
         report.logs_scanned = sum(p.exists() for p in logs)
         report.leaks = scan_for_secrets(logs, secret_values)
@@ -380,7 +412,11 @@ def chaos_settings(base: Settings, config: ChaosConfig, api_port: int | None = N
     return base.model_copy(
         update={
             "kafka": base.kafka.model_copy(
-                update={"events_topic": f"{tag}.events", "dead_letter_topic": f"{tag}.dead-letters"}
+                update={
+                    "events_topic": f"{tag}.events",
+                    "dead_letter_topic": f"{tag}.dead-letters",
+                    **(CLUSTER_KAFKA if config.cluster else {}),
+                }
             ),
             "mqtt": base.mqtt.model_copy(
                 update={

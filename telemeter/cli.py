@@ -227,6 +227,11 @@ def build_parser() -> argparse.ArgumentParser:
     chaos.add_argument("--kills", type=int, default=24, help="kills/restarts in total (24)")
     chaos.add_argument("--seed", type=int, default=1, help="random seed of the schedule (1)")
     chaos.add_argument("--rate", type=float, default=150, help="messages/s (150)")
+    chaos.add_argument(
+        "--cluster",
+        action="store_true",
+        help="Kafka is the 3-node cluster (services.sh cluster-up): each Kafka hit kills a node",
+    )
     chaos.set_defaults(fn=cmd_chaos)
     demo = sub.add_parser("demo", help=cmd_demo.__doc__)
     add_sim_options(demo, duration=30, per_kind=60, rate=300)

@@ -223,7 +223,8 @@ def cmd_chaos(settings: Settings, args: argparse.Namespace) -> int:
         kills=args.kills,
         seed=args.seed,
         rate=args.rate,
-        work_dir=settings.run_dir / "chaos",
+        work_dir=settings.run_dir / ("chaos-cluster" if args.cluster else "chaos"),
+        cluster=args.cluster,
     )
     report = ChaosRun(config, chaos_settings(settings, config)).run()
     text = report.summary()

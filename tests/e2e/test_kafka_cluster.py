@@ -2,7 +2,8 @@
 users): topics of Telemeter's settings with replication 3 and min.insync.replicas 2 have
 three copies, and a ``kill -9`` of a partition's leader in the middle of a stream of
 acknowledged records loses none and duplicates none (the publisher is idempotent with
-acks=all). The chaos run over this cluster is ``make chaos-cluster``'s (issue 16)."""
+acks=all). The chaos run over it is ``make chaos-cluster`` (not in ``make test`` yet: its
+first full run lost readings, see the README's chaos section)."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from messaging.kafka import KafkaPublisher
 from telemeter.config import REPO_ROOT
 from tests.support import admin_auth
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.slow]
 
 SERVICES = str(REPO_ROOT / "deploy" / "services.sh")
 PARTITIONS = 6
