@@ -46,10 +46,11 @@ from devices.fleet import BrokerEndpoint, DeviceLogin, Fleet
 from devices.load import LoadConfig
 from identity.mosquitto import MosquittoAuthFiles
 from identity.passwords import mosquitto_hash
-from telemeter.chaos import ComponentProcess, settings_env
+from telemeter.chaos import settings_env
 from telemeter.config import REPO_ROOT, MqttSettings, Settings, StoreSettings
 from telemeter.local_broker import HOST, LocalBroker, free_port
 from telemeter.local_broker import process_alive as _alive
+from telemeter.processes import ComponentProcess
 
 BENCH_RUN_DIR = REPO_ROOT / ".run" / "bench"
 # Lines of the project's config that are about who may connect (dropped for the baseline).

@@ -67,9 +67,10 @@ from bench.kafka import delete_topics
 from devices.load import LoadConfig, LoadControl, LoadProgress, LoadResult, run_load
 from devices.reconcile import Reconciliation, reconcile, reconcile_once
 from ingest.config import BridgeSettings
-from telemeter.chaos import ComponentProcess, settings_env
+from telemeter.chaos import settings_env
 from telemeter.config import REPO_ROOT, KafkaSettings, Settings, StoreSettings
 from telemeter.local_broker import free_port
+from telemeter.processes import ComponentProcess
 
 SCENARIO = "2. end to end"
 MAX_BACKLOG = 20_000  # readings published and not yet written to the store

@@ -118,9 +118,19 @@ class DeviceCa:
             private_key_pem=private_pem,
         )
 
-    def crl(self, revoked: Sequence[tuple[int, datetime]], now: datetime) -> bytes:
+    def crl(
+        self,
+        revoked: Sequence[tuple[int, datetime]],
+        now: datetime,
+        current: bytes | None = None,
+    ) -> bytes:
         """The revocation list of these (serial, revoked at) pairs, valid for
-        :data:`CRL_VALIDITY`, as PEM."""
+        :data:`CRL_VALIDITY`, as PEM. ``current`` (the CRL served now) is returned as it is
+        when this CA signed it, it lists exactly these serials and more than half its
+        validity is left: the broker's files stay the same, so it is not reloaded for
+        nothing, and the daily sync still renews the CRL long before it expires."""
+        if current is not None and self._still_valid(current, {s for s, _ in revoked}, now):
+            return current
         builder = (
             x509.CertificateRevocationListBuilder()
             .issuer_name(self._cert.subject)
@@ -133,6 +143,20 @@ class DeviceCa:
             )
         crl = builder.sign(self._key, _sign_hash(self._key))
         return crl.public_bytes(serialization.Encoding.PEM)
+
+    def _still_valid(self, pem: bytes, serials: set[int], now: datetime) -> bool:
+        try:
+            crl = x509.load_pem_x509_crl(pem)
+        except ValueError:
+            return False
+        next_update = crl.next_update_utc
+        return (
+            crl.issuer == self._cert.subject
+            and crl.is_signature_valid(self._cert.public_key())  # type: ignore[arg-type]
+            and next_update is not None
+            and next_update - now > CRL_VALIDITY / 2
+            and {r.serial_number for r in crl} == serials
+        )
 
 
 def _csr_key(

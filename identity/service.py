@@ -57,6 +57,8 @@ class BrokerAuth(Protocol):
 
     def service_users(self) -> set[str]: ...
 
+    def current_crl(self) -> bytes | None: ...
+
     async def publish(
         self,
         passwords: dict[str, str],
@@ -239,7 +241,8 @@ class DeviceCredentials:
             and s.credential.certificate_serial
             and s.credential.revoked_at is not None
         ]
-        return ca.crl(revoked, self._clock())
+        current = self._broker.current_crl() if self._broker is not None else None
+        return ca.crl(revoked, self._clock(), current=current)
 
     async def _check_devices(self, device_ids: Sequence[str]) -> None:
         known = await self._store.known_devices(device_ids)

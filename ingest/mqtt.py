@@ -10,10 +10,17 @@ Backpressure: the MQTT v5 receive-maximum caps how many QoS 1 messages the broke
 before we acknowledge; for the rest (QoS 0) we stop reading the socket while
 ``max_in_flight`` messages are unacknowledged, and the broker holds what follows.
 
+MQTT 3.1.1 (``protocol="3.1.1"``) keeps the same guarantee with less work per message: paho
+builds no v5 ``Properties`` object per PUBLISH (bench/results/profiles.md). It has no
+receive-maximum and no session expiry; the broker's ``max_inflight_messages`` (100 in
+deploy/mosquitto/mosquitto.conf, which applies to 3.1.1 sessions only) caps what it sends
+unacknowledged, and ``persistent_client_expiration`` ends an abandoned session.
+
 Identity: the bridge logs in as its own user (password, or a client certificate on the TLS
 listener); the broker forces its client id to that username, so no other client can take
 over the bridge's session and the messages queued in it. A refused login fails ``start``
-at once with the broker's reason instead of retrying forever.
+at once with the broker's reason instead of retrying forever; a broker that refuses the
+connection itself (restarting) is retried until ``start``'s timeout.
 
 Reconnects: paho's own reconnect loop (and its ``reconnect_delay_set``) runs only in paho's
 loop thread, which is not used here; the housekeeping task reconnects with the one retry
@@ -44,6 +51,10 @@ log = structlog.get_logger(__name__)
 
 RECONNECT_BACKOFF = Backoff(initial_s=2.0, factor=2.0, max_s=5.0)
 """Between reconnect attempts after the first, which follows the lost connection at once."""
+CONNECT_BACKOFF = Backoff(initial_s=0.5, factor=2.0, max_s=2.0)
+"""Between a starting bridge's connect attempts (a broker restart takes about a second)."""
+PROTOCOLS = {"5": paho.MQTTv5, "3.1.1": paho.MQTTv311}
+"""The MQTT versions the bridge speaks (``TELEMETER_MQTT__PROTOCOL``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +98,11 @@ class MqttSubscriber:
         username: str | None = None,
         password: SecretStr | None = None,
         tls: MqttTls | None = None,
+        protocol: str = "5",
     ) -> None:
+        if protocol not in PROTOCOLS:
+            raise ValueError(f"MQTT protocol must be one of {sorted(PROTOCOLS)}: {protocol!r}")
+        self._v5 = protocol == "5"
         self._host, self._port, self._topic = host, port, topic_filter
         self._session_expiry_s, self._keepalive_s = session_expiry_s, keepalive_s
         self._max_in_flight = max_in_flight
@@ -105,7 +120,8 @@ class MqttSubscriber:
         self._client = paho.Client(
             callback_api_version=CallbackAPIVersion.VERSION2,
             client_id=client_id,
-            protocol=paho.MQTTv5,
+            protocol=PROTOCOLS[protocol],
+            clean_session=None if self._v5 else False,
             manual_ack=True,
         )
         self._client.connect_timeout = 3.0
@@ -139,18 +155,15 @@ class MqttSubscriber:
             return
         self._loop = asyncio.get_running_loop()
         self._on_message = on_message
-        try:
-            self._client.connect(
-                self._host,
-                self._port,
-                self._keepalive_s,
-                clean_start=False,
-                properties=self._connect_properties(),
-            )
-        except OSError as exc:
-            raise MqttUnavailable(
-                f"cannot connect to MQTT {self._host}:{self._port}: {exc}"
-            ) from exc
+        # A broker that is restarting refuses connections for a moment: wait for it (up
+        # to ``timeout_s``) rather than exit, or a bridge started during a broker restart
+        # stays down, and its session queues at the broker until a supervisor notices.
+        await retry(
+            self._first_connect,
+            backoff=CONNECT_BACKOFF,
+            outage=Outage("mqtt_connect"),
+            deadline_s=timeout_s,
+        )
         self._started = True
         self._spawn(self._housekeeping())
         deadline = asyncio.get_running_loop().time() + timeout_s
@@ -230,6 +243,24 @@ class MqttSubscriber:
                 outage=reconnects,
                 give_up=lambda: not self._started,
             )
+
+    async def _first_connect(self) -> None:
+        """One first connect attempt (a new session or the stored one: clean start off)."""
+        try:
+            if self._v5:
+                self._client.connect(
+                    self._host,
+                    self._port,
+                    self._keepalive_s,
+                    clean_start=False,
+                    properties=self._connect_properties(),
+                )
+            else:  # 3.1.1: the session is kept by clean_session=False, bounded by the broker
+                self._client.connect(self._host, self._port, self._keepalive_s)
+        except OSError as exc:
+            raise MqttUnavailable(
+                f"cannot connect to MQTT {self._host}:{self._port}: {exc}"
+            ) from exc
 
     async def _reconnect(self) -> None:
         """One reconnect attempt; the socket is open (and watched) when it returns."""

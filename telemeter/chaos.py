@@ -26,12 +26,9 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import random
 import secrets
-import signal
 import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -49,6 +46,7 @@ from telemeter.chaos_cluster import KafkaCluster
 from telemeter.components import kafka_auth
 from telemeter.config import REPO_ROOT, Settings
 from telemeter.local_broker import LocalBroker, free_port
+from telemeter.processes import ComponentProcess
 
 log = structlog.get_logger(__name__)
 SERVICES = REPO_ROOT / "deploy" / "services.sh"
@@ -154,64 +152,6 @@ def scan_for_secrets(paths: list[Path], named: dict[str, str]) -> list[str]:
         text = path.read_text(errors="replace") if path.exists() else ""
         hits += [f"{path.name}: {name}" for name, value in named.items() if value and value in text]
     return hits
-
-
-class ComponentProcess:
-    """One ``telemeter`` subcommand as a child process with its own log file."""
-
-    def __init__(self, name: str, args: list[str], env: dict[str, str], log_path: Path) -> None:
-        self.name, self._args, self._env, self._log_path = name, args, env, log_path
-        self._proc: subprocess.Popen[bytes] | None = None
-        self.starts = 0
-
-    def start(self) -> None:
-        """Start the process (its log is appended to)."""
-        self._log_path.parent.mkdir(parents=True, exist_ok=True)
-        out = self._log_path.open("ab")
-        self._proc = subprocess.Popen(  # noqa: S603 - our own CLI with fixed arguments
-            [sys.executable, "-m", "telemeter", *self._args],
-            env={**os.environ, **self._env},
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            cwd=REPO_ROOT,
-        )
-        self.starts += 1
-
-    def kill9(self) -> None:
-        """SIGKILL, as a crash."""
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.send_signal(signal.SIGKILL)
-            self._proc.wait()
-
-    def stop(self) -> None:
-        """SIGTERM and wait (then SIGKILL)."""
-        if self._proc is None or self._proc.poll() is not None:
-            return
-        self._proc.terminate()
-        try:
-            self._proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.kill9()
-
-    def alive(self) -> bool:
-        """Still running."""
-        return self._proc is not None and self._proc.poll() is None
-
-    @property
-    def pid(self) -> int | None:
-        """The process id of the current start, if started."""
-        return self._proc.pid if self._proc is not None else None
-
-    @property
-    def returncode(self) -> int | None:
-        """How the process exited, if it has."""
-        return self._proc.poll() if self._proc is not None else None
-
-    def log_contains(self, marker: str, occurrences: int) -> bool:
-        """Whether ``marker`` appears at least ``occurrences`` times in the log."""
-        if not self._log_path.exists():
-            return False
-        return self._log_path.read_text(errors="replace").count(marker) >= occurrences
 
 
 def _wait(check: Any, what: str, timeout_s: float = 120) -> None:

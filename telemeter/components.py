@@ -235,6 +235,7 @@ async def run_bridge(
             session_expiry_s=int(m.session_expiry.total_seconds()),
             keepalive_s=int(m.keepalive.total_seconds()),
             max_in_flight=b.max_in_flight,
+            protocol=m.protocol,
         )
         await c.spawn("bridge", lambda: bridge.run(subscriber))
         c.stop_with(subscriber.stop)

@@ -154,22 +154,21 @@ class MqttSettings(BaseModel):
         "reconnect are dropped by the broker",
     )
     client_id: str = Field(
-        "telemeter-bridge-0",
-        description="stable per bridge instance (its persistent session); also its username "
-        "unless username is set",
+        "telemeter-bridge-0", description="stable per bridge (its session); also its username"
     )
     username: str | None = Field(None, description="default: the client id")
     password: SecretStr | None = Field(
         SecretStr(DEV_MQTT_PASSWORD), description="null with a client certificate (TLS)"
     )
     tls: bool = Field(False, description="connect with TLS (the broker's TLS listener)")
-    ca_file: OptionalPath = Field(
-        RUN_DIR / "pki" / "ca.crt", description="CA that signed the broker's certificate"
-    )
+    ca_file: OptionalPath = Field(RUN_DIR / "pki" / "ca.crt", description="the broker's CA")
     cert_file: OptionalPath = Field(None, description="client certificate for mutual TLS")
     key_file: OptionalPath = Field(None, description="its private key")
     session_expiry: timedelta = timedelta(days=7)
     keepalive: timedelta = timedelta(seconds=30)
+    protocol: Literal["5", "3.1.1"] = Field(
+        "5", description="3.1.1: less work per message; the broker's limits bound the session"
+    )
 
     @property
     def topic_filter(self) -> str:

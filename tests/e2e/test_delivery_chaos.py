@@ -27,7 +27,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from telemeter.chaos import ComponentProcess, settings_env
+from telemeter.chaos import settings_env
+from telemeter.processes import ComponentProcess
 from tests.conftest import ADMIN_TOKEN, REPO, SettingsFactory
 from tests.webhooks.receiver import Receiver, serving
 

@@ -106,6 +106,27 @@ class TestRevocationList:
         assert crl.get_revoked_certificate_by_serial_number(issued.serial) is not None
         assert crl.next_update_utc == NOW + CRL_VALIDITY
 
+    def test_the_current_list_is_kept_while_it_says_the_same(
+        self, ca: DeviceCa, tmp_path_factory: pytest.TempPathFactory
+    ) -> None:
+        """The CRL served now comes back unchanged (no broker reload) while it lists the
+        same serials and more than half its validity is left; a new revocation, an old
+        list, another CA's list or garbage gets a new one."""
+        current = ca.crl([(11, NOW)], NOW)
+        later = NOW + CRL_VALIDITY / 2 - timedelta(minutes=1)
+        assert ca.crl([(11, NOW)], later, current=current) == current
+        assert ca.crl([(11, NOW), (12, later)], later, current=current) != current
+        assert ca.crl([], later, current=current) != current
+        too_late = NOW + CRL_VALIDITY / 2 + timedelta(minutes=1)
+        renewed = x509.load_pem_x509_crl(ca.crl([(11, NOW)], too_late, current=current))
+        assert renewed.next_update_utc == too_late + CRL_VALIDITY
+        other_pki = tmp_path_factory.mktemp("other-pki")
+        assert dev_pki([str(other_pki), str(other_pki / "auth")]) == 0
+        other = DeviceCa.load(other_pki / "ca.crt", other_pki / "ca.key")
+        foreign = other.crl([(11, NOW)], NOW)  # the same issuer name, another key
+        assert ca.crl([(11, NOW)], later, current=foreign) != foreign
+        assert ca.crl([(11, NOW)], later, current=b"not a crl").startswith(b"-----BEGIN X509 CRL")
+
 
 def test_missing_ca_is_unavailable(tmp_path: Path) -> None:
     """No configured or readable CA is CaUnavailable, naming what is missing."""

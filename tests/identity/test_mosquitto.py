@@ -86,3 +86,40 @@ class TestReload:
         finally:
             proc.kill()
         assert "hup" in out
+
+
+class TestReloadOnlyOnChange:
+    """A publish that changes nothing the broker reads sends no SIGHUP (each reload is a
+    moment when Mosquitto stops queueing for an offline session it restored from disk)."""
+
+    class Counting(MosquittoAuthFiles):
+        """Counts the reloads instead of signalling."""
+
+        reloads = 0
+
+        def reload(self) -> bool:
+            """Count one."""
+            self.reloads += 1
+            return True
+
+    async def test_only_a_change_reloads(self, tmp_path: Path) -> None:
+        """The same users twice: one reload; a new user, a revocation, a new CRL: one each."""
+        files = self.Counting(tmp_path)
+        await files.publish({"door-1": "h1"}, {"door-1"}, "", b"crl")
+        await files.publish({"door-1": "h1"}, {"door-1"}, "", b"crl")
+        assert files.reloads == 1
+        await files.publish({"door-1": "h1", "door-2": "h2"}, {"door-1", "door-2"}, "", b"crl")
+        await files.publish({"door-1": "h1", "door-2": "h2"}, {"door-1"}, "", b"crl")
+        await files.publish({"door-1": "h1", "door-2": "h2"}, {"door-1"}, "", b"crl2")
+        assert files.reloads == 4
+        await files.publish({"door-1": "h1", "door-2": "h2"}, {"door-1"}, "", None)
+        assert files.reloads == 4
+
+    async def test_a_service_part_change_reloads(self, tmp_path: Path) -> None:
+        """services.sh rewrote the service part: the next publish brings it in."""
+        files = self.Counting(tmp_path)
+        await files.publish({"door-1": "h1"}, {"door-1"}, "")
+        (tmp_path / "service.passwd").write_text("bridge-9:h\n")
+        await files.publish({"door-1": "h1"}, {"door-1"}, "")
+        assert files.reloads == 2
+        assert (tmp_path / "passwd").read_text().startswith("bridge-9:h\n")

@@ -1,8 +1,9 @@
-"""The message source's contract (``ingest.ports.MessageSubscription``), held by both
-adapters: the in-memory broker (``ingest.memory``) and the MQTT subscriber on this module's
-real Mosquitto. Messages are handed over in order; an acknowledged one never again; one
-released, or left unacknowledged when the connection ends, is handed over again by the
-next connection to the session; what arrives while paused waits in the session."""
+"""The message source's contract (``ingest.ports.MessageSubscription``), held by both adapters:
+the in-memory broker (``ingest.memory``) and the MQTT subscriber on this module's real
+Mosquitto, over MQTT 5 and over MQTT 3.1.1 (``TELEMETER_MQTT__PROTOCOL``). Messages are
+handed over in order; an acknowledged one never again; one released, or left unacknowledged
+when the connection ends, is handed over again by the next connection to the session; what
+arrives while paused waits in the session."""
 
 from __future__ import annotations
 
@@ -19,11 +20,12 @@ from ingest.ports import InboundMessage, MessageSubscription
 from storage.store import ClickHouseStore
 from telemeter.config import Settings
 from telemeter.local_broker import LocalBroker
-from tests.support import device_of, logins_for, publish_as
+from tests.support import logins_for, publish_as
 
 pytestmark = pytest.mark.usefixtures("broker")
 
 DEVICES = ["order", "acked", "released", "paused"]  # one device per test
+SUFFIX = {"5": "", "3.1.1": "-v311"}  # both sessions see every topic: devices of their own
 
 
 class Harness(Protocol):
@@ -60,16 +62,17 @@ class MemoryHarness:
 
 
 class MqttHarness:
-    """The MQTT subscriber on the module's Mosquitto, with a session of its own (the
-    second bridge user), and devices logged in as themselves."""
+    """The MQTT subscriber on the module's Mosquitto, with a session of its own (a bridge
+    user per protocol), and devices logged in as themselves."""
 
-    def __init__(self, broker: LocalBroker, logins: dict[str, DeviceLogin]) -> None:
+    def __init__(self, broker: LocalBroker, logins: dict[str, DeviceLogin], protocol: str) -> None:
         self._broker = broker
         self._logins = logins
-        self._mqtt = broker.bridge_mqtt(broker.bridge_users[1])
+        self._protocol = protocol
+        self._mqtt = broker.bridge_mqtt(broker.bridge_users[1 if protocol == "5" else 2])
 
     def topic(self, device: str) -> str:
-        return f"{self._mqtt.topic_prefix}devices/{device}/telemetry"
+        return f"{self._mqtt.topic_prefix}devices/{device}{SUFFIX[self._protocol]}/telemetry"
 
     def subscriber(self) -> MessageSubscription:
         m = self._mqtt
@@ -83,6 +86,7 @@ class MqttHarness:
             session_expiry_s=int(m.session_expiry.total_seconds()),
             keepalive_s=int(m.keepalive.total_seconds()),
             max_in_flight=100,
+            protocol=self._protocol,
         )
 
     async def publish(self, messages: list[tuple[str, bytes]]) -> None:
@@ -92,39 +96,49 @@ class MqttHarness:
 
 
 @pytest.fixture(scope="module")
-async def mqtt_harness(
+async def mqtt_harnesses(
     services: None, settings: Settings, broker: LocalBroker, store: ClickHouseStore
-) -> MqttHarness:
-    """The MQTT harness, its session created (subscribed once) before any test publishes."""
-    logins = await logins_for(settings, store, DEVICES)
-    harness = MqttHarness(broker, logins)
-    first = harness.subscriber()
-    await first.start(first.ack)  # subscribes, and acknowledges anything left over
-    await first.stop()
-    return harness
+) -> dict[str, MqttHarness]:
+    """An MQTT harness per protocol, each session created (subscribed once) before any test
+    publishes."""
+    logins = await logins_for(settings, store, [d + x for d in DEVICES for x in SUFFIX.values()])
+    harnesses = {}
+    for protocol in ("5", "3.1.1"):
+        harness = MqttHarness(broker, logins, protocol)
+        first = harness.subscriber()
+        await first.start(first.ack)  # subscribes, and acknowledges anything left over
+        await first.stop()
+        harnesses[protocol] = harness
+    return harnesses
 
 
-@pytest.fixture(params=["memory", pytest.param("mqtt", marks=pytest.mark.integration)])
+@pytest.fixture(
+    params=[
+        "memory",
+        pytest.param("mqtt", marks=pytest.mark.integration),
+        pytest.param("mqtt-3.1.1", marks=pytest.mark.integration),
+    ]
+)
 def harness(request: pytest.FixtureRequest) -> Harness:
     """Each adapter in turn."""
     if request.param == "memory":
         return MemoryHarness()
-    harness: Harness = request.getfixturevalue("mqtt_harness")
-    return harness
+    harnesses: dict[str, MqttHarness] = request.getfixturevalue("mqtt_harnesses")
+    return harnesses["5" if request.param == "mqtt" else "3.1.1"]
 
 
 class Connection:
     """A started subscription and what it handed over for one device; messages of other
     devices (left over by an earlier test that failed) are acknowledged and ignored."""
 
-    def __init__(self, source: MessageSubscription, device: str) -> None:
+    def __init__(self, source: MessageSubscription, topic: str) -> None:
         self.source = source
-        self.device = device
+        self.topic = topic
         self.received: list[InboundMessage] = []
         self._arrived = asyncio.Event()
 
     def __call__(self, message: InboundMessage) -> None:
-        if device_of(message.topic) == self.device:
+        if message.topic == self.topic:
             self.received.append(message)
             self._arrived.set()
         else:
@@ -143,7 +157,7 @@ class Connection:
 
 async def connect(harness: Harness, device: str) -> Connection:
     """Open and start a new connection to the session."""
-    connection = Connection(harness.subscriber(), device)
+    connection = Connection(harness.subscriber(), harness.topic(device))
     await connection.source.start(connection)
     return connection
 

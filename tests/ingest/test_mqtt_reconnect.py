@@ -1,5 +1,6 @@
 """The MQTT subscriber reconnects by itself (``resilience.retry`` with
-``ingest.mqtt.RECONNECT_BACKOFF``) after its broker restarts, and the session resumes."""
+``ingest.mqtt.RECONNECT_BACKOFF``) after its broker restarts, and the session resumes; one
+started while its broker is down waits for it (``CONNECT_BACKOFF``, up to its timeout)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import json
 
 import pytest
 
-from ingest.mqtt import MqttSubscriber
+from ingest.mqtt import MqttSubscriber, MqttUnavailable
 from ingest.ports import InboundMessage
 from storage.store import ClickHouseStore
 from telemeter.config import Settings
@@ -18,7 +19,60 @@ from tests.support import logins_for, publish_as
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.usefixtures("broker")]
 
 
+def subscriber_for(broker: LocalBroker, user: int) -> MqttSubscriber:
+    """A subscriber logged in as one of the broker's bridge users."""
+    m = broker.bridge_mqtt(broker.bridge_users[user])
+    return MqttSubscriber(
+        host=m.host,
+        port=broker.port,
+        client_id=m.client_id,
+        username=m.login,
+        password=m.password,
+        topic_filter=m.topic_filter,
+        session_expiry_s=int(m.session_expiry.total_seconds()),
+        keepalive_s=int(m.keepalive.total_seconds()),
+        max_in_flight=100,
+    )
+
+
+class TestStartDuringAnOutage:
+    """A bridge started while its broker restarts comes up with it instead of exiting
+    (a chaos run lost 17,289 readings to a bridge that had exited so)."""
+
+    async def test_start_waits_for_a_broker_that_comes_back(
+        self, services: None, settings: Settings, broker: LocalBroker
+    ) -> None:
+        """The broker is down when ``start`` is called and up 2 s later: ``start``
+        returns with the subscription in place."""
+        subscriber = subscriber_for(broker, 0)
+        await asyncio.to_thread(broker.stop)
+        try:
+            starting = asyncio.create_task(subscriber.start(lambda _m: None, timeout_s=30))
+            await asyncio.sleep(2)
+            assert not starting.done()
+            await asyncio.to_thread(broker.start)
+            async with asyncio.timeout(60):  # a hang guard, not a measurement
+                await starting
+        finally:
+            await subscriber.stop()
+
+    async def test_start_gives_up_after_its_timeout(
+        self, services: None, settings: Settings, broker: LocalBroker
+    ) -> None:
+        """No broker at all: ``start`` fails with the connection's error once its timeout
+        has passed (the CLI then says to start the broker)."""
+        subscriber = subscriber_for(broker, 0)
+        await asyncio.to_thread(broker.stop)
+        try:
+            with pytest.raises(MqttUnavailable, match="Connection refused"):
+                await subscriber.start(lambda _m: None, timeout_s=1.5)
+        finally:
+            await asyncio.to_thread(broker.start)
+
+
 class TestReconnect:
+    """A lost connection is re-established by the subscriber itself."""
+
     async def test_the_same_subscriber_reconnects_after_a_broker_restart(
         self, services: None, settings: Settings, broker: LocalBroker, store: ClickHouseStore
     ) -> None:
@@ -26,17 +80,7 @@ class TestReconnect:
         handed over by that same subscriber, which had to reconnect to get it."""
         logins = await logins_for(settings, store, ["reconnect-1"])
         m = broker.bridge_mqtt(broker.bridge_users[2])
-        subscriber = MqttSubscriber(
-            host=m.host,
-            port=broker.port,
-            client_id=m.client_id,
-            username=m.login,
-            password=m.password,
-            topic_filter=m.topic_filter,
-            session_expiry_s=int(m.session_expiry.total_seconds()),
-            keepalive_s=int(m.keepalive.total_seconds()),
-            max_in_flight=100,
-        )
+        subscriber = subscriber_for(broker, 2)
         received: list[InboundMessage] = []
         arrived = asyncio.Event()
 
