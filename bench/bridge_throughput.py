@@ -208,6 +208,23 @@ def _bridge_settings(
     )
 
 
+def spawn_bridge(s: Settings, log: Path) -> subprocess.Popen[bytes]:
+    """``telemeter bridge`` with these settings, its output appended to ``log``."""
+    env = {**os.environ, **settings_env(s), "TELEMETER_BRIDGE__METRICS_PORT": str(free_port())}
+    return subprocess.Popen(
+        [sys.executable, "-m", "telemeter", "bridge"],
+        env=env,
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+        cwd=REPO_ROOT,
+    )
+
+
+def bridge_started(log: Path, times: int) -> bool:
+    """Whether the bridge of ``log`` has started ``times`` times."""
+    return log.exists() and log.read_text(errors="replace").count("bridge_started") >= times
+
+
 async def run_ours(
     n: int, devices: int, processes: int, tls: bool = False, protocol: str = "5"
 ) -> Result:
@@ -223,27 +240,10 @@ async def run_ours(
         files = _payload_files(broker, tag, devices, n // devices, Path(tmp))
         await _add_devices(broker, files)
 
-        def bridge(s: Settings, log: Path) -> subprocess.Popen[bytes]:
-            env = {
-                **os.environ,
-                **settings_env(s),
-                "TELEMETER_BRIDGE__METRICS_PORT": str(free_port()),
-            }
-            return subprocess.Popen(
-                [sys.executable, "-m", "telemeter", "bridge"],
-                env=env,
-                stdout=log.open("ab"),
-                stderr=subprocess.STDOUT,
-                cwd=REPO_ROOT,
-            )
-
-        def started(log: Path, times: int) -> bool:
-            return log.read_text(errors="replace").count("bridge_started") >= times
-
         logs = [broker.run_dir / f"bridge-{i}.log" for i in range(processes)]
         # 1. create the sessions (subscriptions), then take the bridges offline
-        procs = [bridge(s, log) for s, log in zip(settings, logs, strict=True)]
-        _until(lambda: all(started(log, 1) for log in logs), 60)
+        procs = [spawn_bridge(s, log) for s, log in zip(settings, logs, strict=True)]
+        _until(lambda: all(bridge_started(log, 1) for log in logs), 60)
         for p in procs:
             p.terminate()
             p.wait()
@@ -251,7 +251,7 @@ async def run_ours(
         _publish(broker, files)
 
         def start() -> None:
-            procs[:] = [bridge(s, log) for s, log in zip(settings, logs, strict=True)]
+            procs[:] = [spawn_bridge(s, log) for s, log in zip(settings, logs, strict=True)]
 
         try:
             seconds, cpu = await _wait_for(

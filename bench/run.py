@@ -30,6 +30,7 @@ from telemeter.config import REPO_ROOT
 # before the soak and the alert path, which load the pipeline at half the rate it measured.
 SCENARIOS = [
     ("1", "bench.bridge_throughput", "bridge throughput"),
+    ("1", "bench.shared_restart", "broker restarts with a shared subscription"),
     ("7", "bench.auth_cost", "auth and TLS cost at the broker"),
     ("6", "bench.aggregator_alone", "aggregator alone"),
     ("2", "bench.end_to_end", "end-to-end throughput"),
@@ -39,6 +40,7 @@ SCENARIOS = [
     ("9", "bench.insights_desk", "inside-sales desk: precision@20 and latency"),
     ("10", "bench.forecast_accuracy", "forecast accuracy: MAPE of the period projections"),
     ("11", "bench.console_page", "console: a 200-device customer's page in Chromium"),
+    ("12", "bench.chaos_cluster", "chaos over a 3-node Kafka (make chaos-cluster)"),
 ]
 RESULTS = REPO_ROOT / "bench" / "results"
 README = REPO_ROOT / "README.md"
