@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError
 
+from storage.cluster import on_cluster
 from storage.errors import StoreUnavailable
 
 T = TypeVar("T")
@@ -44,11 +45,17 @@ def utc(value: datetime) -> datetime:
 class StoreCore:
     """The client, the database name and the query primitives."""
 
+    _cluster = ""  # a ClickHouse cluster's name: DDL runs ON CLUSTER (storage/cluster.py)
+
     def __init__(self, client: Client, database: str) -> None:
         if not _DB_NAME.match(database):
             raise ValueError(f"invalid database name {database!r}")
         self._client = client
         self._db = database
+
+    async def _ddl(self, sql: str) -> None:
+        """Run one statement that defines or changes an object (on the cluster, if any)."""
+        await self._run(self._client.command, on_cluster(sql, self._cluster))
 
     @property
     def database(self) -> str:

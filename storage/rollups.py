@@ -275,7 +275,7 @@ class RollupQueries(UsageQueries):
         if legacy:  # no rollups yet, or rollups in a table per width: all of them anew
             await self._compute_all(rollovers, 16)
         for old in ("rollup_hourly", "rollup_daily"):  # replaced by ``rollups``
-            await self._run(self._client.command, f"DROP TABLE IF EXISTS {self._db}.{old}")
+            await self._ddl(f"DROP TABLE IF EXISTS {self._db}.{old}")
         await self._insert(
             "claims",
             [[key, "ensure_rollups", "", datetime.now(UTC)] for key in _MIGRATIONS - done],

@@ -65,11 +65,19 @@ class ClickHouseStore(
     _versions: dict[tuple[str, ...], VersionReader] | None = None
 
     @classmethod
-    async def connect(cls, dsn: str, database: str) -> ClickHouseStore:
+    async def connect(cls, dsn: str, database: str, cluster: str = "") -> ClickHouseStore:
         """Open the client for ``dsn`` (``chdb:///abs/path`` or ``http://host:8123``) and create
-        the schema if it is missing."""
+        the schema if it is missing (``ON CLUSTER`` with replicated tables when ``cluster``
+        names one: storage/cluster.py)."""
+
+        # No HTTP session: the store's client is shared by concurrent threads, and a
+        # ClickHouse server (clickhouse-connect checks first) refuses concurrent queries in
+        # one session; nothing here needs a session's state (found by tests/chdb_http.py).
+        http = not dsn.startswith("chdb:")
 
         def _open() -> Client:
+            if http:
+                return clickhouse_connect.get_client(dsn=dsn, autogenerate_session_id=False)
             return clickhouse_connect.get_client(dsn=dsn)
 
         try:
@@ -79,6 +87,7 @@ class ClickHouseStore(
                 f"cannot open ClickHouse at {masked_dsn(dsn)}: {type(exc).__name__}"
             ) from exc
         store = cls(client, database)
+        store._cluster = cluster
         store._reads = ReadPool(_open)  # usage reads run concurrently on clients of their own
         store._meta = ReadPool(_open, size=1)
         store._lookups = ReadPool(_open, size=1)  # message lookups: never behind an insert
@@ -91,11 +100,11 @@ class ClickHouseStore(
 
     async def ensure_schema(self) -> None:
         """Create the database and tables when missing (idempotent)."""
-        await self._run(self._client.command, f"CREATE DATABASE IF NOT EXISTS {self._db}")
+        await self._ddl(f"CREATE DATABASE IF NOT EXISTS {self._db}")
         for ddl in TABLES.values():
-            await self._run(self._client.command, ddl.format(db=self._db))
+            await self._ddl(ddl.format(db=self._db))
         for ddl in MIGRATIONS:
-            await self._run(self._client.command, ddl.format(db=self._db))
+            await self._ddl(ddl.format(db=self._db))
 
     async def ping(self) -> None:
         """Raise StoreUnavailable unless ClickHouse answers."""

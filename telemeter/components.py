@@ -171,7 +171,9 @@ async def open_store(settings: Settings, clock: Clock = utc_now) -> AsyncIterato
         if embedded is not None:
             embedded.parent.mkdir(parents=True, exist_ok=True)
         try:
-            store = await ClickHouseStore.connect(dsn, settings.store.database)
+            store = await ClickHouseStore.connect(
+                dsn, settings.store.database, settings.store.cluster
+            )
         except StoreUnavailable as exc:
             holder = chdb_lock_holder(embedded) if embedded is not None else None
             if holder is None:

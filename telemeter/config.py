@@ -223,10 +223,9 @@ class StoreSettings(BaseModel):
 
     dsn: str = f"chdb://{RUN_DIR / 'chdb'}"
     database: str = "telemeter"
+    cluster: str = Field("", description="a server's cluster: ON CLUSTER, Replicated tables")
     rollups: bool = Field(
-        True,
-        description="answer usage from rollups (storage/rollups.py); false: from raw readings "
-        "alone, the reference they are tested against",
+        True, description="usage from rollups; false: from raw readings alone (the reference)"
     )
 
     def dsn_password(self) -> str | None:
