@@ -15,7 +15,9 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from devices.fleet import BrokerEndpoint, DeviceLogin, Fleet
 from devices.provision import provision
+from ingest.mqtt import MqttSubscriber
 from messaging.kafka import KafkaAuth
+from telemeter.local_broker import LocalBroker
 
 T = TypeVar("T")
 
@@ -144,3 +146,21 @@ def publish_as(
         return fleet.acked
     finally:
         fleet.close()
+
+
+def bridge_subscriber(broker: LocalBroker, user: int, protocol: str = "5") -> MqttSubscriber:
+    """An MQTT subscriber logged in as bridge user ``user`` of ``broker``, as the bridge
+    would be (its session expiry and keepalive), 100 messages in flight."""
+    m = broker.bridge_mqtt(broker.bridge_users[user])
+    return MqttSubscriber(
+        host=m.host,
+        port=broker.port,
+        client_id=m.client_id,
+        username=m.login,
+        password=m.password,
+        topic_filter=m.topic_filter,
+        session_expiry_s=int(m.session_expiry.total_seconds()),
+        keepalive_s=int(m.keepalive.total_seconds()),
+        max_in_flight=100,
+        protocol=protocol,
+    )

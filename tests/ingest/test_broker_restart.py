@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -35,6 +36,42 @@ def messages(settings: Settings) -> list[tuple[str, bytes]]:
             (f"{settings.mqtt.topic_prefix}devices/{device}/telemetry", json.dumps(body).encode())
         )
     return out
+
+
+async def queued_while_offline(
+    settings: Settings,
+    broker: LocalBroker,
+    store: ClickHouseStore,
+    bridge: Settings,
+    tag: str,
+    offline: Callable[[], Awaitable[object]],
+    timeout_s: float,
+) -> set[int]:
+    """Create the bridge's session and take it offline; run ``offline`` (the event under
+    test); publish COUNT messages as devices of ``tag``; start the bridge again. Returns
+    the seqs of ``tag`` that reached the events topic."""
+    sent = [
+        (t.replace("restart-", tag), p.replace(b"restart-", tag.encode()))
+        for t, p in messages(settings)
+    ]
+    logins = await logins_for(settings, store, {device_of(t) for t, _ in sent}, "shoe")
+    async with run_bridge(bridge):
+        pass  # the bridge's persistent session and subscription now exist, offline
+    await offline()
+    acked = await asyncio.to_thread(publish_as, broker.endpoint(), logins, sent)
+    assert acked == COUNT
+
+    def mine(rs: list[dict[str, Any]]) -> set[tuple[str, int]]:
+        return {(r["device_id"], r["seq"]) for r in rs if r["device_id"].startswith(tag)}
+
+    async with run_bridge(bridge):
+        records = await read_topic(
+            settings.kafka.bootstrap,
+            settings.kafka.events_topic,
+            until=lambda rs: len(mine(rs)) >= COUNT,
+            timeout_s=timeout_s,
+        )
+    return {seq for _, seq in mine(records)}
 
 
 class TestLocalBrokerRestart:
@@ -102,29 +139,13 @@ class TestReload:
             }
         )
         tag = f"reload-{login}-"
-        sent = [
-            (t.replace("restart-", tag), p.replace(b"restart-", tag.encode()))
-            for t, p in messages(settings)
-        ]
-        logins = await logins_for(settings, store, {device_of(t) for t, _ in sent}, "shoe")
-        async with run_bridge(bridge):
-            pass  # the bridge's persistent session and subscription now exist, offline
-        await logins_for(settings, store, [f"{tag}newcomer"], "shoe")  # rewrite + SIGHUP
-        assert f"{tag}newcomer" in (broker.auth_dir / "passwd").read_text()
-        acked = await asyncio.to_thread(publish_as, broker.endpoint(), logins, sent)
-        assert acked == COUNT
 
-        def mine(rs: list[dict[str, Any]]) -> set[tuple[str, int]]:
-            return {(r["device_id"], r["seq"]) for r in rs if r["device_id"].startswith(tag)}
+        async def provision() -> None:
+            await logins_for(settings, store, [f"{tag}newcomer"], "shoe")  # rewrite + SIGHUP
+            assert f"{tag}newcomer" in (broker.auth_dir / "passwd").read_text()
 
-        async with run_bridge(bridge):
-            records = await read_topic(
-                settings.kafka.bootstrap,
-                settings.kafka.events_topic,
-                until=lambda rs: len(mine(rs)) >= COUNT,
-                timeout_s=20,
-            )
-        assert {seq for _, seq in mine(records)} == set(range(COUNT))
+        seqs = await queued_while_offline(settings, broker, store, bridge, tag, provision, 20)
+        assert seqs == set(range(COUNT))
 
 
 class TestRestartWhileOffline:
@@ -163,28 +184,12 @@ class TestRestartWhileOffline:
         them reach the events topic once the bridge is back."""
         bridge = settings.model_copy(update={"mqtt": broker.bridge_mqtt(broker.bridge_users[0])})
         tag = f"offline-{reload}-"
-        sent = [
-            (t.replace("restart-", tag), p.replace(b"restart-", tag.encode()))
-            for t, p in messages(settings)
-        ]
-        logins = await logins_for(settings, store, {device_of(t) for t, _ in sent}, "shoe")
-        async with run_bridge(bridge):
-            pass  # the bridge's persistent session and subscription now exist, offline
-        await asyncio.sleep(1.5)  # past the broker's autosave_interval (1 s)
-        await asyncio.to_thread(broker.restart)
-        if reload:
-            await logins_for(settings, store, [f"{tag}newcomer"], "shoe")  # rewrite + SIGHUP
-        acked = await asyncio.to_thread(publish_as, broker.endpoint(), logins, sent)
-        assert acked == COUNT
 
-        def mine(rs: list[dict[str, Any]]) -> set[tuple[str, int]]:
-            return {(r["device_id"], r["seq"]) for r in rs if r["device_id"].startswith(tag)}
+        async def restart() -> None:
+            await asyncio.sleep(1.5)  # past the broker's autosave_interval (1 s)
+            await asyncio.to_thread(broker.restart)
+            if reload:
+                await logins_for(settings, store, [f"{tag}newcomer"], "shoe")  # + SIGHUP
 
-        async with run_bridge(bridge):
-            records = await read_topic(
-                settings.kafka.bootstrap,
-                settings.kafka.events_topic,
-                until=lambda rs: len(mine(rs)) >= COUNT,
-                timeout_s=15,
-            )
-        assert {seq for _, seq in mine(records)} == set(range(COUNT))
+        seqs = await queued_while_offline(settings, broker, store, bridge, tag, restart, 15)
+        assert seqs == set(range(COUNT))

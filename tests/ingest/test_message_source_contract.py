@@ -15,12 +15,11 @@ import pytest
 
 from devices.fleet import DeviceLogin
 from ingest.memory import MemoryBroker
-from ingest.mqtt import MqttSubscriber
 from ingest.ports import InboundMessage, MessageSubscription
 from storage.store import ClickHouseStore
 from telemeter.config import Settings
 from telemeter.local_broker import LocalBroker
-from tests.support import logins_for, publish_as
+from tests.support import bridge_subscriber, logins_for, publish_as
 
 pytestmark = pytest.mark.usefixtures("broker")
 
@@ -69,25 +68,14 @@ class MqttHarness:
         self._broker = broker
         self._logins = logins
         self._protocol = protocol
-        self._mqtt = broker.bridge_mqtt(broker.bridge_users[1 if protocol == "5" else 2])
+        self._user = 1 if protocol == "5" else 2
+        self._mqtt = broker.bridge_mqtt(broker.bridge_users[self._user])
 
     def topic(self, device: str) -> str:
         return f"{self._mqtt.topic_prefix}devices/{device}{SUFFIX[self._protocol]}/telemetry"
 
     def subscriber(self) -> MessageSubscription:
-        m = self._mqtt
-        return MqttSubscriber(
-            host=m.host,
-            port=self._broker.port,
-            client_id=m.client_id,
-            username=m.login,
-            password=m.password,
-            topic_filter=m.topic_filter,
-            session_expiry_s=int(m.session_expiry.total_seconds()),
-            keepalive_s=int(m.keepalive.total_seconds()),
-            max_in_flight=100,
-            protocol=self._protocol,
-        )
+        return bridge_subscriber(self._broker, self._user, self._protocol)
 
     async def publish(self, messages: list[tuple[str, bytes]]) -> None:
         endpoint = self._broker.endpoint()

@@ -9,30 +9,14 @@ import json
 
 import pytest
 
-from ingest.mqtt import MqttSubscriber, MqttUnavailable
+from ingest.mqtt import MqttUnavailable
 from ingest.ports import InboundMessage
 from storage.store import ClickHouseStore
 from telemeter.config import Settings
 from telemeter.local_broker import LocalBroker
-from tests.support import logins_for, publish_as
+from tests.support import bridge_subscriber, logins_for, publish_as
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.usefixtures("broker")]
-
-
-def subscriber_for(broker: LocalBroker, user: int) -> MqttSubscriber:
-    """A subscriber logged in as one of the broker's bridge users."""
-    m = broker.bridge_mqtt(broker.bridge_users[user])
-    return MqttSubscriber(
-        host=m.host,
-        port=broker.port,
-        client_id=m.client_id,
-        username=m.login,
-        password=m.password,
-        topic_filter=m.topic_filter,
-        session_expiry_s=int(m.session_expiry.total_seconds()),
-        keepalive_s=int(m.keepalive.total_seconds()),
-        max_in_flight=100,
-    )
 
 
 class TestStartDuringAnOutage:
@@ -44,7 +28,7 @@ class TestStartDuringAnOutage:
     ) -> None:
         """The broker is down when ``start`` is called and up 2 s later: ``start``
         returns with the subscription in place."""
-        subscriber = subscriber_for(broker, 0)
+        subscriber = bridge_subscriber(broker, 0)
         await asyncio.to_thread(broker.stop)
         try:
             starting = asyncio.create_task(subscriber.start(lambda _m: None, timeout_s=30))
@@ -61,7 +45,7 @@ class TestStartDuringAnOutage:
     ) -> None:
         """No broker at all: ``start`` fails with the connection's error once its timeout
         has passed (the CLI then says to start the broker)."""
-        subscriber = subscriber_for(broker, 0)
+        subscriber = bridge_subscriber(broker, 0)
         await asyncio.to_thread(broker.stop)
         try:
             with pytest.raises(MqttUnavailable, match="Connection refused"):
@@ -80,7 +64,7 @@ class TestReconnect:
         handed over by that same subscriber, which had to reconnect to get it."""
         logins = await logins_for(settings, store, ["reconnect-1"])
         m = broker.bridge_mqtt(broker.bridge_users[2])
-        subscriber = subscriber_for(broker, 2)
+        subscriber = bridge_subscriber(broker, 2)
         received: list[InboundMessage] = []
         arrived = asyncio.Event()
 
