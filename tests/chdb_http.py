@@ -98,8 +98,13 @@ class Engine:
 
 
 def _decompress(body: bytes, encoding: str) -> bytes:
-    if encoding == "lz4":
-        return bytes(lz4.frame.decompress(body))
+    if encoding == "lz4":  # one frame per block clickhouse-connect sends: all of them
+        out, rest = [], body
+        while rest:
+            decompressor = lz4.frame.LZ4FrameDecompressor()
+            out.append(decompressor.decompress(rest))
+            rest = decompressor.unused_data
+        return b"".join(out)
     if encoding == "zstd":
         from backports import zstd  # clickhouse-connect's own zstd  # type: ignore[attr-defined]
 
