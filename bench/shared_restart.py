@@ -27,12 +27,17 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from aiokafka import AIOKafkaConsumer
-
-from bench.bridge_throughput import SCENARIO, _bridge_settings, bridge_started, spawn_bridge
+from bench.bridge_throughput import (
+    SCENARIO,
+    _bridge_settings,
+    _until,
+    bridge_started,
+    distinct_in,
+    spawn_bridge,
+)
 from bench.broker import bench_broker
 from bench.common import Measure
-from bench.kafka import BOOTSTRAP, admin_kwargs, create_topics, partitions, stop_consumer
+from bench.kafka import create_topics
 from devices.fleet import DeviceLogin, Fleet
 from devices.load_messages import wire_time
 from messaging.admin import TopicSpec
@@ -83,35 +88,6 @@ def _publish(fleet: Fleet, prefix: str, rate: float, seconds: float) -> int:
     return sent
 
 
-async def _delivered(topic: str, expected: int, quiet_s: float = 10) -> int:
-    """Distinct (device, seq) in ``topic`` once ``expected`` are there or nothing new has
-    arrived for ``quiet_s``."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=BOOTSTRAP,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        **admin_kwargs(),
-    )
-    await consumer.start()
-    seen: set[tuple[str, int]] = set()
-    try:
-        consumer.assign(await partitions(consumer, topic))
-        await consumer.seek_to_beginning()
-        last_new = time.monotonic()
-        while len(seen) < expected and time.monotonic() - last_new < quiet_s:
-            batch = await consumer.getmany(timeout_ms=500, max_records=10_000)
-            before = len(seen)
-            for messages in batch.values():
-                for m in messages:
-                    doc = json.loads(m.value)
-                    seen.add((doc["device_id"], doc["seq"]))
-            if len(seen) > before:
-                last_new = time.monotonic()
-    finally:
-        await stop_consumer(consumer)
-    return len(seen)
-
-
 def _restarts(broker_restart: object, seconds: float, done: list[int]) -> None:
     """Restart the broker every RESTART_EVERY_S until ``seconds`` have passed."""
     start = time.monotonic()
@@ -137,11 +113,7 @@ async def run(shared: bool, rate: float = 500, seconds: float = 22) -> RestartRe
             spawn_bridge(s, log) for s, log in zip(settings, logs, strict=True)
         ]
         try:
-            deadline = time.monotonic() + 60
-            while not all(bridge_started(log, 1) for log in logs):
-                if time.monotonic() > deadline:
-                    raise TimeoutError("the bridges did not start")
-                await asyncio.sleep(0.1)
+            _until(lambda: all(bridge_started(log, 1) for log in logs), 60)
             fleet = Fleet(broker.endpoint(), [DeviceLogin(d, passwords[d]) for d in devices])
             fleet.connect(timeout_s=30)
             restarted: list[int] = []
@@ -155,7 +127,7 @@ async def run(shared: bool, rate: float = 500, seconds: float = 22) -> RestartRe
                 restart.join()
                 acked = fleet.acked
                 fleet.close()
-            delivered = await _delivered(f"{tag}.events", sent)
+            delivered = await distinct_in(f"{tag}.events", sent, quiet_s=10)
         finally:
             for p in procs:
                 p.terminate()

@@ -152,12 +152,11 @@ class MosquittoAuthFiles:
                 ),
             )
             changed = False
-            crl = self._dir / "crl.pem"
-            if crl_pem is not None and (not crl.exists() or crl.read_bytes() != crl_pem):
+            if crl_pem is not None and crl_pem != self.current_crl():
+                changed = True
                 tmp = self._dir / ".crl.pem.tmp"
                 tmp.write_bytes(crl_pem)
-                tmp.replace(crl)
-                changed = True
+                tmp.replace(self._dir / "crl.pem")
             for name in _FILES:
                 service = _read(self._dir / f"service.{name}")
                 devices = _read(self._dir / f"devices.{name}")

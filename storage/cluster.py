@@ -31,9 +31,8 @@ KEEPER_PATH = "/clickhouse/tables/{shard}/{database}/{table}"
 REPLICA = "{replica}"
 
 _OBJECT = re.compile(
-    r"^(\s*(?:CREATE\s+(?:TABLE|MATERIALIZED\s+VIEW|DATABASE)\s+IF\s+NOT\s+EXISTS"
-    r"|ALTER\s+TABLE|DROP\s+(?:TABLE|VIEW)\s+IF\s+EXISTS|DROP\s+(?:TABLE|VIEW))"
-    r"\s+[\w.]+)",
+    r"^(\s*(?:CREATE\s+(?:TABLE|MATERIALIZED\s+VIEW|DATABASE)(?:\s+IF\s+NOT\s+EXISTS)?"
+    r"|ALTER\s+TABLE|DROP\s+(?:TABLE|VIEW)(?:\s+IF\s+EXISTS)?)\s+[\w.]+)",
     re.IGNORECASE,
 )
 _ENGINE = re.compile(r"ENGINE\s*=\s*(Replacing)?MergeTree(?:\s*\(([^)]*)\))?")
